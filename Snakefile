@@ -1,0 +1,36 @@
+# tilepipe: Sentinel-2 tiles -> 10x super-resolution -> fields -> QC -> crop classes.
+# Thin entry: load and validate the config, include one rule file per stage, define `all`.
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+from tilepipe.config import config_problems, load_schema
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+_schema = "workflow/schemas/config.schema.yaml"
+_problems = config_problems(config, load_schema(workflow.source_path(_schema)))
+if _problems:
+    raise WorkflowError("invalid configuration:\n  - " + "\n  - ".join(_problems))
+validate(config, _schema)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/superres.smk"
+include: "workflow/rules/fields.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/classify.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs,
+    default_target: True

@@ -1,0 +1,67 @@
+"""Bad configuration fails before any job with a line naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from tilepipe.config import config_problems, load_schema, window_arg
+
+from .conftest import REPO
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+DEMO_CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def problems(**changes):
+    config = copy.deepcopy(DEMO_CONFIG)
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return config_problems(config, SCHEMA, base=REPO)
+
+
+def test_the_demo_config_is_valid():
+    assert problems() == []
+
+
+def test_unknown_key_is_named_with_the_allowed_keys():
+    (msg,) = problems(superres__modle="x.pt")
+    assert "unknown config key 'superres.modle'" in msg and "model" in msg
+
+
+def test_bad_tile_id_is_named():
+    (msg,) = problems(tiles=["33UXP", "33ZZZ"])
+    assert "tiles[1]" in msg and "'33ZZZ'" in msg and "MGRS" in msg
+
+
+def test_bad_date_is_named():
+    (msg,) = problems(dates__start="2022-13-45")
+    assert "dates.start" in msg and "2022-13-45" in msg
+
+
+def test_enum_value_lists_the_allowed_values():
+    (msg,) = problems(superres__method="bilinear")
+    assert "superres.method" in msg and "model, bicubic" in msg
+
+
+def test_missing_model_file_is_named():
+    found = problems(fields__model="models/nope.pt")
+    assert any("fields.model" in m and "models/nope.pt" in m for m in found)
+
+
+def test_bicubic_needs_no_superres_model():
+    assert problems(superres__method="bicubic", superres__model="models/nope.pt") == []
+
+
+@pytest.mark.parametrize(
+    ("window", "arg"),
+    [("full", "full"), ({"col_off": 1, "row_off": 2, "width": 30, "height": 40}, "1,2,30,40")],
+)
+def test_window_becomes_the_cli_argument(window, arg):
+    assert window_arg(window) == arg

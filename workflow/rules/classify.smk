@@ -1,0 +1,66 @@
+# Embeddings per tile-year, the campaign's CatBoost classifier, crop class per field.
+
+CL = config["classify"]
+
+
+rule embeddings:
+    input:
+        demo_input("registry"),
+    output:
+        embeddings="results/{tile}/{year}/embeddings.tif",
+    params:
+        source=config["embeddings"]["source"],
+        window=WINDOW,
+    log:
+        "logs/embeddings/{tile}/{year}.log",
+    benchmark:
+        "benchmarks/rules/embeddings/{tile}/{year}.tsv"
+    resources:
+        network=1,
+    shell:
+        "tilepipe embeddings --tile {wildcards.tile} --year {wildcards.year}"
+        " --source {params.source:q} --window {params.window} --out {output.embeddings}"
+        " > {log} 2>&1"
+
+
+rule train_classifier:
+    input:
+        labels=demo_input("labels") or CL["labels"],
+        embeddings=expand("results/{tile}/{year}/embeddings.tif", tile=TILES, year=CL["year"]),
+    output:
+        model="results/models/classifier.cbm",
+        metrics="results/models/classifier_metrics.json",
+    params:
+        pairs=lambda wildcards, input: " ".join(
+            f"{tile}={path}" for tile, path in zip(TILES, input.embeddings)
+        ),
+        iterations=CL["iterations"],
+        test_fraction=CL["test_fraction"],
+        seed=CL["seed"],
+    threads: 2
+    log:
+        "logs/train_classifier/classifier.log",
+    benchmark:
+        "benchmarks/rules/train_classifier/classifier.tsv"
+    shell:
+        "tilepipe train --labels {input.labels} --embeddings {params.pairs}"
+        " --model-out {output.model} --metrics-out {output.metrics}"
+        " --iterations {params.iterations} --test-fraction {params.test_fraction}"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+rule classify:
+    input:
+        fields=f"{SCENE}/fields.gpkg",
+        embeddings=lambda wildcards: f"results/{wildcards.tile}/{wildcards.date[:4]}/embeddings.tif",
+        model="results/models/classifier.cbm",
+    output:
+        classified=f"{SCENE}/fields_classified.gpkg",
+    log:
+        "logs/classify/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/classify/{tile}/{date}.tsv"
+    shell:
+        "tilepipe classify --tile {wildcards.tile} --date {wildcards.date}"
+        " --fields {input.fields} --embeddings {input.embeddings} --model {input.model}"
+        " --out {output.classified} > {log} 2>&1"

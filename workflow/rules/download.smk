@@ -1,0 +1,70 @@
+# Scene search (builds the manifest the DAG is planned from) and per-scene download.
+
+if DEMO["generate"]:
+
+    rule demo_campaign:
+        output:
+            catalog=f"{DEMO['out']}/stac/catalog.json",
+            registry=f"{DEMO['out']}/tessera/registry.tsv",
+            labels=f"{DEMO['out']}/labels.gpkg",
+        params:
+            out=DEMO["out"],
+            tiles=" ".join(TILES),
+            size=DEMO["size"],
+            seed=DEMO["seed"],
+        log:
+            "logs/demo_campaign/demo.log",
+        benchmark:
+            "benchmarks/rules/demo_campaign/demo.tsv"
+        shell:
+            "tilepipe demo --out {params.out} --tiles {params.tiles} --size {params.size}"
+            " --seed {params.seed} > {log} 2>&1"
+
+
+checkpoint search_scenes:
+    input:
+        demo_input("catalog"),
+    output:
+        manifest=MANIFEST,
+    params:
+        catalog=config["source"]["catalog"],
+        collection=config["source"]["collection"],
+        tiles=" ".join(TILES),
+        start=config["dates"]["start"],
+        end=config["dates"]["end"],
+        max_cloud=config["source"]["max_cloud"],
+        max_dates=(
+            f"--max-dates {config['source']['max_dates_per_tile']}"
+            if config["source"]["max_dates_per_tile"]
+            else ""
+        ),
+    log:
+        "logs/search_scenes/search.log",
+    benchmark:
+        "benchmarks/rules/search_scenes/search.tsv"
+    resources:
+        network=1,
+    shell:
+        "tilepipe search --catalog {params.catalog:q} --collection {params.collection}"
+        " --tiles {params.tiles} --start {params.start} --end {params.end}"
+        " --max-cloud {params.max_cloud} {params.max_dates} --out {output.manifest} > {log} 2>&1"
+
+
+rule download:
+    output:
+        s2=f"{SCENE}/s2.tif",
+        scl=f"{SCENE}/scl.tif",
+    params:
+        manifest=MANIFEST,
+        item=item_of,
+        window=WINDOW,
+    log:
+        "logs/download/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/download/{tile}/{date}.tsv"
+    resources:
+        network=1,
+    shell:
+        "tilepipe download --tile {wildcards.tile} --date {wildcards.date}"
+        " --manifest {params.manifest} --window {params.window}"
+        " --s2 {output.s2} --scl {output.scl} > {log} 2>&1"

@@ -1,0 +1,22 @@
+# Quality control of each scene: grid, orientation, nodata, cloud, reflectance, DR consistency,
+# field sanity -> qc.json with pass / warn / fail.
+
+
+rule qc:
+    input:
+        s2=f"{SCENE}/s2.tif",
+        scl=f"{SCENE}/scl.tif",
+        dr=f"{SCENE}/dr.tif",
+        fields=f"{SCENE}/fields.gpkg",
+    output:
+        qc=f"{SCENE}/qc.json",
+    params:
+        thresholds=json.dumps(config["qc"]),
+    log:
+        "logs/qc/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/qc/{tile}/{date}.tsv"
+    shell:
+        "tilepipe qc --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
+        " --scl {input.scl} --dr {input.dr} --fields {input.fields}"
+        " --thresholds {params.thresholds:q} --out {output.qc} > {log} 2>&1"

@@ -1,0 +1,60 @@
+# Report artefacts for `snakemake --report`: quicklooks per scene and the campaign QC summary.
+
+
+rule quicklook:
+    input:
+        s2=f"{SCENE}/s2.tif",
+        dr=f"{SCENE}/dr.tif",
+        fields=f"{SCENE}/fields.gpkg",
+    output:
+        rgb=report(
+            f"{SCENE}/quicklook_rgb.png",
+            caption="../report/quicklook_rgb.rst",
+            category="Scenes",
+            subcategory="{tile} {date}",
+            labels={"tile": "{tile}", "date": "{date}", "view": "1 Sentinel-2 RGB (10 m)"},
+        ),
+        dr=report(
+            f"{SCENE}/quicklook_dr.png",
+            caption="../report/quicklook_dr.rst",
+            category="Scenes",
+            subcategory="{tile} {date}",
+            labels={"tile": "{tile}", "date": "{date}", "view": "2 DR RGB (1 m)"},
+        ),
+        fields=report(
+            f"{SCENE}/quicklook_fields.png",
+            caption="../report/quicklook_fields.rst",
+            category="Scenes",
+            subcategory="{tile} {date}",
+            labels={"tile": "{tile}", "date": "{date}", "view": "3 fields over DR"},
+        ),
+    params:
+        size=config["report"]["quicklook_size"],
+    log:
+        "logs/quicklook/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/quicklook/{tile}/{date}.tsv"
+    shell:
+        "tilepipe quicklook --s2 {input.s2} --dr {input.dr} --fields {input.fields}"
+        " --rgb {output.rgb} --dr-png {output.dr} --fields-png {output.fields}"
+        " --size {params.size} > {log} 2>&1"
+
+
+rule qc_summary:
+    input:
+        qc=lambda wildcards: scene_outputs(["qc.json"]),
+        metrics="results/models/classifier_metrics.json",
+    output:
+        html=report(
+            "results/qc_summary.html",
+            caption="../report/qc_summary.rst",
+            category="QC summary",
+        ),
+        tsv="results/qc_summary.tsv",
+    log:
+        "logs/qc_summary/summary.log",
+    benchmark:
+        "benchmarks/rules/qc_summary/summary.tsv"
+    shell:
+        "tilepipe qc-summary --qc {input.qc} --metrics {input.metrics} --out {output.html}"
+        " > {log} 2>&1"

@@ -1,0 +1,27 @@
+# 10x "Deep Resolution" super-resolution of each scene (GPU step on clusters).
+
+SR = config["superres"]
+
+
+rule superres:
+    input:
+        s2=f"{SCENE}/s2.tif",
+        model=repo_path(SR["model"]) if SR["method"] == "model" else [],
+    output:
+        dr=f"{SCENE}/dr.tif",
+    params:
+        method=SR["method"],
+        model=lambda wildcards, input: f"--model {input.model}" if input.model else "",
+        patch=SR["patch"],
+        overlap=SR["overlap"],
+        batch=SR["batch"],
+        device=SR["device"],
+    threads: 2
+    log:
+        "logs/superres/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/superres/{tile}/{date}.tsv"
+    shell:
+        "tilepipe superres --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
+        " --out {output.dr} --method {params.method} {params.model} --patch {params.patch}"
+        " --overlap {params.overlap} --batch {params.batch} --device {params.device} > {log} 2>&1"
