@@ -119,9 +119,9 @@ def cmd_fields(args: argparse.Namespace) -> None:
 
 
 def cmd_qc(args: argparse.Namespace) -> None:
-    from tilepipe.qc import DEFAULT_THRESHOLDS, run_qc, write_qc
+    from tilepipe.qc import merge_thresholds, run_qc, write_qc
 
-    thresholds = {**DEFAULT_THRESHOLDS, **(_json_arg(args.thresholds) if args.thresholds else {})}
+    thresholds = merge_thresholds(_json_arg(args.thresholds) if args.thresholds else None)
     report = run_qc(
         tile=args.tile,
         date=args.date,

@@ -8,15 +8,15 @@ rule embeddings:
         demo_input("registry"),
     output:
         embeddings="results/{tile}/{year}/embeddings.tif",
-    params:
-        source=config["embeddings"]["source"],
-        window=WINDOW,
     log:
         "logs/embeddings/{tile}/{year}.log",
     benchmark:
         "benchmarks/rules/embeddings/{tile}/{year}.tsv"
     resources:
         network=1,
+    params:
+        source=config["embeddings"]["source"],
+        window=WINDOW,
     shell:
         "tilepipe embeddings --tile {wildcards.tile} --year {wildcards.year}"
         " --source {params.source:q} --window {params.window} --out {output.embeddings}"
@@ -26,10 +26,17 @@ rule embeddings:
 rule train_classifier:
     input:
         labels=demo_input("labels") or CL["labels"],
-        embeddings=expand("results/{tile}/{year}/embeddings.tif", tile=TILES, year=CL["year"]),
+        embeddings=expand(
+            "results/{tile}/{year}/embeddings.tif", tile=TILES, year=CL["year"]
+        ),
     output:
         model="results/models/classifier.cbm",
         metrics="results/models/classifier_metrics.json",
+    log:
+        "logs/train_classifier/classifier.log",
+    benchmark:
+        "benchmarks/rules/train_classifier/classifier.tsv"
+    threads: 2
     params:
         pairs=lambda wildcards, input: " ".join(
             f"{tile}={path}" for tile, path in zip(TILES, input.embeddings)
@@ -37,11 +44,6 @@ rule train_classifier:
         iterations=CL["iterations"],
         test_fraction=CL["test_fraction"],
         seed=CL["seed"],
-    threads: 2
-    log:
-        "logs/train_classifier/classifier.log",
-    benchmark:
-        "benchmarks/rules/train_classifier/classifier.tsv"
     shell:
         "tilepipe train --labels {input.labels} --embeddings {params.pairs}"
         " --model-out {output.model} --metrics-out {output.metrics}"

@@ -66,7 +66,9 @@ def item_of(wildcards):
 
 
 def scene_outputs(names):
-    return [f"{SCENE}/{name}".format(tile=t, date=d) for t, d in scenes() for name in names]
+    return [
+        f"{SCENE}/{name}".format(tile=t, date=d) for t, d in scenes() for name in names
+    ]
 
 
 def final_outputs(wildcards):

@@ -7,15 +7,15 @@ if DEMO["generate"]:
             catalog=f"{DEMO['out']}/stac/catalog.json",
             registry=f"{DEMO['out']}/tessera/registry.tsv",
             labels=f"{DEMO['out']}/labels.gpkg",
+        log:
+            "logs/demo_campaign/demo.log",
+        benchmark:
+            "benchmarks/rules/demo_campaign/demo.tsv"
         params:
             out=DEMO["out"],
             tiles=" ".join(TILES),
             size=DEMO["size"],
             seed=DEMO["seed"],
-        log:
-            "logs/demo_campaign/demo.log",
-        benchmark:
-            "benchmarks/rules/demo_campaign/demo.tsv"
         shell:
             "tilepipe demo --out {params.out} --tiles {params.tiles} --size {params.size}"
             " --seed {params.seed} > {log} 2>&1"
@@ -26,6 +26,12 @@ checkpoint search_scenes:
         demo_input("catalog"),
     output:
         manifest=MANIFEST,
+    log:
+        "logs/search_scenes/search.log",
+    benchmark:
+        "benchmarks/rules/search_scenes/search.tsv"
+    resources:
+        network=1,
     params:
         catalog=config["source"]["catalog"],
         collection=config["source"]["collection"],
@@ -38,12 +44,6 @@ checkpoint search_scenes:
             if config["source"]["max_dates_per_tile"]
             else ""
         ),
-    log:
-        "logs/search_scenes/search.log",
-    benchmark:
-        "benchmarks/rules/search_scenes/search.tsv"
-    resources:
-        network=1,
     shell:
         "tilepipe search --catalog {params.catalog:q} --collection {params.collection}"
         " --tiles {params.tiles} --start {params.start} --end {params.end}"
@@ -54,16 +54,16 @@ rule download:
     output:
         s2=f"{SCENE}/s2.tif",
         scl=f"{SCENE}/scl.tif",
-    params:
-        manifest=MANIFEST,
-        item=item_of,
-        window=WINDOW,
     log:
         "logs/download/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/download/{tile}/{date}.tsv"
     resources:
         network=1,
+    params:
+        manifest=MANIFEST,
+        item=item_of,
+        window=WINDOW,
     shell:
         "tilepipe download --tile {wildcards.tile} --date {wildcards.date}"
         " --manifest {params.manifest} --window {params.window}"

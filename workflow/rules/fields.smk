@@ -9,6 +9,11 @@ rule fields:
         model=repo_path(FD["model"]),
     output:
         fields=f"{SCENE}/fields.gpkg",
+    log:
+        "logs/fields/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/fields/{tile}/{date}.tsv"
+    threads: 2
     params:
         threshold=FD["threshold"],
         min_area=FD["min_area_m2"],
@@ -16,11 +21,6 @@ rule fields:
         overlap=FD["overlap"],
         batch=FD["batch"],
         device=FD["device"],
-    threads: 2
-    log:
-        "logs/fields/{tile}/{date}.log",
-    benchmark:
-        "benchmarks/rules/fields/{tile}/{date}.tsv"
     shell:
         "tilepipe fields --tile {wildcards.tile} --date {wildcards.date} --dr {input.dr}"
         " --out {output.fields} --model {input.model} --threshold {params.threshold}"

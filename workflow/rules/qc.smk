@@ -10,12 +10,12 @@ rule qc:
         fields=f"{SCENE}/fields.gpkg",
     output:
         qc=f"{SCENE}/qc.json",
-    params:
-        thresholds=json.dumps(config["qc"]),
     log:
         "logs/qc/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/qc/{tile}/{date}.tsv"
+    params:
+        thresholds=json.dumps(config["qc"]),
     shell:
         "tilepipe qc --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
         " --scl {input.scl} --dr {input.dr} --fields {input.fields}"

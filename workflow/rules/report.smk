@@ -12,7 +12,11 @@ rule quicklook:
             caption="../report/quicklook_rgb.rst",
             category="Scenes",
             subcategory="{tile} {date}",
-            labels={"tile": "{tile}", "date": "{date}", "view": "1 Sentinel-2 RGB (10 m)"},
+            labels={
+                "tile": "{tile}",
+                "date": "{date}",
+                "view": "1 Sentinel-2 RGB (10 m)",
+            },
         ),
         dr=report(
             f"{SCENE}/quicklook_dr.png",
@@ -28,12 +32,12 @@ rule quicklook:
             subcategory="{tile} {date}",
             labels={"tile": "{tile}", "date": "{date}", "view": "3 fields over DR"},
         ),
-    params:
-        size=config["report"]["quicklook_size"],
     log:
         "logs/quicklook/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/quicklook/{tile}/{date}.tsv"
+    params:
+        size=config["report"]["quicklook_size"],
     shell:
         "tilepipe quicklook --s2 {input.s2} --dr {input.dr} --fields {input.fields}"
         " --rgb {output.rgb} --dr-png {output.dr} --fields-png {output.fields}"

@@ -9,6 +9,11 @@ rule superres:
         model=repo_path(SR["model"]) if SR["method"] == "model" else [],
     output:
         dr=f"{SCENE}/dr.tif",
+    log:
+        "logs/superres/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/superres/{tile}/{date}.tsv"
+    threads: 2
     params:
         method=SR["method"],
         model=lambda wildcards, input: f"--model {input.model}" if input.model else "",
@@ -16,11 +21,6 @@ rule superres:
         overlap=SR["overlap"],
         batch=SR["batch"],
         device=SR["device"],
-    threads: 2
-    log:
-        "logs/superres/{tile}/{date}.log",
-    benchmark:
-        "benchmarks/rules/superres/{tile}/{date}.tsv"
     shell:
         "tilepipe superres --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
         " --out {output.dr} --method {params.method} {params.model} --patch {params.patch}"

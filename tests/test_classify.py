@@ -1,0 +1,217 @@
+"""Field means, grouped-split CatBoost training and field classification on synthetic embeddings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import Transformer
+
+from tilepipe.classify import classify_fields, field_embedding_means, train_classifier
+from tilepipe.errors import InputError
+
+TILE, CRS, DIM = "33UXP", "EPSG:32633", 16
+CLASSES = ("maize", "wheat", "grassland")
+ORIGIN = (600000.0, 5400000.0)
+FIELD_PX, GAP_PX, PER_SIDE = 16, 4, 6  # 36 square fields of 16 x 16 pixels
+
+
+def field_boxes():
+    """Field polygons in UTM (metres), row-major, with their class."""
+    x0, y0 = ORIGIN
+    boxes, classes = [], []
+    step = (FIELD_PX + GAP_PX) * 10
+    for r in range(PER_SIDE):
+        for c in range(PER_SIDE):
+            left, top = x0 + c * step + 20, y0 - r * step - 20
+            boxes.append(shapely.box(left, top - FIELD_PX * 10, left + FIELD_PX * 10, top))
+            classes.append(CLASSES[(r * PER_SIDE + c) % len(CLASSES)])
+    return boxes, classes
+
+
+def write_embeddings(path, seed=0, noise=0.6):
+    """Class centroid + noise inside each field, NaN between fields."""
+    rng = np.random.default_rng(seed)
+    centroids = np.random.default_rng(99).normal(0, 1, size=(len(CLASSES), DIM))
+    size = PER_SIDE * (FIELD_PX + GAP_PX) + 4
+    transform = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
+    data = np.full((DIM, size, size), np.nan, dtype=np.float32)
+    boxes, classes = field_boxes()
+    for geom, cls in zip(boxes, classes, strict=True):
+        left, _, _, top = geom.bounds
+        c0, r0 = ~transform @ (left, top)
+        c0, r0 = round(c0), round(r0)
+        vec = centroids[CLASSES.index(cls)][:, None, None]
+        data[:, r0 : r0 + FIELD_PX, c0 : c0 + FIELD_PX] = vec + rng.normal(
+            0, noise, size=(DIM, FIELD_PX, FIELD_PX)
+        )
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=DIM,
+        dtype="float32",
+        crs=CRS,
+        transform=transform,
+        nodata=np.nan,
+    ) as dst:
+        dst.write(data)
+    return data
+
+
+def write_labels(path, boxes, classes, ids):
+    to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform
+    geoms = shapely.transform(
+        np.array(boxes, dtype=object), lambda xy: np.column_stack(to_ll(xy[:, 0], xy[:, 1]))
+    )
+    pyogrio.raw.write(
+        path,
+        shapely.to_wkb(geoms),
+        [np.asarray(ids, np.int64), np.array(classes, object), np.array([TILE] * len(ids), object)],
+        ["field_id", "crop", "tile"],
+        layer="labels",
+        driver="GPKG",
+        geometry_type="Polygon",
+        crs="EPSG:4326",
+    )
+
+
+def write_fields(path, boxes):
+    n = len(boxes)
+    pyogrio.raw.write(
+        path,
+        shapely.to_wkb(np.array(boxes, dtype=object)),
+        [
+            np.arange(1, n + 1, dtype=np.int64),
+            np.array([b.area for b in boxes]),
+            np.full(n, 0.8),
+            np.array([TILE] * n, object),
+            np.array(["2022-06-21"] * n, object),
+        ],
+        ["field_id", "area_m2", "score", "tile", "date"],
+        layer="fields",
+        driver="GPKG",
+        geometry_type="Polygon",
+        crs=CRS,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classify")
+    write_embeddings(root / "emb.tif")
+    boxes, classes = field_boxes()
+    write_labels(root / "labels.gpkg", boxes, classes, range(101, 101 + len(boxes)))
+    metrics = train_classifier(
+        root / "labels.gpkg",
+        {TILE: str(root / "emb.tif")},
+        root / "model.cbm",
+        root / "metrics.json",
+        iterations=40,
+        max_pixels_per_field=60,
+    )
+    return root, metrics
+
+
+def test_field_means_average_finite_pixels_inside_each_field(tmp_path):
+    data = write_embeddings(tmp_path / "emb.tif")
+    boxes, _ = field_boxes()
+    outside = shapely.box(0, 0, 10, 10)
+    means, n_pixels = field_embedding_means([boxes[0], outside], CRS, tmp_path / "emb.tif")
+    assert n_pixels.tolist() == [FIELD_PX * FIELD_PX, 0]
+    expected = data[:, 2 : 2 + FIELD_PX, 2 : 2 + FIELD_PX].reshape(DIM, -1).mean(axis=1)
+    np.testing.assert_allclose(means[0], expected, rtol=1e-5)
+    assert np.isnan(means[1]).all()
+
+
+def test_training_reaches_high_macro_f1(trained):
+    _, metrics = trained
+    assert metrics["pixel_macro_f1"] > 0.9
+    assert metrics["field_macro_f1"] > 0.9
+    assert metrics["macro_f1"] == metrics["field_macro_f1"]
+    assert metrics["classes"] == sorted(CLASSES)
+
+
+def test_training_split_is_grouped_by_field(trained):
+    _, metrics = trained
+    train, test = set(metrics["train_field_ids"]), set(metrics["test_field_ids"])
+    assert train and test and not train & test
+    assert all(
+        c["train_fields"] > 0 and c["test_fields"] > 0 for c in metrics["per_class_counts"].values()
+    )
+    assert metrics["n_pixels"]["train"] <= 60 * len(train)
+
+
+def test_training_writes_model_and_metrics(trained):
+    root, metrics = trained
+    assert (root / "model.cbm").stat().st_size > 0
+    assert (
+        json.loads((root / "metrics.json").read_text())["test_field_ids"]
+        == metrics["test_field_ids"]
+    )
+
+
+def test_empty_labels_raise_input_error(tmp_path):
+    write_embeddings(tmp_path / "emb.tif")
+    write_labels(tmp_path / "labels.gpkg", [], [], [])
+    with pytest.raises(InputError, match="no labelled fields"):
+        train_classifier(
+            tmp_path / "labels.gpkg",
+            {TILE: str(tmp_path / "emb.tif")},
+            tmp_path / "m.cbm",
+            tmp_path / "m.json",
+            iterations=5,
+        )
+
+
+def test_labels_without_embedding_pixels_raise_input_error(tmp_path):
+    write_embeddings(tmp_path / "emb.tif")
+    boxes, classes = field_boxes()
+    write_labels(tmp_path / "labels.gpkg", boxes, classes, range(len(boxes)))
+    with pytest.raises(InputError, match="no training samples"):
+        train_classifier(
+            tmp_path / "labels.gpkg",
+            {"31UFS": str(tmp_path / "emb.tif")},
+            tmp_path / "m.cbm",
+            tmp_path / "m.json",
+            iterations=5,
+        )
+
+
+def test_classify_fields_adds_crop_and_probability(trained, tmp_path):
+    root, _ = trained
+    boxes, classes = field_boxes()
+    write_fields(tmp_path / "fields.gpkg", [*boxes, shapely.box(0, 0, 100, 100)])
+    dst = tmp_path / "fields_classified.gpkg"
+    n = classify_fields(tmp_path / "fields.gpkg", root / "emb.tif", root / "model.cbm", dst)
+    assert n == len(boxes) + 1
+    meta, _, _, data = pyogrio.raw.read(dst, layer="fields")
+    cols = dict(zip(meta["fields"], data, strict=True))
+    assert list(meta["fields"]) == [
+        "field_id",
+        "area_m2",
+        "score",
+        "tile",
+        "date",
+        "crop",
+        "crop_prob",
+    ]
+    assert np.mean(cols["crop"][:-1] == np.array(classes)) > 0.9
+    assert cols["crop"][-1] == "unknown" and cols["crop_prob"][-1] == 0.0
+    assert ((cols["crop_prob"][:-1] > 0) & (cols["crop_prob"][:-1] <= 1)).all()
+
+
+def test_classify_fields_writes_empty_layer_for_zero_fields(trained, tmp_path):
+    root, _ = trained
+    write_fields(tmp_path / "fields.gpkg", [])
+    dst = tmp_path / "out.gpkg"
+    assert classify_fields(tmp_path / "fields.gpkg", root / "emb.tif", root / "model.cbm", dst) == 0
+    meta = pyogrio.read_info(dst, layer="fields")
+    assert meta["features"] == 0 and {"crop", "crop_prob"} <= set(meta["fields"])
