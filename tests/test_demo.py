@@ -23,7 +23,9 @@ def test_catalog_holds_every_tile_date_as_an_item_with_band_cogs(demo):
         assert set(item.assets) == {"B02", "B03", "B04", "B08", "SCL"}
         with rasterio.open(item.assets["B04"].get_absolute_href()) as b04:
             assert b04.res == (10.0, 10.0) and b04.dtypes[0] == "uint16"
-            assert b04.profile["tiled"] and b04.crs.to_epsg() == int(item.properties["proj:code"][5:])
+            assert b04.profile["tiled"] and b04.crs.to_epsg() == int(
+                item.properties["proj:code"][5:]
+            )
         with rasterio.open(item.assets["SCL"].get_absolute_href()) as scl:
             assert scl.res == (20.0, 20.0) and scl.dtypes[0] == "uint8"
 
@@ -89,7 +91,8 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     b = generate_campaign(tmp_path / "b", tiles=("33UXP",), dates=("2022-06-21",), size=32)
     assert json.loads(Path(a["catalog"]).read_text())["id"] == "tilepipe-demo"
     name = "sentinel-2-l2a/S2B_33UXP_20220621_0_L2A/B08.tif"
-    with rasterio.open(Path(a["catalog"]).parent / name) as x, rasterio.open(
-        Path(b["catalog"]).parent / name
-    ) as y:
+    with (
+        rasterio.open(Path(a["catalog"]).parent / name) as x,
+        rasterio.open(Path(b["catalog"]).parent / name) as y,
+    ):
         assert np.array_equal(x.read(), y.read())

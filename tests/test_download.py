@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,9 @@ def test_an_asset_in_the_wrong_crs_fails_naming_tile_date_and_file(demo, tmp_pat
     row["assets"] = json.dumps(hrefs)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(InputError, match=rf"tile {row['tile']}, date {row['date']}, file .*wrong_crs"):
+    with pytest.raises(
+        InputError, match=rf"tile {row['tile']}, date {row['date']}, file .*wrong_crs"
+    ):
         download_scene(row, out / "s2.tif", out / "scl.tif", window=demo["window"])
     assert list(out.iterdir()) == []
 
@@ -95,7 +98,7 @@ def test_a_truncated_asset_fails_and_leaves_no_output(demo, tmp_path):
     row = dict(_row(demo, True))
     hrefs = json.loads(row["assets"])
     cut = tmp_path / "truncated.tif"
-    blob = open(hrefs["B02"], "rb").read()
+    blob = Path(hrefs["B02"]).read_bytes()
     cut.write_bytes(blob[: len(blob) // 3])
     hrefs["B02"] = str(cut)
     row["assets"] = json.dumps(hrefs)

@@ -17,8 +17,12 @@ from tilepipe.stac import (
 
 
 def _items(demo, **kw):
-    args = {"collection": "sentinel-2-l2a", "tiles": demo["tiles"], "start": "2022-01-01",
-            "end": "2022-12-31"}
+    args = {
+        "collection": "sentinel-2-l2a",
+        "tiles": demo["tiles"],
+        "start": "2022-01-01",
+        "end": "2022-12-31",
+    }
     return find_items(demo["catalog"], **{**args, **kw})
 
 
@@ -63,14 +67,22 @@ def test_manifest_round_trips_with_unsigned_asset_hrefs(demo, tmp_path):
 
 
 def test_item_tile_reads_every_convention():
-    base = {"type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None,
-            "links": [], "assets": {}}
+    base = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "x",
+        "geometry": None,
+        "links": [],
+        "assets": {},
+    }
     for props in (
         {"grid:code": "MGRS-33UXP"},
         {"s2:mgrs_tile": "33UXP"},
         {"mgrs:utm_zone": 33, "mgrs:latitude_band": "U", "mgrs:grid_square": "XP"},
     ):
-        item = pystac.Item.from_dict({**base, "properties": {**props, "datetime": "2022-01-01T00:00:00Z"}})
+        item = pystac.Item.from_dict(
+            {**base, "properties": {**props, "datetime": "2022-01-01T00:00:00Z"}}
+        )
         assert item_tile(item) == "33UXP"
 
 

@@ -67,8 +67,13 @@ def cmd_search(args: argparse.Namespace) -> None:
     records = stac.select_scenes(items, max_cloud=args.max_cloud, max_dates_per_tile=args.max_dates)
     missing = sorted(set(args.tiles) - {r.tile for r in records})
     for tile in missing:
-        log.warning("tile %s: no scene between %s and %s under %g%% cloud", tile, args.start,
-                    args.end, args.max_cloud)
+        log.warning(
+            "tile %s: no scene between %s and %s under %g%% cloud",
+            tile,
+            args.start,
+            args.end,
+            args.max_cloud,
+        )
     stac.write_manifest(records, args.out)
     log.info("%d items found, %d scenes chosen -> %s", len(items), len(records), args.out)
 
@@ -192,8 +197,15 @@ def cmd_classify(args: argparse.Namespace) -> None:
 def cmd_quicklook(args: argparse.Namespace) -> None:
     from tilepipe.report import quicklooks
 
-    quicklooks(args.s2, args.dr, args.fields, rgb=args.rgb, dr_png=args.dr_png,
-               fields_png=args.fields_png, size=args.size)
+    quicklooks(
+        args.s2,
+        args.dr,
+        args.fields,
+        rgb=args.rgb,
+        dr_png=args.dr_png,
+        fields_png=args.fields_png,
+        size=args.size,
+    )
 
 
 def cmd_qc_summary(args: argparse.Namespace) -> None:

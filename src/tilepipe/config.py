@@ -63,7 +63,7 @@ def config_problems(
     config: dict[str, Any], schema: dict[str, Any], *, base: str | Path = "."
 ) -> list[str]:
     """Every problem with ``config``, one readable line each (empty when the config is good)."""
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     problems = [_message(e) for e in sorted(validator.iter_errors(config), key=str)]
     if problems:
         return problems
@@ -98,9 +98,7 @@ def check_config(config: dict[str, Any], schema: dict[str, Any], *, base: str | 
     """Raise ConfigError listing every problem with ``config``."""
     problems = config_problems(config, schema, base=base)
     if problems:
-        raise ConfigError(
-            "invalid configuration:\n  - " + "\n  - ".join(problems)
-        )
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
 def window_arg(window: Any) -> str:

@@ -9,6 +9,7 @@ Everything is derived from a seed, so tests, benchmarks and the demo see the sam
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ class Scene:
     """A rendered scene: 1 m truth, the 10 m observation and what is where."""
 
     hr: np.ndarray  # (4, H*scale, W*scale) float32 reflectance at 1 m, bands B02,B03,B04,B08
-    lr: np.ndarray  # (4, H, W) float32 reflectance at 10 m: block mean of hr + sensor noise (+cloud)
+    lr: (
+        np.ndarray
+    )  # (4, H, W) float32 reflectance at 10 m: block mean of hr + sensor noise (+cloud)
     field_ids_hr: np.ndarray  # (H*scale, W*scale) int32; 0 = road/hedge, k > 0 = field k
     field_class: dict[int, int]  # field id -> class index into CLASSES
     cloud_lr: np.ndarray  # (H, W) bool: cloudy 10 m pixels
@@ -85,8 +88,8 @@ def field_layout(seed: int, height: int, width: int) -> tuple[np.ndarray, dict[i
     next_id = 1
     road, hedge = 6, 2
     ys, xs = _cuts(rng, height, 220, 420), _cuts(rng, width, 220, 420)
-    for y0, y1 in zip(ys[:-1], ys[1:], strict=True):
-        for x0, x1 in zip(xs[:-1], xs[1:], strict=True):
+    for y0, y1 in itertools.pairwise(ys):
+        for x0, x1 in itertools.pairwise(xs):
             by0, bx0 = y0 + road // 2, x0 + road // 2
             by1, bx1 = y1 - road // 2, x1 - road // 2
             # split each road block once more, across its longer side, by a hedge
@@ -120,7 +123,7 @@ def _cloud_masks(rng: np.random.Generator, height: int, width: int, cover: float
 def render_scene(
     seed: int, width: int, height: int, date_index: int, *, scale: int = 10, cloud: bool = True
 ) -> Scene:
-    """Render ``width`` x ``height`` 10 m pixels of the demo world; the layout depends on seed only."""
+    """Render ``width`` x ``height`` 10 m pixels of the demo world (layout depends on seed only)."""
     hh, ww = height * scale, width * scale
     ids, classes = field_layout(seed, hh, ww)
     rng = np.random.default_rng([seed, date_index])
@@ -208,7 +211,7 @@ def _sha256(path: Path) -> str:
 def _write_item(
     root: Path, tile: str, day: Date, idx: int, scene: Scene, transform: Affine, size: int
 ) -> pystac.Item:
-    """Write one L2A-like item: COG per band (uint16 DN with the baseline's offset) and SCL at 20 m."""
+    """Write one L2A-like item: a COG per band (uint16 DN, baseline offset) and SCL at 20 m."""
     grid = tile_grid(tile)
     baseline = baseline_for(day)
     offset_dn = 1000 if baseline >= "04.00" else 0
@@ -234,7 +237,13 @@ def _write_item(
         _write_cog(
             href,
             dn[b : b + 1],
-            {**base_profile, "dtype": "uint16", "width": size, "height": size, "transform": transform},
+            {
+                **base_profile,
+                "dtype": "uint16",
+                "width": size,
+                "height": size,
+                "transform": transform,
+            },
         )
         assets[band] = pystac.Asset(
             href=f"./{band}.tif",
@@ -260,7 +269,13 @@ def _write_item(
     _write_cog(
         item_dir / "SCL.tif",
         scl20[None],
-        {**base_profile, "dtype": "uint8", "width": size // 2, "height": size // 2, "transform": t20},
+        {
+            **base_profile,
+            "dtype": "uint8",
+            "width": size // 2,
+            "height": size // 2,
+            "transform": t20,
+        },
     )
     assets["SCL"] = pystac.Asset(
         href="./SCL.tif",
@@ -324,7 +339,7 @@ def _write_tessera(
     rng: np.random.Generator,
     centroids: np.ndarray,
 ) -> list[tuple[str, str, str]]:
-    """Write TESSERA-layout embeddings for one tile window; return registry rows (year, name, file)."""
+    """Write TESSERA-layout embeddings of a tile window; return registry rows (year, name, file)."""
     grid = tile_grid(tile)
     scale = scene.field_ids_hr.shape[0] // size
     # class of each 10 m pixel: the field covering its centre (background -> class "other")
@@ -399,7 +414,9 @@ def _label_features(
         y1 = transform.f - rr.min() * 10 / scale
         y0 = transform.f - (rr.max() + 1) * 10 / scale
         geom = shape(transform_geom(grid.crs, "EPSG:4326", mapping(box(x0, y0, x1, y1))))
-        feats.append({"geometry": geom, "field_id": id_base + fid, "crop": CLASSES[cls], "tile": tile})
+        feats.append(
+            {"geometry": geom, "field_id": id_base + fid, "crop": CLASSES[cls], "tile": tile}
+        )
     return feats
 
 

@@ -110,7 +110,12 @@ def download_scene(
         "REFLECTANCE_SCALE": "0.0001",
     }
     profile = gtiff_profile(
-        width=width, height=height, count=4, dtype="uint16", crs=grid.crs, transform=transform,
+        width=width,
+        height=height,
+        count=4,
+        dtype="uint16",
+        crs=grid.crs,
+        transform=transform,
         nodata=0,
     )
     with atomic_output(s2_dst) as tmp, rasterio.open(tmp, "w", **profile) as dst:

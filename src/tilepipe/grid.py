@@ -47,7 +47,9 @@ class TileGrid:
     def transform(self) -> Affine:
         return Affine(self.res, 0.0, self.ulx, 0.0, -self.res, self.uly)
 
-    def window(self, col_off: int, row_off: int, width: int, height: int) -> tuple[Affine, int, int]:
+    def window(
+        self, col_off: int, row_off: int, width: int, height: int
+    ) -> tuple[Affine, int, int]:
         """Return (transform, width, height) of a pixel window of this tile, clipped to the tile."""
         col_off, row_off = max(0, col_off), max(0, row_off)
         width = min(width, self.size - col_off)

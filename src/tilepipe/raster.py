@@ -26,7 +26,7 @@ GTIFF_OPTIONS: dict[str, object] = {
 def gtiff_profile(
     *, width: int, height: int, count: int, dtype: str, crs, transform: Affine, nodata=None
 ) -> dict[str, object]:
-    """Return a complete rasterio profile for a tiled, compressed GeoTIFF with a fitting predictor."""
+    """A complete rasterio profile for a tiled, compressed GeoTIFF with a fitting predictor."""
     predictor = 3 if dtype.startswith("float") else 2
     profile = dict(GTIFF_OPTIONS)
     profile.update(
@@ -69,7 +69,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def is_north_up(transform: Affine) -> bool:
-    """True when rows run north to south and there is no rotation (the only layout tilepipe writes)."""
+    """True when rows run north to south without rotation (the only layout tilepipe writes)."""
     return transform.b == 0 and transform.d == 0 and transform.a > 0 and transform.e < 0
 
 

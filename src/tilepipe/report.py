@@ -29,7 +29,9 @@ def _read_rgb(path: str | Path, size: int) -> tuple[np.ndarray, Affine]:
         data = src.read(RGB_BANDS, out_shape=(3, *shape), resampling=Resampling.average)
         transform = src.transform @ Affine.scale(src.width / shape[1], src.height / shape[0])
         nodata = src.nodata
-    return np.ma.masked_equal(data, nodata) if nodata is not None else np.ma.asarray(data), transform
+    return np.ma.masked_equal(data, nodata) if nodata is not None else np.ma.asarray(
+        data
+    ), transform
 
 
 def stretch(rgb: np.ma.MaskedArray, lo: float = 2, hi: float = 98) -> np.ndarray:
@@ -48,9 +50,18 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
     """Write a (3, H, W) uint8 array as PNG, atomically."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with atomic_output(path) as tmp, rasterio.open(
-            tmp, "w", driver="PNG", width=rgb.shape[2], height=rgb.shape[1], count=3, dtype="uint8"
-        ) as dst:
+        with (
+            atomic_output(path) as tmp,
+            rasterio.open(
+                tmp,
+                "w",
+                driver="PNG",
+                width=rgb.shape[2],
+                height=rgb.shape[1],
+                count=3,
+                dtype="uint8",
+            ) as dst,
+        ):
             dst.write(rgb)
 
 
@@ -98,12 +109,22 @@ def qc_summary(qc_paths: list[str], out: str | Path, *, metrics: str | None = No
     rows = []
     for r in reports:
         checks = {c["name"]: c for c in r["checks"]}
-        tsv.append("\t".join([r["tile"], r["date"], r["status"],
-                              *(checks.get(n, {}).get("status", "") for n in names)]))
+        tsv.append(
+            "\t".join(
+                [
+                    r["tile"],
+                    r["date"],
+                    r["status"],
+                    *(checks.get(n, {}).get("status", "") for n in names),
+                ]
+            )
+        )
         cells = "".join(
             f'<td style="background:{_COLOURS.get(checks[n]["status"], "#fff")}" '
             f'title="{html.escape(str(checks[n].get("message", "")))}">'
-            f'{html.escape(checks[n]["status"])}</td>' if n in checks else "<td></td>"
+            f"{html.escape(checks[n]['status'])}</td>"
+            if n in checks
+            else "<td></td>"
             for n in names
         )
         rows.append(

@@ -66,7 +66,8 @@ def item_tile(item: pystac.Item) -> str | None:
     if "s2:mgrs_tile" in props:
         return str(props["s2:mgrs_tile"])
     if {"mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square"} <= props.keys():
-        return f"{int(props['mgrs:utm_zone']):02d}{props['mgrs:latitude_band']}{props['mgrs:grid_square']}"
+        zone, band = int(props["mgrs:utm_zone"]), props["mgrs:latitude_band"]
+        return f"{zone:02d}{band}{props['mgrs:grid_square']}"
     return None
 
 
@@ -147,6 +148,7 @@ def select_scenes(
 
     records = []
     for tile, tile_items in sorted(by_tile.items()):
+
         def rank(it: pystac.Item) -> tuple[float, float]:
             props = it.properties
             return (
@@ -154,9 +156,7 @@ def select_scenes(
                 float(props.get("s2:nodata_pixel_percentage", 0.0)),
             )
 
-        eligible = sorted(
-            (it for it in tile_items if rank(it)[0] <= max_cloud), key=rank
-        )
+        eligible = sorted((it for it in tile_items if rank(it)[0] <= max_cloud), key=rank)
         chosen = eligible[:max_dates_per_tile] if max_dates_per_tile else eligible
         for position, item in enumerate(chosen, start=1):
             cloud, nodata = rank(item)

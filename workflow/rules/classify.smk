@@ -12,10 +12,14 @@ rule embeddings:
         "logs/embeddings/{tile}/{year}.log",
     benchmark:
         "benchmarks/rules/embeddings/{tile}/{year}.tsv"
+    conda:
+        "../../envs/classify.yaml"
     resources:
         network=1,
     params:
-        source=config["embeddings"]["source"],
+        source=lambda wildcards, input: (
+            str(Path(input[0]).parent) if input else config["embeddings"]["source"]
+        ),
         window=WINDOW,
     shell:
         "tilepipe embeddings --tile {wildcards.tile} --year {wildcards.year}"
@@ -36,6 +40,8 @@ rule train_classifier:
         "logs/train_classifier/classifier.log",
     benchmark:
         "benchmarks/rules/train_classifier/classifier.tsv"
+    conda:
+        "../../envs/classify.yaml"
     threads: 2
     params:
         pairs=lambda wildcards, input: " ".join(
@@ -62,6 +68,8 @@ rule classify:
         "logs/classify/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/classify/{tile}/{date}.tsv"
+    conda:
+        "../../envs/classify.yaml"
     shell:
         "tilepipe classify --tile {wildcards.tile} --date {wildcards.date}"
         " --fields {input.fields} --embeddings {input.embeddings} --model {input.model}"

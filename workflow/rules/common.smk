@@ -19,6 +19,7 @@ TILES = config["tiles"]
 DEMO = config["demo"]
 WINDOW = window_arg(config["window"])
 SCENE = "results/{tile}/{date}"
+SCENES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/scenes.schema.yaml")
 
 
 def repo_path(path):
@@ -42,7 +43,7 @@ def demo_input(name):
 @functools.lru_cache(maxsize=4)
 def _read_manifest(path, mtime):
     df = pd.read_csv(path, dtype={"tile": str, "date": str, "baseline": str})
-    validate(df, "../schemas/scenes.schema.yaml")
+    validate(df, SCENES_SCHEMA)
     return df
 
 

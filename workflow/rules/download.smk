@@ -11,8 +11,10 @@ if DEMO["generate"]:
             "logs/demo_campaign/demo.log",
         benchmark:
             "benchmarks/rules/demo_campaign/demo.tsv"
+        conda:
+            "../../envs/geo.yaml"
         params:
-            out=DEMO["out"],
+            out=lambda wildcards, output: str(Path(output.catalog).parents[1]),
             tiles=" ".join(TILES),
             size=DEMO["size"],
             seed=DEMO["seed"],
@@ -30,10 +32,14 @@ checkpoint search_scenes:
         "logs/search_scenes/search.log",
     benchmark:
         "benchmarks/rules/search_scenes/search.tsv"
+    conda:
+        "../../envs/geo.yaml"
     resources:
         network=1,
     params:
-        catalog=config["source"]["catalog"],
+        catalog=lambda wildcards, input: (
+            input[0] if input else config["source"]["catalog"]
+        ),
         collection=config["source"]["collection"],
         tiles=" ".join(TILES),
         start=config["dates"]["start"],
@@ -58,6 +64,8 @@ rule download:
         "logs/download/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/download/{tile}/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
     resources:
         network=1,
     params:

@@ -13,6 +13,8 @@ rule fields:
         "logs/fields/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/fields/{tile}/{date}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     params:
         threshold=FD["threshold"],

@@ -14,6 +14,8 @@ rule qc:
         "logs/qc/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/qc/{tile}/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
     params:
         thresholds=json.dumps(config["qc"]),
     shell:

@@ -36,6 +36,8 @@ rule quicklook:
         "logs/quicklook/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/quicklook/{tile}/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
     params:
         size=config["report"]["quicklook_size"],
     shell:
@@ -59,6 +61,8 @@ rule qc_summary:
         "logs/qc_summary/summary.log",
     benchmark:
         "benchmarks/rules/qc_summary/summary.tsv"
+    conda:
+        "../../envs/geo.yaml"
     shell:
         "tilepipe qc-summary --qc {input.qc} --metrics {input.metrics} --out {output.html}"
         " > {log} 2>&1"

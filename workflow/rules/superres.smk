@@ -13,9 +13,11 @@ rule superres:
         "logs/superres/{tile}/{date}.log",
     benchmark:
         "benchmarks/rules/superres/{tile}/{date}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     params:
-        method=SR["method"],
+        method=f"--method {SR['method']}",
         model=lambda wildcards, input: f"--model {input.model}" if input.model else "",
         patch=SR["patch"],
         overlap=SR["overlap"],
@@ -23,5 +25,5 @@ rule superres:
         device=SR["device"],
     shell:
         "tilepipe superres --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
-        " --out {output.dr} --method {params.method} {params.model} --patch {params.patch}"
+        " --out {output.dr} {params.method} {params.model} --patch {params.patch}"
         " --overlap {params.overlap} --batch {params.batch} --device {params.device} > {log} 2>&1"

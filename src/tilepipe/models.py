@@ -1,0 +1,258 @@
+"""Small PyTorch architectures, the model registry (weights + JSON sidecar) and device handling.
+
+A model is two files: ``X.pt`` (a ``state_dict`` saved with ``torch.save``) and ``X.json``
+(id, architecture, constructor arguments, bands, scale, normalisation and how it was trained).
+Everything that can be wrong with a model is checked by :func:`load_model` before any compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tilepipe.errors import ConfigError, ModelError, context
+from tilepipe.raster import atomic_output
+
+#: Band order of every tilepipe raster and model.
+BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+
+
+class SRNet(nn.Module):
+    """ESPCN-style 10x super-resolution: low-res convs, PixelShuffle, bicubic skip, projection.
+
+    The body sees reflectance times ``gain`` (so activations are O(1)) and predicts a residual
+    over bicubic. The final consistency projection adds back the nearest-upsampled difference
+    between the input and the output's ``scale``×``scale`` block means, so every block mean
+    equals the input exactly.
+    """
+
+    def __init__(
+        self,
+        bands: int = 4,
+        scale: int = 10,
+        features: int = 32,
+        depth: int = 3,
+        gain: float = 10.0,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(bands, features, 5, padding=2, padding_mode="reflect"),
+            nn.LeakyReLU(0.1, inplace=True),
+        ]
+        for _ in range(depth - 1):
+            layers += [
+                nn.Conv2d(features, features, 3, padding=1, padding_mode="reflect"),
+                nn.LeakyReLU(0.1, inplace=True),
+            ]
+        head = nn.Conv2d(features, bands * scale * scale, 3, padding=1, padding_mode="reflect")
+        nn.init.zeros_(head.weight)  # start as bicubic + projection, learn the residual
+        nn.init.zeros_(head.bias)
+        layers.append(head)
+        self.body = nn.Sequential(*layers)
+        self.shuffle = nn.PixelShuffle(scale)
+        self.scale = scale
+        self.gain = gain
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        """Map (B, C, h, w) reflectance to (B, C, h*scale, w*scale) with exact block means."""
+        s = self.scale
+        lr = lr.float()
+        base = F.interpolate(lr, scale_factor=s, mode="bicubic", align_corners=False)
+        out = base + self.shuffle(self.body(lr * self.gain)).float() / self.gain
+        return out + F.interpolate(lr - F.avg_pool2d(out, s), scale_factor=s, mode="nearest")
+
+
+class FieldNet(nn.Module):
+    """Small fully convolutional net of dilated 3x3 convs: one "field interior" logit per pixel."""
+
+    def __init__(
+        self,
+        bands: int = 4,
+        features: int = 24,
+        dilations: Sequence[int] = (1, 2, 4, 8, 1),
+        gain: float = 10.0,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = bands
+        for d in dilations:
+            layers += [
+                nn.Conv2d(c, features, 3, padding=d, dilation=d, padding_mode="reflect"),
+                nn.LeakyReLU(0.1, inplace=True),
+            ]
+            c = features
+        layers.append(nn.Conv2d(c, 1, 1))
+        self.body = nn.Sequential(*layers)
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (B, C, h, w) reflectance to (B, 1, h, w) logits."""
+        return self.body(x * self.gain).float()
+
+
+#: Architecture names used in the sidecar's "architecture" key.
+ARCHITECTURES: dict[str, type[nn.Module]] = {"srnet": SRNet, "fieldnet": FieldNet}
+
+REQUIRED_META = ("id", "architecture", "arch_kwargs", "bands_in", "bands_out", "scale")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: eval-mode module, its sidecar and identity."""
+
+    module: nn.Module
+    meta: dict
+    model_id: str
+    sha256: str
+    path: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def divide(self) -> float:
+        """Reflectance scale: inputs are divided by this before the network."""
+        return float(self.meta.get("normalise", {}).get("divide", 10000.0))
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Pick the torch device ("auto", "cpu" or "cuda", which covers CUDA and ROCm GPUs).
+
+    On CPU the thread count follows SLURM_CPUS_PER_TASK when set, so a Slurm job uses exactly
+    the cores it was given.
+    """
+    if isinstance(name, torch.device):
+        dev = name
+    elif name == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name in ("cpu", "cuda"):
+        if name == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but no CUDA or ROCm GPU is visible")
+        dev = torch.device(name)
+    else:
+        raise ConfigError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'")
+    if dev.type == "cpu":
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if cpus.isdigit() and int(cpus) > 0:
+            torch.set_num_threads(int(cpus))
+    return dev
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar beside a weights file: ``X.pt`` -> ``X.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def build_model(architecture: str, arch_kwargs: dict) -> nn.Module:
+    """Instantiate a registered architecture."""
+    return ARCHITECTURES[architecture](**arch_kwargs)
+
+
+def save_model(module: nn.Module, path: str | os.PathLike, meta: dict) -> dict:
+    """Write ``X.pt`` (state_dict) and ``X.json`` (meta + sha256 of the weights), atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+        digest = file_sha256(tmp)
+    meta = {**meta, "sha256": digest}
+    with atomic_output(sidecar_path(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    expect_bands: Sequence[str] | None = None,
+    expect_scale: int | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load and check a registered model; any mismatch or damage raises ModelError up front."""
+    path = Path(path)
+    where = context(path=path)
+    meta_path = sidecar_path(path)
+    if not path.is_file():
+        raise ModelError(f"{where}model weights file not found")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{where}model sidecar {meta_path.name} not found") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{where}model sidecar {meta_path.name} is unreadable ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{where}model sidecar {meta_path.name} is not a JSON object")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ModelError(f"{where}model sidecar lacks {', '.join(missing)}")
+    arch = meta["architecture"]
+    if arch not in ARCHITECTURES:
+        raise ModelError(
+            f"{where}unknown architecture {arch!r} (known: {', '.join(sorted(ARCHITECTURES))})"
+        )
+    if expect_bands is not None and list(meta["bands_in"]) != list(expect_bands):
+        raise ModelError(
+            f"{where}model expects bands {meta['bands_in']} but the data has {list(expect_bands)}"
+        )
+    if expect_scale is not None and int(meta["scale"]) != int(expect_scale):
+        raise ModelError(f"{where}model scale is {meta['scale']}, this step needs {expect_scale}")
+
+    digest = file_sha256(path)
+    if meta.get("sha256") and meta["sha256"] != digest:
+        raise ModelError(f"{where}weights sha256 {digest[:12]}… differs from the sidecar's")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise ModelError(f"{where}cannot read weights ({type(exc).__name__}: {exc})") from exc
+    try:
+        module = build_model(arch, dict(meta["arch_kwargs"]))
+        module.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise ModelError(f"{where}weights do not fit {arch} {meta['arch_kwargs']}: {exc}") from exc
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    module = module.to(dev).eval()
+    if dev.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    return LoadedModel(module, meta, str(meta["id"]), digest, path, dev)
+
+
+def make_predict(
+    fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a tensor function as numpy (B, C, h, w) float32 -> numpy float32 for the tiler.
+
+    Runs under ``torch.inference_mode``; on GPU the input is channels_last and the network runs
+    under bf16 autocast (no GradScaler: nothing is trained here).
+    """
+    gpu = device.type == "cuda"
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            if gpu:
+                t = t.pin_memory().to(device, non_blocking=True)
+                t = t.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                    y = fn(t)
+            else:
+                y = fn(t)
+            return y.float().contiguous().cpu().numpy()
+
+    return predict

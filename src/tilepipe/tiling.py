@@ -1,0 +1,299 @@
+"""Sliding-window inference engine shared by super-resolution and field delineation.
+
+A source GeoTIFF is read one strip of window rows at a time, cut into full-size patches
+(reflect-padded at the image borders, nodata filled with a neutral value), passed to a
+``predict`` function in batches, blended with separable cosine (Tukey) weights and written to
+the destination strip by strip. Neither the source nor the output raster is ever held whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.windows import Window
+
+from tilepipe.errors import InputError, TilepipeError, context
+from tilepipe.raster import atomic_output, gtiff_profile
+
+#: predict(patches (B, C, p, p) float32) -> (B, out_bands, p*scale, p*scale) float32
+Predict = Callable[[np.ndarray], np.ndarray]
+Progress = Callable[[int, int], None]
+
+#: Weight floor so that pixels covered by a single window edge still normalise cleanly.
+WEIGHT_EPS = 1e-3
+
+
+def window_origins(size: int, patch: int, overlap: int) -> list[int]:
+    """Start offsets of windows along one axis: half an overlap before the image, then by stride.
+
+    Starting ``overlap // 2`` pixels before the image keeps image-border pixels away from the
+    patch edge (where a CNN only sees padding), and the last window reaches at least as far past
+    the image end.
+    """
+    stride = patch - overlap
+    margin = overlap // 2
+    span = size + 2 * margin
+    n = 1 if span <= patch else math.ceil((span - patch) / stride) + 1
+    return [-margin + i * stride for i in range(n)]
+
+
+def blend_weights(length: int, ramp: int) -> np.ndarray:
+    """1-D Tukey window: cosine ramps over ``ramp`` px at each end, flat 1 inside, floored at eps.
+
+    Neighbouring windows overlap by exactly ``ramp`` px, where sin² + cos² = 1, so the blend is a
+    partition of unity (before the floor) and seams vanish for translation-invariant models.
+    """
+    w = np.ones(length, dtype=np.float64)
+    if ramp > 0:
+        t = (np.arange(ramp) + 0.5) / ramp
+        rise = np.sin(0.5 * np.pi * t) ** 2
+        w[:ramp] = rise
+        w[length - ramp :] = rise[::-1]
+    return np.maximum(w, WEIGHT_EPS).astype(np.float32)
+
+
+def axis_weight_sum(origins: list[int], weights: np.ndarray, scale: int) -> np.ndarray:
+    """Sum of window weights along one output axis, indexed from the first window's origin."""
+    n = len(weights)
+    start = origins[0] * scale
+    total = np.zeros(origins[-1] * scale + n - start, dtype=np.float64)
+    for o in origins:
+        total[o * scale - start : o * scale - start + n] += weights
+    return total.astype(np.float32)
+
+
+def read_strip(
+    src: rasterio.io.DatasetReader, row0: int, col_origins: list[int], patch: int
+) -> np.ndarray:
+    """Read source rows [row0, row0 + patch) across all windows as float32, reflect-padded."""
+    height, width = src.height, src.width
+    r0, r1 = max(row0, 0), min(row0 + patch, height)
+    c_lo, c_hi = col_origins[0], col_origins[-1] + patch
+    data = src.read(window=Window(0, r0, width, r1 - r0), out_dtype="float32")
+    pad = ((0, 0), (r0 - row0, row0 + patch - r1), (-c_lo, c_hi - width))
+    return np.pad(data, pad, mode="reflect") if any(p != (0, 0) for p in pad) else data
+
+
+def invalid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Pixels where every band equals nodata, or any band is not finite: (h, w) bool."""
+    bad = ~np.isfinite(data).all(axis=0)
+    if nodata is not None:
+        is_nd = np.isnan(data) if np.isnan(nodata) else data == nodata
+        bad |= is_nd.all(axis=0)
+    return bad
+
+
+def fill_invalid(patch: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Replace invalid pixels with the per-band mean of the valid ones (a neutral value)."""
+    out = patch.copy()
+    good = ~bad
+    means = out[:, good].mean(axis=1) if good.any() else np.zeros(out.shape[0], np.float32)
+    out[:, bad] = means[:, None]
+    return out
+
+
+def to_dtype(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
+    """Convert blended float output to ``dtype``: round and clip integers, keep nodata distinct."""
+    dt = np.dtype(dtype)
+    if not np.issubdtype(dt, np.integer):
+        return values.astype(dt)
+    info = np.iinfo(dt)
+    lo, hi = float(info.min), float(info.max)
+    if nodata is not None and nodata == lo:
+        lo += 1  # a valid pixel must never read back as nodata
+    elif nodata is not None and nodata == hi:
+        hi -= 1
+    values = np.rint(values)
+    return np.clip(values, lo, hi, out=values).astype(dt)
+
+
+def progress_logger(logger: logging.Logger, label: str) -> Progress:
+    """Return a progress callback that logs about every 10 % of windows (for long tiles)."""
+    state = {"next": 0.1}
+
+    def report(done: int, total: int) -> None:
+        frac = done / max(total, 1)
+        if frac >= state["next"] or done == total:
+            logger.info("%s: %d/%d windows (%.0f%%)", label, done, total, 100 * frac)
+            state["next"] = frac + 0.1
+
+    return report
+
+
+def run_tiled(
+    src_path: str | os.PathLike,
+    dst_path: str | os.PathLike,
+    predict: Predict,
+    *,
+    scale: int,
+    out_bands: int,
+    out_dtype: str,
+    patch: int,
+    overlap: int,
+    batch: int,
+    nodata_out: float | None,
+    src_nodata: float | None = None,
+    band_descriptions: list[str] | None = None,
+    tags: dict[str, object] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, object]:
+    """Run ``predict`` over a GeoTIFF in overlapping windows and write the blended result.
+
+    The output grid is the source grid refined ``scale`` times (same CRS and origin). Source
+    pixels that are nodata in every band (``src_nodata``, default the file's own nodata) come
+    out as ``nodata_out``; whole patches of nodata are skipped. Returns run statistics.
+    """
+    if patch <= 0 or not 0 <= overlap < patch or batch <= 0 or scale <= 0:
+        raise TilepipeError(
+            f"invalid tiling parameters patch={patch} overlap={overlap} batch={batch} "
+            f"scale={scale}: need patch > 0, 0 <= overlap < patch, batch > 0, scale > 0"
+        )
+    t_start = time.perf_counter()
+    src_path = Path(src_path)
+    try:
+        src = rasterio.open(src_path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{context(path=src_path)}cannot open raster ({exc})") from exc
+
+    with src:
+        nodata = src.nodata if src_nodata is None else src_nodata
+        height, width = src.height, src.width
+        out_h, out_w = height * scale, width * scale
+        row_origins = window_origins(height, patch, overlap)
+        col_origins = window_origins(width, patch, overlap)
+        stride = patch - overlap
+        p_out, s_out = patch * scale, stride * scale
+        # Weights are constant over each source pixel's scale x scale block, so a blend of
+        # predictions keeps whatever block means the individual predictions have.
+        w1 = np.repeat(blend_weights(patch, overlap), scale)
+        w2d = np.outer(w1, w1)
+        wy, wx = axis_weight_sum(row_origins, w1, scale), axis_weight_sum(col_origins, w1, scale)
+        y_base, x_base = row_origins[0] * scale, col_origins[0] * scale
+        x_crop = slice(-x_base, -x_base + out_w)
+        total = len(row_origins) * len(col_origins)
+
+        profile = gtiff_profile(
+            width=out_w,
+            height=out_h,
+            count=out_bands,
+            dtype=out_dtype,
+            crs=src.crs,
+            transform=src.transform * Affine.scale(1 / scale),
+            nodata=nodata_out,
+        )
+        block_h = int(profile["blockysize"])
+        stats = {"windows": 0, "windows_skipped": 0, "batches": 0}
+        # Strip accumulator: one window row of output, full (padded) output width.
+        acc = np.zeros((out_bands, p_out, len(wx)), dtype=np.float32)
+
+        with (
+            atomic_output(dst_path) as tmp,
+            rasterio.open(tmp, "w", **profile) as dst,
+            ThreadPoolExecutor(max_workers=1) as reader,
+            ThreadPoolExecutor(max_workers=1) as writer,
+        ):
+            if band_descriptions:
+                for i, desc in enumerate(band_descriptions[:out_bands], start=1):
+                    dst.set_band_description(i, desc)
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+
+            pending: list[np.ndarray] = []  # finished output rows not yet written
+            written = 0  # output rows already written
+
+            def emit(rows: np.ndarray, bad_src: np.ndarray, row0: int) -> None:
+                """Normalise finished rows (from output row ``row0``) and queue them for writing."""
+                nonlocal written
+                lo, hi = max(row0, 0), min(row0 + rows.shape[1], out_h)
+                if hi <= lo:
+                    return
+                inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], 1.0 / wx[x_crop])
+                vals = to_dtype(rows[:, lo - row0 : hi - row0, x_crop] * inv, out_dtype, nodata_out)
+                if nodata_out is not None and bad_src.any():
+                    bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
+                    vals[:, bad[lo - row0 : hi - row0]] = nodata_out
+                pending.append(vals)
+                queued = sum(p.shape[1] for p in pending)
+                if queued >= block_h or written + queued == out_h:
+                    # Write in block-aligned slabs so GDAL never rewrites a compressed block.
+                    slab = np.concatenate(pending, axis=1)
+                    n = slab.shape[1] if written + queued == out_h else queued // block_h * block_h
+                    dst.write(slab[:, :n], window=Window(0, written, out_w, n))
+                    written += n
+                    pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
+
+            write_job = None
+            future = reader.submit(read_strip, src, row_origins[0], col_origins, patch)
+            for ri, r_orig in enumerate(row_origins):
+                strip = future.result()
+                if ri + 1 < len(row_origins):
+                    future = reader.submit(read_strip, src, row_origins[ri + 1], col_origins, patch)
+                bad_strip = invalid_mask(strip, nodata)
+                c0 = col_origins[0]
+                jobs: list[tuple[int, np.ndarray]] = []
+                for c_orig in col_origins:
+                    cs = slice(c_orig - c0, c_orig - c0 + patch)
+                    bad = bad_strip[:, cs]
+                    if bad.all():
+                        stats["windows_skipped"] += 1
+                        continue
+                    jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
+                for b0 in range(0, len(jobs), batch):
+                    chunk = jobs[b0 : b0 + batch]
+                    x = np.ascontiguousarray(np.stack([p for _, p in chunk]), dtype=np.float32)
+                    y = np.asarray(predict(x), dtype=np.float32)
+                    want = (len(chunk), out_bands, p_out, p_out)
+                    if y.shape != want:
+                        raise TilepipeError(f"predict returned shape {y.shape}, expected {want}")
+                    if not y.flags.writeable:
+                        y = y.copy()
+                    y *= w2d
+                    for (c_orig, _), out in zip(chunk, y, strict=True):
+                        xs = c_orig * scale - x_base
+                        acc[:, :, xs : xs + p_out] += out
+                    stats["batches"] += 1
+                    stats["windows"] += len(chunk)
+                    if progress is not None:
+                        progress(stats["windows"] + stats["windows_skipped"], total)
+
+                # Rows above the next window row's origin are final: write them, shift the rest.
+                last = ri + 1 == len(row_origins)
+                n_src = patch if last else stride
+                src_rows = slice(max(0, -r_orig), min(n_src, height - r_orig))
+                bad_rows = np.ones((n_src, width), dtype=bool)
+                bad_rows[src_rows] = bad_strip[src_rows, -c0 : -c0 + width]
+                # Normalising, converting and compressing run in the writer thread while the
+                # next window row is predicted; at most one strip waits there.
+                if write_job is not None:
+                    write_job.result()
+                write_job = writer.submit(emit, acc[:, : n_src * scale], bad_rows, r_orig * scale)
+                if not last:
+                    nxt = np.zeros_like(acc)
+                    nxt[:, : p_out - s_out] = acc[:, s_out:]
+                    acc = nxt
+            if write_job is not None:
+                write_job.result()
+            if progress is not None and (not stats["batches"] or not jobs):
+                progress(total, total)  # the last row was all nodata: still report completion
+
+    seconds = time.perf_counter() - t_start
+    stats.update(
+        seconds=round(seconds, 3),
+        mpx_per_s=round(out_h * out_w / 1e6 / max(seconds, 1e-9), 3),
+        width=out_w,
+        height=out_h,
+        patch=patch,
+        overlap=overlap,
+        batch=batch,
+        scale=scale,
+    )
+    return stats

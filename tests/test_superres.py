@@ -1,0 +1,142 @@
+"""The DR step: dr.tif contract, block-mean consistency, nodata and model checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from tilepipe.demo import render_scene
+from tilepipe.errors import ConfigError, InputError, ModelError
+from tilepipe.models import BANDS, FieldNet, SRNet, file_sha256, save_model
+from tilepipe.raster import gtiff_profile
+from tilepipe.superres import run_superres
+
+TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)
+W, H = 30, 24
+
+
+def write_s2(path, dn: np.ndarray, tags: dict | None = None) -> str:
+    profile = gtiff_profile(
+        width=dn.shape[2],
+        height=dn.shape[1],
+        count=dn.shape[0],
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=TRANSFORM,
+        nodata=0,
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(dn)
+        if dn.shape[0] == len(BANDS):
+            dst.descriptions = BANDS
+        dst.update_tags(**(tags or {}))
+    return str(path)
+
+
+@pytest.fixture
+def s2(tmp_path) -> tuple[str, np.ndarray]:
+    """A demo scene as s2.tif with a nodata corner; returns (path, DN array)."""
+    scene = render_scene(7, W, H, 1, cloud=False)
+    dn = np.clip(np.rint(scene.lr * 10000), 1, 65535).astype(np.uint16)
+    dn[:, :5, :6] = 0
+    tags = {"TILE": "33UXP", "DATE": "2022-06-21", "SOURCE_ITEM": "S2B_33UXP_20220621_0_L2A"}
+    return write_s2(tmp_path / "s2.tif", dn, tags), dn
+
+
+@pytest.fixture
+def sr_model(tmp_path) -> str:
+    net = SRNet(features=8, depth=2)
+    torch.nn.init.normal_(net.body[-1].weight, std=0.002)
+    path = tmp_path / "sr.pt"
+    meta = {
+        "id": "sr-tiny",
+        "architecture": "srnet",
+        "arch_kwargs": {"features": 8, "depth": 2},
+        "bands_in": list(BANDS),
+        "bands_out": list(BANDS),
+        "scale": 10,
+        "normalise": {"divide": 10000.0},
+    }
+    save_model(net, path, meta)
+    return str(path)
+
+
+def block_means(dr: np.ndarray) -> np.ndarray:
+    c, h, w = dr.shape
+    return dr.astype(np.float64).reshape(c, h // 10, 10, w // 10, 10).mean(axis=(2, 4))
+
+
+def test_dr_follows_the_contract_grid_bands_and_tags(tmp_path, s2, sr_model):
+    path, _ = s2
+    stats = run_superres(path, tmp_path / "dr.tif", model_path=sr_model, patch=16, overlap=4)
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        assert dr.transform == TRANSFORM * Affine.scale(0.1)
+        assert (dr.width, dr.height, dr.count) == (W * 10, H * 10, 4)
+        assert dr.dtypes[0] == "uint16" and dr.nodata == 0
+        assert dr.descriptions == BANDS
+        tags = dr.tags()
+    assert tags["DR_METHOD"] == "model" and tags["DR_MODEL_ID"] == "sr-tiny"
+    assert tags["DR_MODEL_SHA256"] == file_sha256(sr_model) == stats["model_sha256"]
+    assert (tags["DR_SCALE"], tags["DR_PATCH"], tags["DR_OVERLAP"]) == ("10", "16", "4")
+    assert (tags["TILE"], tags["DATE"]) == ("33UXP", "2022-06-21")
+    assert tags["SOURCE_ITEM"] == "S2B_33UXP_20220621_0_L2A"
+
+
+def test_model_dr_block_means_equal_the_input(tmp_path, s2, sr_model):
+    path, dn = s2
+    run_superres(path, tmp_path / "dr.tif", model_path=sr_model, patch=16, overlap=4)
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        means = block_means(dr.read())
+    valid = dn[0] > 0
+    assert np.abs(means - dn)[:, valid].max() <= 1.0
+
+
+def test_bicubic_dr_block_means_are_close_to_the_input(tmp_path, s2):
+    path, dn = s2
+    run_superres(path, tmp_path / "dr.tif", method="bicubic", patch=16, overlap=4)
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        out = dr.read()
+        assert dr.tags()["DR_METHOD"] == "bicubic"
+    valid = dn[0] > 0
+    rel = np.abs(block_means(out) - dn)[:, valid] / dn[:, valid]
+    assert np.median(rel) < 0.02
+
+
+def test_nodata_stays_nodata_and_valid_pixels_are_never_zero(tmp_path, s2, sr_model):
+    path, dn = s2
+    run_superres(path, tmp_path / "dr.tif", model_path=sr_model, patch=16, overlap=4)
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        out = dr.read()
+    hole = np.repeat(np.repeat(dn[0] == 0, 10, axis=0), 10, axis=1)
+    assert (out[:, hole] == 0).all()
+    assert (out[:, ~hole] >= 1).all()
+
+
+def test_model_method_without_model_path_is_a_config_error(tmp_path, s2):
+    with pytest.raises(ConfigError, match="model_path"):
+        run_superres(s2[0], tmp_path / "dr.tif")
+
+
+def test_fields_model_is_refused_before_any_output(tmp_path, s2):
+    path = tmp_path / "f.pt"
+    meta = {
+        "id": "f",
+        "architecture": "fieldnet",
+        "arch_kwargs": {},
+        "bands_in": list(BANDS),
+        "bands_out": ["logit"],
+        "scale": 1,
+    }
+    save_model(FieldNet(), path, meta)
+    with pytest.raises(ModelError, match="scale is 1"):
+        run_superres(s2[0], tmp_path / "out" / "dr.tif", model_path=path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_band_count_is_an_input_error(tmp_path):
+    path = write_s2(tmp_path / "s2.tif", np.ones((3, 8, 8), dtype=np.uint16))
+    with pytest.raises(InputError, match="expected 4 bands"):
+        run_superres(path, tmp_path / "dr.tif", method="bicubic")
