@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -65,3 +67,32 @@ def test_bicubic_needs_no_superres_model():
 )
 def test_window_becomes_the_cli_argument(window, arg):
     assert window_arg(window) == arg
+
+
+def test_snakemake_stops_at_parse_time_with_the_message_and_no_traceback(tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/config.yaml"),
+            "--dry-run",
+            "--config",
+            "tiles=[33UXP, 33ZZZ]",
+            "superres={method: bilinear}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "config key 'tiles[1]': '33ZZZ' is not an MGRS tile id" in out
+    assert "'bilinear' is not allowed; allowed values: model, bicubic" in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "results").exists()

@@ -9,12 +9,12 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.warp import transform_bounds
 
+from tilepipe.checksum import sha256_file
 from tilepipe.embeddings import (
     build_tile_embeddings,
     cell_files,
     cells_for_bounds,
     dequantise,
-    sha256_file,
 )
 from tilepipe.errors import InputError
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from tilepipe import models
+from tilepipe.checksum import sha256_file
 from tilepipe.errors import ConfigError, ModelError
 from tilepipe.models import (
     BANDS,
     FieldNet,
     SRNet,
-    file_sha256,
     load_model,
     make_predict,
     resolve_device,
@@ -83,7 +83,7 @@ def test_saved_model_loads_in_eval_mode_with_its_sha256(sr_file):
     loaded = load_model(sr_file, expect_bands=BANDS, expect_scale=10)
     assert not loaded.module.training
     assert loaded.model_id == "sr-test"
-    assert loaded.sha256 == file_sha256(sr_file) == loaded.meta["sha256"]
+    assert loaded.sha256 == sha256_file(sr_file) == loaded.meta["sha256"]
     assert loaded.divide == 10000.0
 
 

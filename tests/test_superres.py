@@ -8,9 +8,10 @@ import rasterio
 import torch
 from affine import Affine
 
+from tilepipe.checksum import sha256_file
 from tilepipe.demo import render_scene
 from tilepipe.errors import ConfigError, InputError, ModelError
-from tilepipe.models import BANDS, FieldNet, SRNet, file_sha256, save_model
+from tilepipe.models import BANDS, FieldNet, SRNet, save_model
 from tilepipe.raster import gtiff_profile
 from tilepipe.superres import run_superres
 
@@ -79,7 +80,7 @@ def test_dr_follows_the_contract_grid_bands_and_tags(tmp_path, s2, sr_model):
         assert dr.descriptions == BANDS
         tags = dr.tags()
     assert tags["DR_METHOD"] == "model" and tags["DR_MODEL_ID"] == "sr-tiny"
-    assert tags["DR_MODEL_SHA256"] == file_sha256(sr_model) == stats["model_sha256"]
+    assert tags["DR_MODEL_SHA256"] == sha256_file(sr_model) == stats["model_sha256"]
     assert (tags["DR_SCALE"], tags["DR_PATCH"], tags["DR_OVERLAP"]) == ("10", "16", "4")
     assert (tags["TILE"], tags["DATE"]) == ("33UXP", "2022-06-21")
     assert tags["SOURCE_ITEM"] == "S2B_33UXP_20220621_0_L2A"

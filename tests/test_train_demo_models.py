@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from tilepipe.models import BANDS, file_sha256, load_model
+from tilepipe.checksum import sha256_file
+from tilepipe.models import BANDS, load_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_models.py"
 
@@ -24,7 +25,7 @@ def test_two_steps_produce_loadable_models_with_their_recipe(tmp_path, capsys):
     sr = load_model(tmp_path / "dr_demo.pt", expect_bands=BANDS, expect_scale=10)
     fd = load_model(tmp_path / "fields_demo.pt", expect_bands=BANDS, expect_scale=1)
     assert sr.meta["architecture"] == "srnet" and fd.meta["architecture"] == "fieldnet"
-    assert sr.sha256 == file_sha256(tmp_path / "dr_demo.pt")
+    assert sr.sha256 == sha256_file(tmp_path / "dr_demo.pt")
     for m in (sr, fd):
         assert "--steps 2" in m.meta["trained_by"]
         assert m.meta["train_config"]["steps"] == 2

@@ -57,7 +57,7 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 1500) -> subprocess.Com
 def campaign(tmp_path_factory) -> Path:
     """A finished demo campaign in a fresh directory."""
     work = tmp_path_factory.mktemp("campaign")
-    for name in ("Snakefile", "workflow", "config", "profiles", "models"):
+    for name in ("Snakefile", "workflow", "config", "profiles", "models", "envs"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     run = _snakemake(work)

@@ -28,6 +28,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 from skimage.filters import gaussian
 
+from tilepipe.checksum import sha256_file
 from tilepipe.grid import tile_grid
 from tilepipe.raster import atomic_output
 
@@ -198,14 +199,6 @@ def _tile_seed(tile: str, seed: int) -> int:
 def demo_window(tile: str, size: int) -> tuple[Affine, int, int]:
     """The demo's pixel window of a tile: ``size`` x ``size`` 10 m pixels at (5000, 5000)."""
     return tile_grid(tile).window(5000, 5000, size, size)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_item(
@@ -476,7 +469,7 @@ def generate_campaign(
 
     with atomic_output(tessera_root / "registry.tsv") as tmp:
         lines = ["year\tname\tfile\tsha256"]
-        lines += [f"{y}\t{n}\t{f}\t{_sha256(tessera_root / f)}" for y, n, f in registry]
+        lines += [f"{y}\t{n}\t{f}\t{sha256_file(tessera_root / f)}" for y, n, f in registry]
         tmp.write_text("\n".join(lines) + "\n")
 
     labels_path = out / "labels.gpkg"

@@ -14,7 +14,6 @@ written window by window so a full tile (10980² x 128 floats, 62 GB) never sits
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
+from tilepipe.checksum import sha256_file
 from tilepipe.errors import InputError, context
 from tilepipe.raster import atomic_output, gtiff_profile
 
@@ -99,15 +99,6 @@ def read_registry(source: str | os.PathLike) -> dict[str, tuple[str, str, str]]:
             raise InputError(f"{context(path=path)}line {number}: file {rel} leaves the source")
         registry[str(rel)] = (parts[col["year"]], parts[col["name"]], parts[col["sha256"]].lower())
     return registry
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_scales(scales: np.ndarray, path) -> None:

@@ -7,7 +7,6 @@ Everything that can be wrong with a model is checked by :func:`load_model` befor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tilepipe.checksum import sha256_file
 from tilepipe.errors import ConfigError, ModelError, context
 from tilepipe.raster import atomic_output
 
@@ -145,15 +145,6 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The JSON sidecar beside a weights file: ``X.pt`` -> ``X.json``."""
     return Path(path).with_suffix(".json")
@@ -170,7 +161,7 @@ def save_model(module: nn.Module, path: str | os.PathLike, meta: dict) -> dict:
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
-        digest = file_sha256(tmp)
+        digest = sha256_file(tmp)
     meta = {**meta, "sha256": digest}
     with atomic_output(sidecar_path(path)) as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
@@ -213,7 +204,7 @@ def load_model(
     if expect_scale is not None and int(meta["scale"]) != int(expect_scale):
         raise ModelError(f"{where}model scale is {meta['scale']}, this step needs {expect_scale}")
 
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     if meta.get("sha256") and meta["sha256"] != digest:
         raise ModelError(f"{where}weights sha256 {digest[:12]}… differs from the sidecar's")
     try:

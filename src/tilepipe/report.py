@@ -34,9 +34,14 @@ def _read_rgb(path: str | Path, size: int) -> tuple[np.ndarray, Affine]:
     ), transform
 
 
+CLOUD_DN = 2000  # mean visible reflectance above 0.2: cloud or snow, left out of the stretch
+
+
 def stretch(rgb: np.ma.MaskedArray, lo: float = 2, hi: float = 98) -> np.ndarray:
-    """Percentile stretch to uint8; nodata becomes black."""
-    valid = rgb.compressed()
+    """Percentile stretch to uint8 over the clear land pixels; clouds saturate, nodata is black."""
+    brightness = rgb.mean(axis=0)
+    clear = ~np.ma.getmaskarray(brightness) & (brightness.filled(0) < CLOUD_DN)
+    valid = rgb.data[:, clear] if clear.any() else rgb.compressed()
     if valid.size == 0:
         return np.zeros(rgb.shape, dtype=np.uint8)
     p_lo, p_hi = np.percentile(valid, [lo, hi])
