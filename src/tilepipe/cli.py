@@ -86,20 +86,17 @@ def cmd_download(args: argparse.Namespace) -> None:
     download_scene(row, args.s2, args.scl, window=_window(args.window))
 
 
+def _engine_kwargs(args: argparse.Namespace) -> dict:
+    """Arguments every step run by the tiling engine takes."""
+    names = ("patch", "overlap", "batch", "device", "tile", "date")
+    return {name: getattr(args, name) for name in names}
+
+
 def cmd_superres(args: argparse.Namespace) -> None:
     from tilepipe.superres import run_superres
 
     stats = run_superres(
-        args.s2,
-        args.out,
-        method=args.method,
-        model_path=args.model,
-        patch=args.patch,
-        overlap=args.overlap,
-        batch=args.batch,
-        device=args.device,
-        tile=args.tile,
-        date=args.date,
+        args.s2, args.out, method=args.method, model_path=args.model, **_engine_kwargs(args)
     )
     log.info("superres done: %s", json.dumps(stats, default=str))
 
@@ -113,12 +110,7 @@ def cmd_fields(args: argparse.Namespace) -> None:
         model_path=args.model,
         threshold=args.threshold,
         min_area_m2=args.min_area_m2,
-        patch=args.patch,
-        overlap=args.overlap,
-        batch=args.batch,
-        device=args.device,
-        tile=args.tile,
-        date=args.date,
+        **_engine_kwargs(args),
     )
     log.info("%d fields -> %s", n, args.out)
 

@@ -187,7 +187,7 @@ def run_tiled(
             count=out_bands,
             dtype=out_dtype,
             crs=src.crs,
-            transform=src.transform * Affine.scale(1 / scale),
+            transform=src.transform @ Affine.scale(1 / scale),
             nodata=nodata_out,
         )
         block_h = int(profile["blockysize"])
