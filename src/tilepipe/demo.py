@@ -27,6 +27,7 @@ from rasterio.io import MemoryFile
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 from skimage.filters import gaussian
+from skimage.measure import regionprops
 
 from tilepipe.checksum import sha256_file
 from tilepipe.grid import tile_grid
@@ -396,19 +397,20 @@ def _label_features(
 ) -> list[dict]:
     """One labelled polygon (EPSG:4326) per field, from the field's 1 m rectangle."""
     grid = tile_grid(tile)
-    ids = scene.field_ids_hr
     feats = []
-    for fid, cls in sorted(scene.field_class.items()):
-        rr, cc = np.nonzero(ids == fid)
-        if rr.size == 0:
-            continue
-        x0 = transform.c + cc.min() * 10 / scale
-        x1 = transform.c + (cc.max() + 1) * 10 / scale
-        y1 = transform.f - rr.min() * 10 / scale
-        y0 = transform.f - (rr.max() + 1) * 10 / scale
+    for region in regionprops(scene.field_ids_hr):  # one pass over the image, not one per field
+        r0, c0, r1, c1 = region.bbox
+        x0, x1 = transform.c + c0 * 10 / scale, transform.c + c1 * 10 / scale
+        y1, y0 = transform.f - r0 * 10 / scale, transform.f - r1 * 10 / scale
         geom = shape(transform_geom(grid.crs, "EPSG:4326", mapping(box(x0, y0, x1, y1))))
+        cls = scene.field_class[region.label]
         feats.append(
-            {"geometry": geom, "field_id": id_base + fid, "crop": CLASSES[cls], "tile": tile}
+            {
+                "geometry": geom,
+                "field_id": id_base + region.label,
+                "crop": CLASSES[cls],
+                "tile": tile,
+            }
         )
     return feats
 
