@@ -57,6 +57,11 @@ def test_missing_model_file_is_named():
     assert any("fields.model" in m and "models/nope.pt" in m for m in found)
 
 
+def test_a_window_outside_the_generated_demo_is_named():
+    (msg,) = problems(window="full")
+    assert "config key 'window'" in msg and "5000..5160" in msg
+
+
 def test_bicubic_needs_no_superres_model():
     assert problems(superres__method="bicubic", superres__model="models/nope.pt") == []
 

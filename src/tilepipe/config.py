@@ -81,6 +81,7 @@ def config_problems(
             problems.append(f"config key 'dates.{name}': {text!r} is not a calendar date")
     if len(days) == 2 and days["start"] > days["end"]:
         problems.append("config key 'dates': start is after end")
+    problems += _demo_window_problems(config)
     models = [("fields.model", config.get("fields", {}).get("model"))]
     if config.get("superres", {}).get("method", "model") == "model":
         models.append(("superres.model", config["superres"].get("model")))
@@ -92,6 +93,28 @@ def config_problems(
             if not needed.is_file():
                 problems.append(f"config key '{key}': model file {needed} does not exist")
     return problems
+
+
+def _demo_window_problems(config: dict[str, Any]) -> list[str]:
+    """With a generated demo, the window must lie inside the demo's window of each tile."""
+    demo, window = config.get("demo") or {}, config.get("window", "full")
+    if not demo.get("generate"):
+        return []
+    from tilepipe.demo import DEMO_OFFSET  # only demo campaigns pay for importing the generator
+    size = demo.get("size", 160)
+    lo, hi = DEMO_OFFSET, DEMO_OFFSET + size
+    if window == "full" or not (
+        lo <= window["col_off"]
+        and window["col_off"] + window["width"] <= hi
+        and lo <= window["row_off"]
+        and window["row_off"] + window["height"] <= hi
+    ):
+        return [
+            f"config key 'window': the generated demo covers tile pixels {lo}..{hi} in rows and "
+            f"columns (demo.size {size}); set window inside it, e.g. "
+            f"{{col_off: {lo}, row_off: {lo}, width: {size}, height: {size}}}"
+        ]
+    return []
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any], *, base: str | Path = ".") -> None:

@@ -38,6 +38,7 @@ CLASSES = ("wheat", "maize", "rapeseed", "sugarbeet", "grassland")
 EMBEDDING_DIM = 128
 DEMO_TILES = ("33UXP", "31UFS")
 DEMO_DATES = ("2022-01-12", "2022-06-21")
+DEMO_OFFSET = 5000  # the demo's window starts at this row and column of each tile's 10 m grid
 BASELINE_OFFSET_DATE = Date(2022, 1, 25)  # baseline 04.00: BOA_ADD_OFFSET = -1000 from this day
 
 # Surface reflectance (B02, B03, B04, B08) per class for a winter (0) and a summer (1) date:
@@ -198,8 +199,8 @@ def _tile_seed(tile: str, seed: int) -> int:
 
 
 def demo_window(tile: str, size: int) -> tuple[Affine, int, int]:
-    """The demo's pixel window of a tile: ``size`` x ``size`` 10 m pixels at (5000, 5000)."""
-    return tile_grid(tile).window(5000, 5000, size, size)
+    """The demo's pixel window of a tile: ``size`` x ``size`` 10 m pixels at DEMO_OFFSET."""
+    return tile_grid(tile).window(DEMO_OFFSET, DEMO_OFFSET, size, size)
 
 
 def _write_item(
