@@ -3,7 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from tilepipe.config import config_problems, load_schema
+from tilepipe.config import coerce_types, config_problems, load_schema
 
 min_version("9.0")
 
@@ -15,7 +15,11 @@ report: "workflow/report/workflow.rst"
 
 
 _schema = "workflow/schemas/config.schema.yaml"
-_problems = config_problems(config, load_schema(workflow.source_path(_schema)))
+_schema_dict = load_schema(workflow.source_path(_schema))
+config.update(
+    coerce_types(dict(config), _schema_dict)
+)  # --config passes nested values as text
+_problems = config_problems(config, _schema_dict)
 if _problems:
     raise WorkflowError("invalid configuration:\n  - " + "\n  - ".join(_problems))
 validate(config, _schema)

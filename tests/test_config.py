@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tilepipe.config import config_problems, load_schema, window_arg
+from tilepipe.config import (
+    apply_cluster_env,
+    cluster_problems,
+    coerce_types,
+    config_problems,
+    load_schema,
+    window_arg,
+)
 
 from .conftest import REPO
 
@@ -101,3 +109,36 @@ def test_snakemake_stops_at_parse_time_with_the_message_and_no_traceback(tmp_pat
     assert "'bilinear' is not allowed; allowed values: model, bicubic" in out
     assert "Traceback" not in out
     assert not (tmp_path / "results").exists()
+
+
+def test_nested_command_line_values_get_the_types_the_schema_expects():
+    given = {
+        "cluster": {"network_local": "true", "env": {"A": "1"}},
+        "containers": {"cpu": "null", "gpu": "x.sif"},
+        "demo": {"size": "64", "generate": "False"},
+        "window": {"col_off": "5000", "row_off": "5000", "width": "64", "height": "64"},
+    }
+    got = coerce_types(given, SCHEMA)
+    assert got["cluster"] == {"network_local": True, "env": {"A": "1"}}
+    assert got["containers"] == {"cpu": None, "gpu": "x.sif"}
+    assert got["demo"] == {"size": 64, "generate": False}
+    assert got["window"]["width"] == 64
+
+
+def test_cluster_env_is_exported_with_variables_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", os.environ.get("TMPDIR", "/tmp"))  # restored after the test
+    monkeypatch.delenv("APPTAINER_CACHEDIR", raising=False)
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    unresolved = apply_cluster_env(
+        {"TMPDIR": "$WORKSPACE/tmp", "APPTAINER_CACHEDIR": "$NOT_SET_ANYWHERE/cache"}
+    )
+    assert os.environ["TMPDIR"] == f"{tmp_path}/tmp" and (tmp_path / "tmp").is_dir()
+    assert unresolved == ["APPTAINER_CACHEDIR=$NOT_SET_ANYWHERE/cache"]
+
+
+def test_a_cluster_run_names_the_missing_account_variable():
+    (msg,) = cluster_problems({"name": "saga", "account_env": "TILEPIPE_ACCOUNT"}, {})
+    assert "export TILEPIPE_ACCOUNT=" in msg
+    assert cluster_problems({"name": "saga"}, {"TILEPIPE_ACCOUNT": "nn1234k"}) == []
+    assert cluster_problems({"name": "local"}, {}) == []

@@ -7,6 +7,7 @@ the checks a schema cannot express (real calendar dates, MGRS lettering, model f
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date as Date
 from pathlib import Path
@@ -22,6 +23,61 @@ from tilepipe.grid import validate_tile
 def load_schema(path: str | Path) -> dict[str, Any]:
     """Read a YAML JSON-schema."""
     return yaml.safe_load(Path(path).read_text())
+
+
+_NULLS = {"null", "Null", "NULL", "~", "None", ""}
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref", "")
+    if ref.startswith("#/"):
+        for part in ref[2:].split("/"):
+            root = root[part]
+        return root
+    return node
+
+
+def _coerce_scalar(value: str, types: list[str]) -> Any:
+    if "null" in types and value in _NULLS:
+        return None
+    if "boolean" in types and value in _BOOLS:
+        return _BOOLS[value]
+    if "integer" in types:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if "number" in types:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def coerce_types(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """Give strings the type the schema expects (``--config`` and profiles pass nested values
+    as strings: ``cluster={network_local: true}`` arrives as ``'true'``)."""
+    root = root or schema
+    schema = _resolve(schema, root)
+    for alternative in schema.get("oneOf", []):
+        alternative = _resolve(alternative, root)
+        if alternative.get("type") == "object" and isinstance(value, dict):
+            schema = alternative
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {
+            k: coerce_types(v, props.get(k) or (extra if isinstance(extra, dict) else {}), root)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [coerce_types(v, schema.get("items", {}), root) for v in value]
+    if isinstance(value, str):
+        types = schema.get("type", [])
+        return _coerce_scalar(value, [types] if isinstance(types, str) else list(types))
+    return value
 
 
 def _key(path: Any) -> str:
@@ -129,3 +185,37 @@ def window_arg(window: Any) -> str:
     if window in (None, "full"):
         return "full"
     return ",".join(str(window[k]) for k in ("col_off", "row_off", "width", "height"))
+
+
+def apply_cluster_env(env: dict[str, str], *, create_dirs: bool = True) -> list[str]:
+    """Export a cluster's job environment (``$VARS`` expanded); return the keys left unresolved.
+
+    TMPDIR and the Apptainer/Singularity caches are created, so jobs never fall back to a small
+    home or RAM-disk area. A value whose variables are not set here is neither exported nor
+    created: the caller decides whether that is an error (a real run) or not (a dry-run).
+    """
+    unresolved = []
+    for key, value in env.items():
+        expanded = os.path.expanduser(os.path.expandvars(value))
+        if "$" in expanded:
+            unresolved.append(f"{key}={value}")
+            continue
+        os.environ[key] = expanded
+        if create_dirs and key in ("TMPDIR", "APPTAINER_CACHEDIR", "SINGULARITY_CACHEDIR"):
+            Path(expanded).mkdir(parents=True, exist_ok=True)
+    return unresolved
+
+
+def cluster_problems(cluster: dict[str, Any], environ: dict[str, str]) -> list[str]:
+    """What keeps a campaign from being submitted to a cluster (checked before any job)."""
+    if cluster.get("name", "local") == "local":
+        return []
+    var = cluster.get("account_env", "TILEPIPE_ACCOUNT")
+    if environ.get(var, "").strip():
+        return []
+    return [
+        f"the {cluster['name']} profile submits to Slurm but ${var} is not set: "
+        f"export {var}=<your project account> (e.g. nn1234k on Saga/Betzy, "
+        f"project_465000123 on LUMI, a grant id like pl0896-03 on Eagle); "
+        f"a dry-run (-n) plans without it"
+    ]

@@ -14,6 +14,8 @@ rule embeddings:
         "benchmarks/rules/embeddings/{tile}/{year}.tsv"
     conda:
         "../../envs/classify.yaml"
+    container:
+        CONTAINERS["cpu"]
     resources:
         network=1,
     params:
@@ -42,6 +44,8 @@ rule train_classifier:
         "benchmarks/rules/train_classifier/classifier.tsv"
     conda:
         "../../envs/classify.yaml"
+    container:
+        CONTAINERS["cpu"]
     threads: 2
     params:
         pairs=lambda wildcards, input: " ".join(
@@ -70,6 +74,8 @@ rule classify:
         "benchmarks/rules/classify/{tile}/{date}.tsv"
     conda:
         "../../envs/classify.yaml"
+    container:
+        CONTAINERS["cpu"]
     shell:
         "tilepipe classify --tile {wildcards.tile} --date {wildcards.date}"
         " --fields {input.fields} --embeddings {input.embeddings} --model {input.model}"

@@ -1,17 +1,54 @@
 # Shared definitions: wildcard constraints, paths, the scene list read from the manifest.
 import functools
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 
-from tilepipe.config import window_arg
+from tilepipe.config import apply_cluster_env, cluster_problems, window_arg
 
 
 wildcard_constraints:
     tile=r"\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}",
     date=r"\d{4}-\d{2}-\d{2}",
     year=r"\d{4}",
+
+
+CLUSTER = config["cluster"]
+CONTAINERS = config["containers"]
+# jobs inherit the cluster's environment (TMPDIR off RAM disks, image caches, binds); a real run
+# (onstart: never in a dry-run, never inside a job) also creates the directories and needs the
+# account variable, so a missing one fails before any submission
+_unresolved = apply_cluster_env(CLUSTER["env"], create_dirs=False)
+
+
+onstart:
+    problems = cluster_problems(CLUSTER, dict(os.environ))
+    if _unresolved:
+        problems.append(
+            "cluster.env needs variables that are not set here: "
+            + ", ".join(_unresolved)
+        )
+    if problems:
+        raise WorkflowError("cannot submit:\n  - " + "\n  - ".join(problems))
+    apply_cluster_env(CLUSTER["env"], create_dirs=True)
+
+
+# the demo generator and the final target are cheap: never a cluster job
+localrules:
+    all,
+    demo_campaign,
+    qc_summary,
+
+
+if CLUSTER["network_local"]:
+
+    # compute nodes without internet: network steps run where the network is (login node)
+    localrules:
+        search_scenes,
+        download,
+        embeddings,
 
 
 MANIFEST = "manifests/scenes.csv"

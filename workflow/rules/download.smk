@@ -13,6 +13,8 @@ if DEMO["generate"]:
             "benchmarks/rules/demo_campaign/demo.tsv"
         conda:
             "../../envs/geo.yaml"
+        container:
+            CONTAINERS["cpu"]
         params:
             out=lambda wildcards, output: str(Path(output.catalog).parents[1]),
             tiles=" ".join(TILES),
@@ -34,6 +36,8 @@ checkpoint search_scenes:
         "benchmarks/rules/search_scenes/search.tsv"
     conda:
         "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
     resources:
         network=1,
     params:
@@ -57,6 +61,9 @@ checkpoint search_scenes:
 
 
 rule download:
+    input:
+        # ancient: a re-run search changes a scene only through its `item` param
+        manifest=ancient(MANIFEST),
     output:
         s2=f"{SCENE}/s2.tif",
         scl=f"{SCENE}/scl.tif",
@@ -66,13 +73,14 @@ rule download:
         "benchmarks/rules/download/{tile}/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
     resources:
         network=1,
     params:
-        manifest=MANIFEST,
         item=item_of,
         window=WINDOW,
     shell:
         "tilepipe download --tile {wildcards.tile} --date {wildcards.date}"
-        " --manifest {params.manifest} --window {params.window}"
+        " --manifest {input.manifest} --window {params.window}"
         " --s2 {output.s2} --scl {output.scl} > {log} 2>&1"

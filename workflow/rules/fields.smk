@@ -15,6 +15,8 @@ rule fields:
         "benchmarks/rules/fields/{tile}/{date}.tsv"
     conda:
         "../../envs/torch.yaml"
+    container:
+        CONTAINERS["gpu"]
     threads: 2
     params:
         threshold=FD["threshold"],

@@ -16,6 +16,8 @@ rule qc:
         "benchmarks/rules/qc/{tile}/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
     params:
         thresholds=json.dumps(config["qc"]),
     shell:

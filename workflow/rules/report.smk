@@ -38,6 +38,8 @@ rule quicklook:
         "benchmarks/rules/quicklook/{tile}/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
     params:
         size=config["report"]["quicklook_size"],
     shell:
@@ -63,6 +65,8 @@ rule qc_summary:
         "benchmarks/rules/qc_summary/summary.tsv"
     conda:
         "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
     shell:
         "tilepipe qc-summary --qc {input.qc} --metrics {input.metrics} --out {output.html}"
         " > {log} 2>&1"

@@ -15,6 +15,8 @@ rule superres:
         "benchmarks/rules/superres/{tile}/{date}.tsv"
     conda:
         "../../envs/torch.yaml"
+    container:
+        CONTAINERS["gpu"]
     threads: 2
     params:
         method=f"--method {SR['method']}",
