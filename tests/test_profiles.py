@@ -84,7 +84,9 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
     standin.write_text("#!/bin/sh\necho 'apptainer version 1.3.4'\n")
     standin.chmod(0o755)
     path = f"{bindir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return {**os.environ, **ENV, "PATH": path, **extra}
+    # the clusters' scratch variables point into the test's own directory
+    scratch = {"USERWORK": str(tmp / "userwork"), "TILEPIPE_SCRATCH": str(tmp / "scratch")}
+    return {**os.environ, **ENV, **scratch, "PATH": path, **extra}
 
 
 def _snakemake(work: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -263,6 +265,15 @@ def test_no_account_is_committed(cluster):
     prof = profile(cluster)
     assert prof["default-resources"]["slurm_account"] == "'$TILEPIPE_ACCOUNT'"
     assert "slurm_account" not in str(prof["set-resources"])
+
+
+def test_the_tmpdir_of_every_job_is_the_clusters_scratch_not_tmp(planned, workdir):
+    scratch = {"saga": "userwork", "betzy": "userwork", "poznan": "scratch"}
+    for cluster, var in scratch.items():
+        for rule, res in planned[cluster]:
+            assert res["tmpdir"] == f"{workdir / var}/tilepipe/tmp", (cluster, rule, res)
+    for rule, res in planned["lumi"]:
+        assert res["tmpdir"] == "/scratch/acct_from_env/someone/tilepipe/tmp", (rule, res)
 
 
 def test_a_real_run_without_the_account_fails_before_any_submission(workdir, tmp_path):

@@ -25,6 +25,13 @@ _unresolved = apply_cluster_env(CLUSTER["env"], create_dirs=False)
 
 onstart:
     problems = cluster_problems(CLUSTER, dict(os.environ))
+    executor = getattr(workflow.executor_plugin, "name", "")
+    if executor == "slurm" and CLUSTER["name"] == "local":
+        problems.append(
+            "the Slurm executor runs with cluster.name 'local': a --config on the command line "
+            "replaces the profile's whole `config:` (cluster, containers); put campaign "
+            "settings in a --configfile, or repeat cluster=... in --config"
+        )
     if _unresolved:
         problems.append(
             "cluster.env needs variables that are not set here: "
