@@ -6,12 +6,15 @@ TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint clean-demo
 
-$(BIN)/.installed: pyproject.toml
+PINS := containers/requirements-cpu.txt
+
+$(BIN)/.installed: pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[workflow,dev]'
+	# the runtime pins the container images use, so tests run exactly what the images ship
+	$(BIN)/pip install --quiet -c $(PINS) -e '.[workflow,dev]'
 	touch $@
 
 demo: $(BIN)/.installed
