@@ -223,7 +223,9 @@ def test_campaign_settings_survive_failures_and_spare_the_scheduler(cluster):
     assert prof["latency-wait"] >= 30
     assert prof["max-status-checks-per-second"] <= 1
     assert prof["jobs"] <= TABLE[cluster]["max_jobs"]
-    assert prof["groups"] and prof["group-components"]
+    # one job per scene and step: a group job waits for all its members' inputs (one failed
+    # scene held back healthy ones) and plugin 2.8.0 lost track of a finished array here
+    assert "groups" not in prof and "slurm-array-jobs" not in prof
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)
