@@ -24,7 +24,7 @@ from tilepipe.models import (
     save_model,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO
 
 
 def sr_meta(**over) -> dict:
