@@ -26,6 +26,7 @@ validate(config, _schema)
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/slurm.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/superres.smk"
 include: "workflow/rules/fields.smk"

@@ -223,9 +223,16 @@ def test_campaign_settings_survive_failures_and_spare_the_scheduler(cluster):
     assert prof["latency-wait"] >= 30
     assert prof["max-status-checks-per-second"] <= 1
     assert prof["jobs"] <= TABLE[cluster]["max_jobs"]
-    # one job per scene and step: a group job waits for all its members' inputs (one failed
-    # scene held back healthy ones) and plugin 2.8.0 lost track of a finished array here
-    assert "groups" not in prof and "slurm-array-jobs" not in prof
+
+
+@pytest.mark.parametrize("cluster", CLUSTERS)
+def test_per_scene_steps_are_submitted_as_job_arrays_not_groups(cluster):
+    # a failed group job discards the outputs of its healthy members; array tasks fail alone
+    prof = profile(cluster)
+    arrayed = set(prof["slurm-array-jobs"].split(","))
+    assert "groups" not in prof and "group-components" not in prof
+    assert {"download", "superres", "fields", "qc", "quicklook", "classify"} <= arrayed
+    assert "train_classifier" not in arrayed  # one job per campaign: nothing to bundle
 
 
 @pytest.mark.parametrize("cluster", CLUSTERS)

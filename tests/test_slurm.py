@@ -12,6 +12,11 @@ these documented overrides:
   (as in tests/conftest.py) instead of 160 px: the same jobs, each a few seconds shorter;
 - `--slurm-init-seconds-before-status-checks 1`: otherwise the plugin waits 40 s after every
   finished job before it polls again;
+- `--slurm-keep-successful-logs`: each array task's Slurm log names its wildcards (all tasks
+  of an array share one `--comment`), which is how the checks below tell the tasks apart;
+- LUMI only, `--resources network=2`: at most two downloads at once, so that fewer jobs of a
+  rule are handed to the plugin than the DAG has ready: the case in which plugin 2.8.0 drops
+  array jobs and Snakemake waits forever (fixed by workflow/rules/slurm.smk);
 - `TILEPIPE_ACCOUNT` is the test cluster's account (associations are enforced, so a wrong or
   unexpanded account is rejected by sbatch); `USERWORK` and `TILEPIPE_SCRATCH` point into the
   temporary directory;
@@ -209,6 +214,9 @@ def _overrides(prof: dict, work: Path, env: dict[str, str]) -> tuple[list[str], 
         f"cluster={json.dumps(cluster)}",
     ]
     args = ["--config", *config, "--slurm-init-seconds-before-status-checks", "1"]
+    args += ["--slurm-keep-successful-logs"]
+    if not prof["workflow_config"]["cluster"]["network_local"]:
+        args += ["--resources", "network=2"]
     defaults = prof["default-resources"]
     tmpdir = str(defaults.get("tmpdir", ""))
     if tmpdir and _outside(tmpdir, work, env):
@@ -225,7 +233,7 @@ def _overrides(prof: dict, work: Path, env: dict[str, str]) -> tuple[list[str], 
 
 def _sacct(work: Path, since: datetime) -> list[dict]:
     fields = ("JobID", "Account", "Partition", "AllocTRES", "Timelimit", "State", "Comment")
-    fields += ("WorkDir",)
+    fields += ("WorkDir", "Submit")
     since_arg = f"{since:%Y-%m-%dT%H:%M:%S}"
     out = subprocess.run(
         ["sacct", "-a", "-X", "-n", "-P", "-S", since_arg, "--format", ",".join(fields)],
@@ -235,9 +243,9 @@ def _sacct(work: Path, since: datetime) -> list[dict]:
         check=True,
     ).stdout
     jobs = [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines()]
-    return sorted(
-        (j for j in jobs if j["WorkDir"] == str(work)), key=lambda j: int(j["JobID"].split("_")[0])
-    )
+    # `-S` also lists older jobs still known to slurmdbd: keep this run's submissions only
+    ours = [j for j in jobs if j["WorkDir"] == str(work) and j["Submit"] >= since_arg]
+    return sorted(ours, key=lambda j: int(j["JobID"].split("_")[0]))
 
 
 def run_campaign(name: str, work: Path, prepare=None) -> Campaign:
@@ -319,15 +327,23 @@ def job_rules(job: dict, prof: dict) -> tuple[str, list[str], str]:
     return name, [name], wildcards
 
 
+def task_wildcards(campaign: Campaign, job: dict) -> str:
+    """An array task's wildcards (`v1_v2`, as in comments), from its Slurm log."""
+    logs = list((campaign.work / ".snakemake" / "slurm_logs").rglob(f"{job['JobID']}.log"))
+    assert len(logs) == 1, (job, logs)
+    # the task first logs the array's first job, then the one it runs: the last one counts
+    found = re.findall(r"^\s*wildcards: (.+)$", logs[0].read_text(errors="replace"), re.M)
+    assert found, (job, logs[0].read_text(errors="replace")[-2000:])
+    return "_".join(kv.split("=", 1)[1] for kv in found[-1].split(", "))
+
+
 def by_name(campaign: Campaign, prof: dict) -> dict[tuple[str, str], list[dict]]:
     """sacct jobs per (rule or group job, wildcards), in submission order (= attempts)."""
     out: dict[tuple[str, str], list[dict]] = {}
     for job in campaign.jobs:
         name, _, wildcards = job_rules(job, prof)
-        if "_" in job["JobID"]:
-            # all tasks of an array share one comment: each task is its own first attempt
-            # (the rule made to fail here, download, is not submitted as an array)
-            wildcards = job["JobID"]
+        if "_" in job["JobID"]:  # all tasks of an array share the first task's comment
+            wildcards = task_wildcards(campaign, job)
         out.setdefault((name, wildcards), []).append(job)
     return out
 
@@ -356,7 +372,7 @@ def test_every_job_ran_in_the_partition_with_the_gpus_cpus_memory_and_runtime_of
         for attempt, job in enumerate(attempts, start=1):
             _, rules, _ = job_rules(job, prof)
             alloc = tres(job["AllocTRES"])
-            why = (campaign.name, attempt, job)
+            why = (campaign.name, attempt, attempts)
             assert job["Account"] == ACCOUNT, why
             for rule in rules:
                 assert job["Partition"] == resource(prof, rule, "slurm_partition"), why
@@ -373,9 +389,9 @@ def test_every_job_ran_in_the_partition_with_the_gpus_cpus_memory_and_runtime_of
 def test_gpu_rules_ran_on_slurm_once_per_scene_and_local_rules_never(campaign):
     prof = profile(campaign.name)
     ran: dict[str, set[str]] = {}
-    for job in campaign.jobs:
-        _, rules, wildcards = job_rules(job, prof)
-        for rule in rules:
+    for (name, wildcards), attempts in by_name(campaign, prof).items():
+        assert len(attempts) == 1 or name == "download", (name, wildcards, attempts)
+        for rule in job_rules(attempts[0], prof)[1]:
             ran.setdefault(rule, set()).add(wildcards)
     assert not set(ran) & local_rules(prof), (campaign.name, sorted(ran))
     scenes = {f"{t}_{d}" for t, d in SCENES}
@@ -420,3 +436,17 @@ def test_the_other_scenes_complete_despite_the_failure(lumi):
         assert (scene / "qc.json").is_file(), (tile, date, lumi.explain())
         assert (scene / "fields_classified.gpkg").is_file(), (tile, date)
     assert (lumi.work / "results/models/classifier.cbm").is_file()
+
+
+def test_per_scene_steps_went_to_slurm_as_arrays_with_fewer_submissions_than_jobs(campaign):
+    prof = profile(campaign.name)
+    arrayed = set(prof["slurm-array-jobs"].split(","))
+    submissions: dict[str, set[str]] = {}  # sbatch calls: one per array or lone job
+    for job in campaign.jobs:
+        name = job_rules(job, prof)[0]
+        submissions.setdefault(job["JobID"].split("_")[0], set()).add(name)
+    arrays = [job for job in campaign.jobs if "_" in job["JobID"]]
+    assert arrays, campaign.explain()
+    assert {job_rules(job, prof)[0] for job in arrays} <= arrayed
+    assert all(len(names) == 1 for names in submissions.values())  # an array is one rule
+    assert len(submissions) < len(campaign.jobs), (len(submissions), len(campaign.jobs))
