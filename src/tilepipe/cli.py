@@ -206,6 +206,77 @@ def cmd_qc_summary(args: argparse.Namespace) -> None:
     qc_summary(args.qc, args.out, metrics=args.metrics)
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from tilepipe.status import campaign_status, targets
+
+    workdir = Path(args.workdir)
+    manifest = Path(args.manifest) if args.manifest else workdir / "manifests" / "scenes.csv"
+    if not manifest.is_file():
+        raise ConfigError(f"file {manifest}: no scene manifest yet (the search has not run)")
+    statuses = campaign_status(workdir, manifest)
+    if args.targets:
+        print("\n".join(targets(statuses, set(args.targets))))
+        return
+    if args.json:
+        print(json.dumps([s.__dict__ for s in statuses], indent=1))
+        return
+    for s in statuses:
+        detail = f"{s.step}: {s.cause}" if s.cause else s.step
+        qc = f" (qc {s.qc})" if s.qc else ""
+        print(f"{s.tile}  {s.date}  {s.state:<10}{qc} {detail}".rstrip())
+    counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+    print(", ".join(f"{n} {state}" for state, n in counts.items()), f"of {len(statuses)}")
+
+
+STATES = ("done", "failed", "incomplete", "pending")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    import csv
+
+    import yaml
+
+    from tilepipe import plan as planning
+
+    config = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    profile = planning.load_profile(args.profile)
+    config = planning.merge(config, profile.get("config", {}))
+    if args.window:
+        config["window"] = (
+            "full"
+            if args.window == "full"
+            else {
+                "width": int(args.window.split(",")[0]),
+                "height": int(args.window.split(",")[-1]),
+            }
+        )
+    year = int(config.get("classify", {}).get("year", 2022))
+    manifest = Path(args.manifest)
+    if args.tiles_count:
+        scenes = planning.hypothetical_scenes(args.tiles_count, args.dates_per_tile, year)
+        config["tiles"] = sorted({t for t, _ in scenes})
+        source = f"{args.tiles_count} tiles × {args.dates_per_tile} dates (hypothetical)"
+    elif manifest.is_file():
+        with open(manifest, newline="") as fh:
+            scenes = [(r["tile"], r["date"]) for r in csv.DictReader(fh)]
+        source = f"{len(scenes)} tile-dates from {manifest}"
+    else:
+        per_tile = config.get("source", {}).get("max_dates_per_tile") or 1
+        tiles = config.get("tiles", [])
+        scenes = [(t, f"{year}-01-{1 + d:02d}") for t in tiles for d in range(per_tile)]
+        source = (
+            f"no manifest yet: {len(tiles)} tiles × max_dates_per_tile {per_tile} "
+            "(the search may find fewer)"
+        )
+    runtime = config.get("plan", {}).get("runtime")
+    plans = planning.plan(config, profile, scenes, runtime)
+    notes = planning.assumptions(profile, config, source)
+    if args.json:
+        print(json.dumps({"rules": [p.__dict__ for p in plans], "assumptions": notes}, indent=1))
+    else:
+        print(planning.format_plan(plans, notes))
+
+
 def _add_common(p: argparse.ArgumentParser, *, tile: bool = True, date: bool = True) -> None:
     if tile:
         p.add_argument("--tile", required=True, help="MGRS tile id, e.g. 33UXP")
@@ -317,6 +388,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, help="classifier metrics JSON")
     p.add_argument("--out", required=True, help="output .html (a .tsv is written beside)")
     p.set_defaults(func=cmd_qc_summary)
+
+    p = sub.add_parser("status", help="done / failed / pending per tile-date, from disk")
+    p.add_argument("--workdir", default=".", help="the campaign's working directory")
+    p.add_argument("--manifest", default=None, help="default: WORKDIR/manifests/scenes.csv")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        choices=STATES,
+        help="print Snakemake targets that redo the tile-dates in these states",
+    )
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("plan", help="jobs, sbatch calls, GPU-hours, billing and storage")
+    p.add_argument("--configfile", default="config/config.yaml")
+    p.add_argument("--profile", default=None, help="profile directory, e.g. profiles/lumi")
+    p.add_argument("--manifest", default="manifests/scenes.csv")
+    p.add_argument("--tiles-count", type=int, default=0, help="size a hypothetical campaign")
+    p.add_argument("--dates-per-tile", type=int, default=1)
+    p.add_argument("--window", default=None, help="'full' or WIDTH,HEIGHT in 10 m pixels")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
     return parser
 
 

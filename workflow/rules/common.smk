@@ -2,11 +2,13 @@
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from tilepipe.config import apply_cluster_env, cluster_problems, window_arg
+from tilepipe.locks import clear_stale_locks, write_owner
 
 
 wildcard_constraints:
@@ -23,7 +25,16 @@ CONTAINERS = config["containers"]
 _unresolved = apply_cluster_env(CLUSTER["env"], create_dirs=False)
 
 
+# a Snakemake killed with SIGKILL leaves its lock: remove it when its process is provably gone
+# (same host, PID gone or reused), so that rerunning the same command just continues
+if workflow.is_main_process:
+    _stale = clear_stale_locks(os.getcwd())
+    if _stale:
+        print(f"tilepipe: {_stale}", file=sys.stderr)
+
+
 onstart:
+    write_owner(os.getcwd())  # this process holds the lock now
     problems = cluster_problems(CLUSTER, dict(os.environ))
     executor = getattr(workflow.executor_plugin, "name", "")
     if executor == "slurm" and CLUSTER["name"] == "local":
@@ -103,11 +114,17 @@ def scenes():
     return list(zip(df["tile"], df["date"]))
 
 
+@functools.lru_cache(maxsize=4)
+def _items(path, mtime):
+    df = _read_manifest(path, mtime)
+    return dict(zip(zip(df["tile"], df["date"]), df["item_id"]))
+
+
 def item_of(wildcards):
     """The STAC item chosen for a tile-date (a param: a new item reruns that scene only)."""
-    df = manifest()
-    row = df[(df["tile"] == wildcards.tile) & (df["date"] == wildcards.date)]
-    return row["item_id"].iloc[0] if len(row) else ""
+    path = checkpoints.search_scenes.get().output.manifest
+    items = _items(path, Path(path).stat().st_mtime)
+    return items.get((wildcards.tile, wildcards.date), "")
 
 
 def scene_outputs(names):
