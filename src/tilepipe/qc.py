@@ -623,11 +623,6 @@ def _report(tile: str, date: str, checks: list[dict]) -> dict:
     return {"tile": tile, "date": date, "status": status, "checks": checks, "summary": summary}
 
 
-#: ``crop`` of the fields of a scene left out of classification because its qc.json failed.
-SKIPPED_CLASS = "qc_fail"
-UNKNOWN_CLASS = "unknown"
-
-
 def run_classification_qc(
     *, tile: str, date: str, classified_path: str | os.PathLike, thresholds: dict
 ) -> dict:
@@ -637,6 +632,9 @@ def run_classification_qc(
     that classification skipped (its qc.json failed) warns.
     """
     import pyogrio.raw
+
+    from tilepipe.classify import SKIPPED as SKIPPED_CLASS
+    from tilepipe.classify import UNKNOWN as UNKNOWN_CLASS
 
     thr = merge_thresholds(thresholds)
     t_dist, t_low = thr["class_distribution"], thr["low_confidence"]
