@@ -17,6 +17,7 @@ from tilepipe.qc import (
     CLASSIFICATION_CHECKS,
     DEFAULT_THRESHOLDS,
     SCENE_CHECKS,
+    run_classification_qc,
     run_qc,
     write_qc,
 )
@@ -278,3 +279,70 @@ def test_empty_field_set_fails_the_scene_through_coverage(tmp_path):
     assert check_of(report, "field_count")["value"] == 0
     assert check_of(report, "field_coverage")["status"] == "fail"
     assert report["status"] == "fail"
+
+
+def _classified(path, crops, probs):
+    """A fields_classified.gpkg with the given crop classes and probabilities."""
+    n = len(crops)
+    x0, y0 = _field_origin()
+    geoms = [shapely.box(x0 + 100 * i, y0 - 100, x0 + 100 * i + 90, y0) for i in range(n)]
+    _fields(
+        path,
+        tile_grid(TILE).crs,
+        0,
+        0,
+        geoms=geoms,
+        extra={"crop": np.array(crops, dtype=object), "crop_prob": np.array(probs, dtype=float)},
+    )
+    return path
+
+
+def classification_qc(path, thresholds=None):
+    return run_classification_qc(
+        tile=TILE, date=DATE, classified_path=path, thresholds=thresholds or {}
+    )
+
+
+def test_mixed_confident_classes_pass_classification_qc(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["maize", "wheat", "maize", "rape"], [0.9] * 4)
+    report = classification_qc(path)
+    assert report["status"] == "pass"
+    value = check_of(report, "class_distribution")["value"]
+    assert value["counts"] == {"maize": 2, "rape": 1, "wheat": 1}
+    assert value["dominant_share"] == 0.5
+    assert [c["name"] for c in report["checks"]] == list(CLASSIFICATION_CHECKS)
+
+
+def test_low_confidence_fraction_fails_above_its_threshold(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["maize", "wheat", "maize"], [0.9, 0.3, 0.4])
+    check = check_of(classification_qc(path), "low_confidence")
+    assert check["value"] == pytest.approx(2 / 3) and check["status"] == "fail"
+
+
+def test_single_class_everywhere_warns(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["maize"] * 5, [0.9] * 5)
+    assert check_of(classification_qc(path), "class_distribution")["status"] == "warn"
+
+
+def test_many_unknown_fields_fail_class_distribution(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["unknown", "unknown", "maize"], [0.0, 0.0, 0.9])
+    check = check_of(classification_qc(path), "class_distribution")
+    assert check["value"]["unknown_share"] == pytest.approx(2 / 3) and check["status"] == "fail"
+
+
+def test_scene_kept_out_of_classification_warns(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["qc_fail"] * 2, [0.0] * 2)
+    report = classification_qc(path)
+    assert report["status"] == "warn" and "qc.json failed" in report["checks"][0]["message"]
+
+
+def test_empty_classified_field_set_fails(tmp_path):
+    report = classification_qc(_classified(tmp_path / "c.gpkg", [], []))
+    assert report["status"] == "fail" and "empty field set" in report["checks"][0]["message"]
+
+
+def test_unreadable_classified_fields_fail_with_tile_date_and_file(tmp_path):
+    (tmp_path / "c.gpkg").write_text("garbage")
+    report = classification_qc(tmp_path / "c.gpkg")
+    assert report["status"] == "fail"
+    assert f"tile {TILE}, date {DATE}, file " in report["checks"][0]["message"]
