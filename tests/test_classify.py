@@ -20,6 +20,7 @@ from tilepipe.classify import (
     field_embedding_stats,
     knn_predict,
     train_classifier,
+    write_class_raster,
 )
 from tilepipe.errors import InputError
 
@@ -370,16 +371,10 @@ def test_class_raster_is_written_block_by_block_with_field_classes(trained, tmp_
 
     root, _ = trained
     monkeypatch.setattr(classify, "_WINDOW", 32)  # 124 px raster: 16 blocks
-    boxes, classes = field_boxes()
-    write_fields(tmp_path / "fields.gpkg", boxes)
+    _, classes = field_boxes()
     raster = tmp_path / "classes.tif"
-    classify_fields(
-        tmp_path / "fields.gpkg",
-        root / "emb.tif",
-        root / "model.cbm",
-        tmp_path / "out.gpkg",
-        class_raster=raster,
-    )
+    pixels = write_class_raster(root / "emb.tif", root / "model.cbm", raster, tile=TILE)
+    assert sum(pixels["pixels"].values()) == len(classes) * FIELD_PX * FIELD_PX
     with rasterio.open(raster) as src:
         names = json.loads(src.tags(1)["CLASSES"])
         data = src.read(1)

@@ -597,7 +597,7 @@ def _load_model(model_path, tile=None, date=None):
 
 def write_class_raster(
     emb_path: str | os.PathLike,
-    model,
+    model_path: str | os.PathLike,
     dst: str | os.PathLike,
     *,
     tile: str | None = None,
@@ -608,6 +608,7 @@ def write_class_raster(
     Each embeddings window is predicted and written before the next is read, so memory is one
     window whatever the tile size; class names are in the band's ``CLASSES`` tag.
     """
+    model = _load_model(model_path, tile, date)
     classes = [str(c) for c in model.classes_]
     counts = np.zeros(len(classes), dtype=np.int64)
     with _open_embeddings(emb_path, tile, date) as src:
@@ -654,14 +655,13 @@ def classify_fields(
     tile: str | None = None,
     date: str | None = None,
     qc_path: str | os.PathLike | None = None,
-    class_raster: str | os.PathLike | None = None,
 ) -> int:
     """Write ``fields.gpkg`` plus ``crop`` and ``crop_prob`` to ``dst``; return the field count.
 
     Each field is classified from its mean embedding; a field without a valid embedding pixel
     gets ``crop="unknown"`` and ``crop_prob=0.0``. When ``qc_path`` is given and that qc.json
     failed, the scene is kept out of classification: every field gets ``crop="qc_fail"`` and
-    no embeddings or model are read. ``class_raster`` also writes a per-pixel class GeoTIFF.
+    no embeddings or model are read.
     """
     import pyogrio.raw
 
@@ -689,8 +689,6 @@ def classify_fields(
             proba = model.predict_proba(means[ok])
             crop[ok] = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
             prob[ok] = proba.max(axis=1)
-    if class_raster is not None and model is not None:
-        write_class_raster(emb_path, model, class_raster, tile=tile, date=date)
     for name in ("crop", "crop_prob"):
         cols.pop(name, None)
     names = [*cols, "crop", "crop_prob"]

@@ -192,9 +192,15 @@ def cmd_classify(args: argparse.Namespace) -> None:
         tile=args.tile,
         date=args.date,
         qc_path=args.qc,
-        class_raster=args.class_raster,
     )
     log.info("%d fields classified -> %s", n, args.out)
+
+
+def cmd_class_raster(args: argparse.Namespace) -> None:
+    from tilepipe.classify import write_class_raster
+
+    stats = write_class_raster(args.embeddings, args.model, args.out, tile=args.tile)
+    log.info("crop classes per pixel -> %s: %s", args.out, json.dumps(stats))
 
 
 def cmd_qc_classification(args: argparse.Namespace) -> None:
@@ -350,8 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--qc", default=None, help="qc.json: a failed scene is not classified")
-    p.add_argument("--class-raster", default=None, help="also write a per-pixel class GeoTIFF")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("class-raster", help="per-pixel crop class GeoTIFF of a tile-year")
+    _add_common(p, date=False)
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_class_raster)
 
     p = sub.add_parser("qc-classification", help="QC of fields_classified.gpkg into JSON")
     _add_common(p)
