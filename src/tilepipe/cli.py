@@ -144,6 +144,22 @@ def cmd_embeddings(args: argparse.Namespace) -> None:
     transform, width, height = (
         grid.window(*window) if window else (grid.transform, grid.size, grid.size)
     )
+    if args.kind == "aef":
+        from tilepipe.aef import build_tile_embeddings_aef
+
+        stats = build_tile_embeddings_aef(
+            args.source,
+            args.year,
+            args.out,
+            crs=grid.crs,
+            transform=transform,
+            width=width,
+            height=height,
+            formula=args.dequantise,
+            tile=args.tile,
+        )
+        log.info("AEF embeddings -> %s: %s", args.out, json.dumps(stats))
+        return
     build_tile_embeddings(
         args.source,
         args.year,
@@ -330,7 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embeddings", help="TESSERA embeddings of a tile-year on the tile grid")
     _add_common(p, date=False)
     p.add_argument("--year", type=int, required=True)
-    p.add_argument("--source", required=True, help="TESSERA root (with registry.tsv)")
+    p.add_argument("--source", required=True, help="TESSERA root (with registry.tsv) or AEF root")
+    p.add_argument("--kind", choices=("tessera", "aef"), default="tessera")
+    p.add_argument(
+        "--dequantise", choices=("signed_square", "linear"), default="signed_square", help="AEF"
+    )
     p.add_argument("--window", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_embeddings)

@@ -23,10 +23,12 @@ rule embeddings:
             str(Path(input[0]).parent) if input else config["embeddings"]["source"]
         ),
         window=WINDOW,
+        kind=config["embeddings"]["kind"],
+        dequantise=config["embeddings"]["aef_dequantise"],
     shell:
         "tilepipe embeddings --tile {wildcards.tile} --year {wildcards.year}"
         " --source {params.source:q} --window {params.window} --out {output.embeddings}"
-        " > {log} 2>&1"
+        " --kind {params.kind} --dequantise {params.dequantise} > {log} 2>&1"
 
 
 rule train_classifier:
