@@ -224,7 +224,7 @@ def test_nan_scales_in_a_cell_raise(tmp_path):
     scales[3, 4] = np.nan
     np.save(tmp_path / cell_files(name, YEAR)["scales"], scales)
     write_registry(tmp_path, [name])
-    with pytest.raises(InputError, match="1 of .* are non-finite"):
+    with pytest.raises(InputError, match=r"1 of .* are non-finite"):
         build_tile_embeddings(
             tmp_path, YEAR, tmp_path / "e.tif", **target_grid(16.32, 48.12, 16.38, 48.18)
         )
