@@ -431,3 +431,21 @@ def test_unreadable_qc_json_raises_naming_tile_date_and_file(tmp_path):
             date="2022-06-21",
             qc_path=tmp_path / "qc.json",
         )
+
+
+def test_classify_without_embeddings_for_the_tile_raises_naming_tile_date_and_file(
+    trained, tmp_path
+):
+    root, _ = trained
+    boxes, _ = field_boxes()
+    write_fields(tmp_path / "fields.gpkg", boxes[:2])
+    with pytest.raises(InputError, match=rf"tile {TILE}, date 2022-06-21, file .*missing.tif"):
+        classify_fields(
+            tmp_path / "fields.gpkg",
+            tmp_path / "missing.tif",
+            root / "model.cbm",
+            tmp_path / "out.gpkg",
+            tile=TILE,
+            date="2022-06-21",
+        )
+    assert not (tmp_path / "out.gpkg").exists()

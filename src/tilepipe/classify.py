@@ -161,6 +161,7 @@ def _scan(
     max_pixels: int = 0,
     rng: np.random.Generator | None = None,
     tile: str | None = None,
+    date: str | None = None,
     sum_squares: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-field sums and counts over all pixels, plus up to ``max_pixels`` sampled per field.
@@ -170,7 +171,7 @@ def _scan(
     ``max_pixels`` keys per field are kept, so memory stays bounded by n x max_pixels. When
     ``sum_squares`` is a list, the per-field sums of squares (n, C) are appended to it.
     """
-    with _open_embeddings(emb_path, tile) as src:
+    with _open_embeddings(emb_path, tile, date) as src:
         geoms = _to_crs(_as_geometries(geoms), geoms_crs, src.crs)
         n, nb = len(geoms), src.count
         sums = np.zeros((n, nb), dtype=np.float64)
@@ -192,14 +193,19 @@ def _scan(
 
 
 def field_embedding_means(
-    geoms: Sequence, geoms_crs, emb_path: str | os.PathLike
+    geoms: Sequence,
+    geoms_crs,
+    emb_path: str | os.PathLike,
+    *,
+    tile: str | None = None,
+    date: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean embedding of each geometry's pixels (NaN pixels ignored) and its pixel count.
 
     ``geoms`` are shapely geometries or WKB in ``geoms_crs``; a pixel belongs to a geometry when
     its centre lies inside. Rows of fields without a valid pixel are NaN.
     """
-    sums, counts, _, _ = _scan(geoms, geoms_crs, emb_path)
+    sums, counts, _, _ = _scan(geoms, geoms_crs, emb_path, tile=tile, date=date)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (sums / counts[:, None]).astype(np.float32)
     return means, counts
@@ -677,7 +683,9 @@ def classify_fields(
     model = None if skipped else _load_model(model_path, tile, date)
     if n and model is not None:
         classes = [str(c) for c in model.classes_]
-        means, counts = field_embedding_means(geometry, meta.get("crs"), emb_path)
+        means, counts = field_embedding_means(
+            geometry, meta.get("crs"), emb_path, tile=tile, date=date
+        )
         n_features = len(model.feature_names_)
         if means.shape[1] != n_features:
             raise ModelError(
