@@ -203,3 +203,28 @@ def test_no_listed_cell_raises_naming_tile_year_and_cells(tmp_path):
             tile="33UXP",
             **target_grid(16.32, 48.12, 16.38, 48.18),
         )
+
+
+@pytest.mark.parametrize("role", ["scales", "landmask"])
+def test_missing_scales_or_landmask_of_a_listed_cell_raises_naming_it(tmp_path, role):
+    name = "grid_16.35_48.15"
+    write_cell(tmp_path, name, "EPSG:32633")
+    write_registry(tmp_path, [name])
+    (tmp_path / cell_files(name, YEAR)[role]).unlink()
+    with pytest.raises(InputError, match=rf"{role} file of listed cell {name} is missing"):
+        build_tile_embeddings(
+            tmp_path, YEAR, tmp_path / "e.tif", **target_grid(16.32, 48.12, 16.38, 48.18)
+        )
+    assert not (tmp_path / "e.tif").exists()
+
+
+def test_nan_scales_in_a_cell_raise(tmp_path):
+    name = "grid_16.35_48.15"
+    _, scales, _ = write_cell(tmp_path, name, "EPSG:32633")
+    scales[3, 4] = np.nan
+    np.save(tmp_path / cell_files(name, YEAR)["scales"], scales)
+    write_registry(tmp_path, [name])
+    with pytest.raises(InputError, match=r"1 of .* are non-finite"):
+        build_tile_embeddings(
+            tmp_path, YEAR, tmp_path / "e.tif", **target_grid(16.32, 48.12, 16.38, 48.18)
+        )

@@ -13,7 +13,14 @@ from affine import Affine
 
 from tilepipe.errors import ConfigError, InputError
 from tilepipe.grid import tile_grid
-from tilepipe.qc import DEFAULT_THRESHOLDS, run_qc, write_qc
+from tilepipe.qc import (
+    CLASSIFICATION_CHECKS,
+    DEFAULT_THRESHOLDS,
+    SCENE_CHECKS,
+    run_classification_qc,
+    run_qc,
+    write_qc,
+)
 
 TILE, DATE, SIZE = "33UXP", "2022-06-21", 40
 BANDS = ("B02", "B03", "B04", "B08")
@@ -37,19 +44,26 @@ def _write(path, data, crs, transform, nodata=0):
             dst.descriptions = BANDS
 
 
-def _fields(path, crs, x0, y0, n=4, side=100.0):
-    boxes = [shapely.box(x0 + i * side, y0 - side, x0 + (i + 1) * side - 10, y0) for i in range(n)]
+def _fields(path, crs, x0, y0, n=4, side=100.0, geoms=None, extra=None):
+    """Write a fields.gpkg of ``n`` boxes in a row (or the given geometries) with its columns."""
+    if geoms is None:
+        geoms = [
+            shapely.box(x0 + i * side, y0 - side, x0 + (i + 1) * side - 10, y0) for i in range(n)
+        ]
+    n = len(geoms)
+    columns = {
+        "field_id": np.arange(1, n + 1, dtype=np.int64),
+        "area_m2": np.array([g.area for g in geoms]),
+        "score": np.full(n, 0.9),
+        "tile": np.array([TILE] * n, dtype=object),
+        "date": np.array([DATE] * n, dtype=object),
+        **(extra or {}),
+    }
     pyogrio.raw.write(
         path,
-        shapely.to_wkb(np.array(boxes, dtype=object)),
-        [
-            np.arange(1, n + 1, dtype=np.int64),
-            np.array([b.area for b in boxes]),
-            np.full(n, 0.9),
-            np.array([TILE] * n, dtype=object),
-            np.array([DATE] * n, dtype=object),
-        ],
-        ["field_id", "area_m2", "score", "tile", "date"],
+        shapely.to_wkb(np.array(geoms, dtype=object)),
+        list(columns.values()),
+        list(columns),
         layer="fields",
         driver="GPKG",
         geometry_type="Polygon",
@@ -103,7 +117,7 @@ def test_consistent_set_passes_every_check(tmp_path):
     report = qc(make_set(tmp_path))
     assert report["status"] == "pass", report
     assert {c["status"] for c in report["checks"]} == {"pass"}
-    assert report["summary"]["n_checks"] == 9
+    assert report["summary"]["n_checks"] == len(SCENE_CHECKS)
 
 
 def test_write_qc_writes_the_report_as_json(tmp_path):
@@ -174,11 +188,161 @@ def test_unknown_threshold_key_is_a_config_error(tmp_path):
 
 
 def test_default_thresholds_cover_every_thresholded_check():
-    assert set(DEFAULT_THRESHOLDS) == {
-        "nodata_fraction",
-        "cloud_fraction",
-        "reflectance_range",
-        "dr_consistency",
-        "field_count",
-        "field_area",
-    }
+    exact = {"crs_matches_tile", "north_up", "grid_consistent"}
+    assert set(DEFAULT_THRESHOLDS) == (set(SCENE_CHECKS) - exact) | set(CLASSIFICATION_CHECKS)
+
+
+def check_of(report, name):
+    return next(c for c in report["checks"] if c["name"] == name)
+
+
+def _field_origin():
+    grid = tile_grid(TILE)
+    return grid.transform.c + 1200, grid.transform.f - 3400  # make_set's fields corner
+
+
+def test_dr_shifted_half_a_pixel_is_measured_by_phase_correlation(tmp_path):
+    report = qc(make_set(tmp_path, dr_shift=5))  # 5 m east = 0.5 px at 10 m
+    check = check_of(report, "sr_spatial")
+    assert check["value"]["median_dx_px"] == pytest.approx(-0.5, abs=0.05)
+    assert check["value"]["median_dy_px"] == pytest.approx(0.0, abs=0.05)
+    assert check["status"] == "warn"  # 0.5 px: above warn 0.25, not above fail 0.5
+
+
+def test_dr_with_a_distorted_band_fails_spectral_angle_only(tmp_path):
+    paths = make_set(tmp_path)
+    with rasterio.open(paths["dr"], "r+") as dst:
+        dst.write(dst.read(4) // 2, 4)  # NIR halved: same structure, wrong spectrum
+    report = qc(paths)
+    assert check_of(report, "sr_spectral")["status"] == "fail"
+    assert check_of(report, "sr_spectral")["value"] > DEFAULT_THRESHOLDS["sr_spectral"]["fail"]
+    assert check_of(report, "sr_spatial")["value"]["shift_px"] == pytest.approx(0.0, abs=0.05)
+
+
+def test_self_intersecting_field_counts_as_invalid(tmp_path):
+    paths = make_set(tmp_path)
+    x0, y0 = _field_origin()
+    bowtie = shapely.Polygon([(x0, y0), (x0 + 100, y0 - 100), (x0 + 100, y0), (x0, y0 - 100)])
+    good = [shapely.box(x0 + 200 * i, y0 - 300, x0 + 200 * i + 90, y0 - 200) for i in range(3)]
+    _fields(paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=[bowtie, *good])
+    check = check_of(qc(paths), "field_invalid")
+    assert check["value"] == pytest.approx(0.25)
+    assert check["status"] == "fail" and "1 of 4" in check["message"]
+
+
+def test_thin_fields_are_counted_as_slivers(tmp_path):
+    paths = make_set(tmp_path)
+    x0, y0 = _field_origin()
+    slivers = [shapely.box(x0 + 20 * i, y0 - 300, x0 + 20 * i + 2, y0) for i in range(2)]
+    good = [shapely.box(x0 + 100 * i, y0 - 500, x0 + 100 * i + 90, y0 - 400) for i in range(2)]
+    _fields(paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=[*slivers, *good])
+    check = check_of(qc(paths), "field_slivers")
+    assert check["value"] == pytest.approx(0.5) and check["status"] == "fail"
+
+
+def test_perimeter_m_column_is_used_for_slivers_when_present(tmp_path):
+    paths = make_set(tmp_path)
+    x0, y0 = _field_origin()
+    boxes = [shapely.box(x0 + 100 * i, y0 - 100, x0 + 100 * i + 90, y0) for i in range(4)]
+    perimeter = np.array([380.0, 380.0, 380.0, 5000.0])  # the last one claims a ragged outline
+    _fields(
+        paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=boxes, extra={"perimeter_m": perimeter}
+    )
+    assert check_of(qc(paths), "field_slivers")["value"] == pytest.approx(0.25)
+
+
+def test_field_coverage_is_fields_area_over_valid_scene_area(tmp_path):
+    check = check_of(qc(make_set(tmp_path)), "field_coverage")
+    assert check["value"] == pytest.approx(4 * 90 * 100 / (SIZE * SIZE * 100))
+    assert check["status"] == "pass"
+
+
+def test_overlapping_fields_covering_more_than_the_scene_fail_coverage(tmp_path):
+    paths = make_set(tmp_path)
+    grid = tile_grid(TILE)
+    x0, y0 = grid.transform.c + 1200, grid.transform.f - 3400
+    whole = shapely.box(x0, y0 - 400, x0 + 400, y0)  # the whole 400 m scene, three times
+    _fields(paths["fields"], grid.crs, 0, 0, geoms=[whole, whole, whole])
+    check = check_of(qc(paths), "field_coverage")
+    assert check["status"] == "fail" and "overlap" in check["message"]
+
+
+def test_field_area_reports_the_area_distribution(tmp_path):
+    value = check_of(qc(make_set(tmp_path)), "field_area")["value"]
+    assert value["min_m2"] == value["p10_m2"] == value["median_m2"] == value["max_m2"] == 9000.0
+
+
+def test_empty_field_set_fails_the_scene_through_coverage(tmp_path):
+    paths = make_set(tmp_path)
+    _fields(paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=[])
+    report = qc(paths)
+    assert check_of(report, "field_count")["value"] == 0
+    assert check_of(report, "field_coverage")["status"] == "fail"
+    assert report["status"] == "fail"
+
+
+def _classified(path, crops, probs):
+    """A fields_classified.gpkg with the given crop classes and probabilities."""
+    n = len(crops)
+    x0, y0 = _field_origin()
+    geoms = [shapely.box(x0 + 100 * i, y0 - 100, x0 + 100 * i + 90, y0) for i in range(n)]
+    _fields(
+        path,
+        tile_grid(TILE).crs,
+        0,
+        0,
+        geoms=geoms,
+        extra={"crop": np.array(crops, dtype=object), "crop_prob": np.array(probs, dtype=float)},
+    )
+    return path
+
+
+def classification_qc(path, thresholds=None):
+    return run_classification_qc(
+        tile=TILE, date=DATE, classified_path=path, thresholds=thresholds or {}
+    )
+
+
+def test_mixed_confident_classes_pass_classification_qc(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["maize", "wheat", "maize", "rape"], [0.9] * 4)
+    report = classification_qc(path)
+    assert report["status"] == "pass"
+    value = check_of(report, "class_distribution")["value"]
+    assert value["counts"] == {"maize": 2, "rape": 1, "wheat": 1}
+    assert value["dominant_share"] == 0.5
+    assert [c["name"] for c in report["checks"]] == list(CLASSIFICATION_CHECKS)
+
+
+def test_low_confidence_fraction_fails_above_its_threshold(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["maize", "wheat", "maize"], [0.9, 0.3, 0.4])
+    check = check_of(classification_qc(path), "low_confidence")
+    assert check["value"] == pytest.approx(2 / 3) and check["status"] == "fail"
+
+
+def test_single_class_everywhere_warns(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["maize"] * 5, [0.9] * 5)
+    assert check_of(classification_qc(path), "class_distribution")["status"] == "warn"
+
+
+def test_many_unknown_fields_fail_class_distribution(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["unknown", "unknown", "maize"], [0.0, 0.0, 0.9])
+    check = check_of(classification_qc(path), "class_distribution")
+    assert check["value"]["unknown_share"] == pytest.approx(2 / 3) and check["status"] == "fail"
+
+
+def test_scene_kept_out_of_classification_warns(tmp_path):
+    path = _classified(tmp_path / "c.gpkg", ["qc_fail"] * 2, [0.0] * 2)
+    report = classification_qc(path)
+    assert report["status"] == "warn" and "qc.json failed" in report["checks"][0]["message"]
+
+
+def test_empty_classified_field_set_fails(tmp_path):
+    report = classification_qc(_classified(tmp_path / "c.gpkg", [], []))
+    assert report["status"] == "fail" and "empty field set" in report["checks"][0]["message"]
+
+
+def test_unreadable_classified_fields_fail_with_tile_date_and_file(tmp_path):
+    (tmp_path / "c.gpkg").write_text("garbage")
+    report = classification_qc(tmp_path / "c.gpkg")
+    assert report["status"] == "fail"
+    assert f"tile {TILE}, date {DATE}, file " in report["checks"][0]["message"]

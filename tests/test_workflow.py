@@ -189,3 +189,40 @@ def test_report_shows_qc_summary_and_quicklooks(campaign):
         rgb = png.read()
     # field outlines are drawn in yellow (255, 220, 0)
     assert ((rgb[0] == 255) & (rgb[1] == 220) & (rgb[2] == 0)).any()
+
+
+def test_qc_summary_csv_lists_every_scene_with_its_classification_verdict(campaign):
+    import csv
+
+    with (campaign / "results/qc/summary.csv").open() as f:
+        rows = {(r["tile"], r["date"]): r for r in csv.DictReader(f)}
+    assert set(rows) == set(SCENES)
+    for row in rows.values():
+        assert row["status"] in {"pass", "warn"}
+        assert row["classification_status"] in {"pass", "warn"}
+        for name in ("sr_spectral", "sr_spatial", "field_invalid", "field_coverage"):
+            assert row[name] == "pass", (name, row)
+        assert float(row["sr_spatial_value"]) < 0.25  # the demo DR is not shifted
+    for png in ("qc_status.png", "qc_values.png", "confusion_matrix.png"):
+        with rasterio.open(campaign / "results/qc" / png) as src:
+            assert src.width > 100 and np.ptp(src.read()) > 0
+
+
+def test_skip_failed_qc_and_class_raster_options_change_the_plan(campaign):
+    (campaign / "extra.yaml").write_text(
+        "classify:\n  skip_failed_qc: true\n  class_raster: true\n"
+    )
+    run = _snakemake(
+        campaign,
+        "--dry-run",
+        "--printshellcmds",
+        "--configfile",
+        "config/config.yaml",
+        "extra.yaml",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout + run.stderr
+    for tile, date in SCENES:
+        assert f"--qc results/{tile}/{date}/qc.json" in out  # classify reads the scene's verdict
+    for tile in TILES:
+        assert f"results/{tile}/2022/crop_classes.tif" in out

@@ -8,23 +8,26 @@ and the held-out field-level score is computed the same way.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import rasterio
 import shapely
+from pyproj import Transformer
 from rasterio.crs import CRS
 from rasterio.features import rasterize
-from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from tilepipe.errors import InputError, ModelError, context
-from tilepipe.raster import atomic_output
+from tilepipe.raster import atomic_output, gtiff_profile
 
 UNKNOWN = "unknown"
+SKIPPED = "qc_fail"  # crop of fields of a scene kept out of classification by its QC
+CLASS_NODATA = 255  # class raster value outside embeddings coverage
 _WINDOW = 256  # embedding pixels per side read at once (x C bands x float32)
 
 
@@ -48,22 +51,22 @@ def _as_geometries(geoms: Sequence) -> np.ndarray:
 
 
 def _to_crs(geoms: np.ndarray, src_crs, dst_crs) -> np.ndarray:
-    """Reproject geometries (None/empty kept as empty) with rasterio.warp.transform_geom.
+    """Reproject geometries into the embeddings' CRS with a pyproj Transformer (x/y order).
 
-    Geometries without a CRS are taken to be in the raster's CRS already.
+    Geometries without a CRS are taken to be in the raster's CRS already; None stays empty.
     """
     if src_crs is None or not len(geoms):
         return geoms
     src, dst = CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs)
     if src == dst:
         return geoms
-    out = np.empty(len(geoms), dtype=object)
-    keep = [i for i, g in enumerate(geoms) if g is not None and not g.is_empty]
-    moved = transform_geom(src, dst, [shapely.geometry.mapping(geoms[i]) for i in keep])
-    out[:] = shapely.Polygon()
-    for i, g in zip(keep, moved, strict=True):
-        out[i] = shapely.geometry.shape(g)
-    return out
+    transformer = Transformer.from_crs(src.to_wkt(), dst.to_wkt(), always_xy=True)
+
+    def move(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+
+    out = np.array([shapely.Polygon() if g is None else g for g in geoms], dtype=object)
+    return shapely.transform(out, move)
 
 
 def _field_pixels(
@@ -158,41 +161,84 @@ def _scan(
     max_pixels: int = 0,
     rng: np.random.Generator | None = None,
     tile: str | None = None,
+    date: str | None = None,
+    sum_squares: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-field sums and counts over all pixels, plus up to ``max_pixels`` sampled per field.
 
     Returns (sums (n, C) float64, counts (n,), sample field index (m,), samples (m, C) float32).
     The sample is uniform within each field: every pixel gets a random key and the smallest
-    ``max_pixels`` keys per field are kept, so memory stays bounded by n x max_pixels.
+    ``max_pixels`` keys per field are kept, so memory stays bounded by n x max_pixels. When
+    ``sum_squares`` is a list, the per-field sums of squares (n, C) are appended to it.
     """
-    with _open_embeddings(emb_path, tile) as src:
+    with _open_embeddings(emb_path, tile, date) as src:
         geoms = _to_crs(_as_geometries(geoms), geoms_crs, src.crs)
         n, nb = len(geoms), src.count
         sums = np.zeros((n, nb), dtype=np.float64)
+        squares = np.zeros((n, nb), dtype=np.float64) if sum_squares is not None else None
         counts = np.zeros(n, dtype=np.int64)
         kept = _Sample(nb)
         for idx, values in _field_pixels(geoms, src):
             counts += np.bincount(idx, minlength=n)
             for b in range(nb):
                 sums[:, b] += np.bincount(idx, weights=values[:, b], minlength=n)
+                if squares is not None:
+                    squares[:, b] += np.bincount(idx, weights=np.square(values[:, b]), minlength=n)
             if max_pixels > 0:
                 kept.add(idx, rng.random(idx.size), values, max_pixels)
         keep_idx, keep_x = kept.result(max_pixels)
+    if sum_squares is not None:
+        sum_squares.append(squares)
     return sums, counts, keep_idx, keep_x
 
 
 def field_embedding_means(
-    geoms: Sequence, geoms_crs, emb_path: str | os.PathLike
+    geoms: Sequence,
+    geoms_crs,
+    emb_path: str | os.PathLike,
+    *,
+    tile: str | None = None,
+    date: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean embedding of each geometry's pixels (NaN pixels ignored) and its pixel count.
 
     ``geoms`` are shapely geometries or WKB in ``geoms_crs``; a pixel belongs to a geometry when
     its centre lies inside. Rows of fields without a valid pixel are NaN.
     """
-    sums, counts, _, _ = _scan(geoms, geoms_crs, emb_path)
+    sums, counts, _, _ = _scan(geoms, geoms_crs, emb_path, tile=tile, date=date)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (sums / counts[:, None]).astype(np.float32)
     return means, counts
+
+
+#: Per-field statistics ``field_embedding_stats`` can compute (besides the pixel count).
+FIELD_STATS = ("mean", "std")
+
+
+def field_embedding_stats(
+    geoms: Sequence, geoms_crs, emb_path: str | os.PathLike, stats: Sequence[str] = ("mean",)
+) -> dict[str, np.ndarray]:
+    """Per-field statistics of the embedding pixels inside each geometry, in bounded memory.
+
+    Pixels are visited window by window and only per-field sums (and sums of squares for
+    ``std``) are kept, so memory is n_fields x bands whatever the raster size. Returns
+    ``{"count": (n,), "mean": (n, C), "std": (n, C)}`` for the requested statistics; rows of
+    fields without a valid pixel are NaN.
+    """
+    unknown = set(stats) - set(FIELD_STATS)
+    if unknown:
+        raise InputError(f"unknown field statistics {sorted(unknown)} (known: {FIELD_STATS})")
+    squares: list | None = [] if "std" in stats else None
+    sums, counts, _, _ = _scan(geoms, geoms_crs, emb_path, sum_squares=squares)
+    out: dict[str, np.ndarray] = {"count": counts}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts[:, None]
+        if "mean" in stats:
+            out["mean"] = mean.astype(np.float32)
+        if squares is not None:
+            var = np.maximum(squares[0] / counts[:, None] - np.square(mean), 0.0)
+            out["std"] = np.sqrt(var).astype(np.float32)
+    return out
 
 
 def _read_layer(path, layer: str, required: Sequence[str], what: str, tile=None, date=None):
@@ -226,6 +272,107 @@ def macro_f1(y_true: Sequence, y_pred: Sequence, classes: Sequence) -> tuple[flo
     return score, per_class
 
 
+def classification_report(y_true: Sequence, y_pred: Sequence, classes: Sequence) -> dict:
+    """Macro and support-weighted F1, per-class precision/recall/F1/support, confusion matrix.
+
+    ``confusion[i][j]`` counts items of true class ``classes[i]`` predicted as ``classes[j]``;
+    predictions outside ``classes`` count as misses only.
+    """
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    names = [str(c) for c in classes]
+    per_class, f1s, supports = {}, [], []
+    for cls in names:
+        tp = int(np.sum((y_true == cls) & (y_pred == cls)))
+        fp = int(np.sum((y_true != cls) & (y_pred == cls)))
+        fn = int(np.sum((y_true == cls) & (y_pred != cls)))
+        support = tp + fn
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+        per_class[cls] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        if tp + fp + fn:
+            f1s.append(f1)
+            supports.append(support)
+    total = sum(supports)
+    index = {c: i for i, c in enumerate(names)}
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    for t, p_ in zip(y_true, y_pred, strict=True):
+        if t in index and p_ in index:
+            confusion[index[t], index[p_]] += 1
+    return {
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "weighted_f1": float(np.dot(f1s, supports) / total) if total else None,
+        "per_class": per_class,
+        "confusion": {"classes": names, "matrix": confusion.tolist()},
+        "n": int(y_true.size),
+    }
+
+
+def knn_predict(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int = 5, chunk: int = 1024
+) -> np.ndarray:
+    """k-nearest-neighbour majority vote (Euclidean, ties to the nearer), ``chunk`` rows a time."""
+    train_x = np.asarray(train_x, dtype=np.float64)
+    train_y = np.asarray(train_y).astype(str)
+    k = max(1, min(k, len(train_x)))
+    labels, codes = np.unique(train_y, return_inverse=True)
+    norms = np.sum(train_x**2, axis=1)
+    out = np.empty(len(test_x), dtype=object)
+    for c0 in range(0, len(test_x), chunk):
+        x = np.asarray(test_x[c0 : c0 + chunk], dtype=np.float64)
+        dist = norms[None, :] - 2 * x @ train_x.T  # + |x|² (constant per row)
+        near = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        votes = np.zeros((len(x), len(labels)))
+        for rank in range(k):  # nearer neighbours break ties: weight 1 + tiny bonus
+            np.add.at(votes, (np.arange(len(x)), codes[near[:, rank]]), 1 + 1e-6 * (k - rank))
+        out[c0 : c0 + chunk] = labels[votes.argmax(axis=1)]
+    return out.astype(str)
+
+
+def _spatial_split(blocks: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """Boolean test mask over fields: whole spatial blocks, shuffled, until the share is met."""
+    rng = np.random.default_rng(seed)
+    unique = rng.permutation(np.unique(blocks))
+    test = np.zeros(len(blocks), dtype=bool)
+    target = test_fraction * len(blocks)
+    for block in unique[:-1]:  # at least one block always trains
+        if test.sum() >= target:
+            break
+        test |= blocks == block
+    return test
+
+
+def _block_ids(geoms: np.ndarray, crs, tiles: np.ndarray, block_m: float) -> np.ndarray:
+    """Spatial block of each field: its centroid, in its tile's UTM CRS, on a ``block_m`` grid."""
+    from tilepipe.grid import tile_grid
+
+    out = np.empty(len(geoms), dtype=object)
+    for tile in np.unique(tiles):
+        rows = np.nonzero(tiles == tile)[0]
+        moved = _to_crs(geoms[rows], crs, tile_grid(str(tile)).crs)
+        cx, cy = shapely.get_x(shapely.centroid(moved)), shapely.get_y(shapely.centroid(moved))
+        for i, x, y in zip(rows, cx, cy, strict=True):
+            out[i] = f"{tile}:{math.floor(x / block_m)}:{math.floor(y / block_m)}"
+    return out.astype(str)
+
+
+def catboost_task_type(requested: str = "auto") -> str:
+    """``GPU`` when asked, or when ``auto`` and a CUDA GPU is visible to torch; else ``CPU``.
+
+    CatBoost's GPU mode is CUDA only: a ROCm torch (LUMI) reports ``cuda`` devices but
+    ``torch.version.cuda`` is None there, so ``auto`` stays on the CPU.
+    """
+    if requested in ("CPU", "GPU"):
+        return requested
+    if requested != "auto":
+        raise InputError(f"task_type must be auto, CPU or GPU, got {requested!r}")
+    try:
+        import torch
+    except ImportError:
+        return "CPU"
+    return "GPU" if torch.cuda.is_available() and torch.version.cuda else "CPU"
+
+
 def _grouped_split(
     groups: np.ndarray, group_class: np.ndarray, test_fraction: float, seed: int
 ) -> np.ndarray:
@@ -251,12 +398,19 @@ def train_classifier(
     seed: int = 0,
     iterations: int = 300,
     max_pixels_per_field: int = 200,
+    class_weights: bool = True,
+    spatial_block_m: float | None = None,
+    task_type: str = "auto",
+    baseline_k: int = 5,
 ) -> dict:
     """Train a CatBoost MultiClass model on labelled fields' embedding pixels; return metrics.
 
     ``embeddings`` maps tile id to that tile's embeddings GeoTIFF; each label polygon is sampled
     from the embeddings of its own ``tile``. Labels on tiles without embeddings, and fields
-    without a valid pixel, are skipped and counted in the metrics.
+    without a valid pixel, are skipped and counted in the metrics. The test set is whole fields
+    (per class), or whole ``spatial_block_m`` blocks when given; classes are weighted inversely
+    to their frequency (``class_weights``); a kNN on field means (``baseline_k``) is scored on
+    the same split.
     """
     from catboost import CatBoostClassifier
 
@@ -266,7 +420,20 @@ def train_classifier(
     if len(geometry) == 0:
         raise InputError(f"{context(path=labels_path)}no labelled fields")
     field_ids = np.asarray(cols["field_id"]).astype(np.int64)
-    crops = np.asarray(cols["crop"]).astype(str)
+    raw_crops = np.asarray(cols["crop"], dtype=object)
+    blank = np.array([c is None or not str(c).strip() for c in raw_crops])
+    if blank.any():
+        raise InputError(
+            f"{context(path=labels_path)}{int(blank.sum())} labels have no crop class "
+            f"(field_id {field_ids[blank][:10].tolist()})"
+        )
+    crops = raw_crops.astype(str)
+    reserved = sorted({c for c in crops if c in (UNKNOWN, SKIPPED)})
+    if reserved:
+        raise InputError(
+            f"{context(path=labels_path)}crop classes {reserved} are reserved for unclassified "
+            f"fields; rename them in the labels"
+        )
     tiles = np.asarray(cols["tile"]).astype(str)
     labels_crs = meta.get("crs") or "EPSG:4326"
     rng = np.random.default_rng(seed)
@@ -313,10 +480,31 @@ def train_classifier(
     used = counts > 0
     groups, first = np.unique(field_ids[used], return_index=True)
     group_class = crops[used][first]
-    test_group = _grouped_split(groups, group_class, test_fraction, seed)
+    if spatial_block_m:
+        used_rows = np.nonzero(used)[0][first]
+        blocks = _block_ids(
+            _as_geometries(geometry[used_rows]), labels_crs, tiles[used_rows], spatial_block_m
+        )
+        test_group = _spatial_split(blocks, test_fraction, seed)
+        split = {
+            "kind": "spatial",
+            "block_m": spatial_block_m,
+            "blocks": len(set(blocks)),
+            "test_blocks": len(set(blocks[test_group])),
+        }
+    else:
+        test_group = _grouped_split(groups, group_class, test_fraction, seed)
+        split = {"kind": "field"}
     test_groups = set(groups[test_group].tolist())
     is_test_row = np.isin(field_ids, list(test_groups))
     test_px = is_test_row[sample_row]
+    missing = sorted(set(classes) - set(y_all[~test_px]))
+    if missing:
+        raise InputError(
+            f"{context(path=labels_path)}classes {missing} have no training field after the "
+            f"split; lower test_fraction or spatial_block_m, or add labels"
+        )
+    task = catboost_task_type(task_type)
 
     model = CatBoostClassifier(
         loss_function="MultiClass",
@@ -324,6 +512,8 @@ def train_classifier(
         random_seed=seed,
         thread_count=thread_count(),
         class_names=classes,
+        auto_class_weights="Balanced" if class_weights else None,
+        task_type=task,
         verbose=False,
         allow_writing_files=False,
     )
@@ -334,6 +524,7 @@ def train_classifier(
         "n_features": int(x_all.shape[1]),
         "train_field_ids": sorted(set(field_ids[used & ~is_test_row].tolist())),
         "test_field_ids": sorted(test_groups),
+        "split": split,
         "n_fields": {"train": int(len(groups) - len(test_groups)), "test": len(test_groups)},
         "n_pixels": {"train": int((~test_px).sum()), "test": int(test_px.sum())},
         "per_class_counts": {
@@ -356,11 +547,18 @@ def train_classifier(
             "iterations": iterations,
             "max_pixels_per_field": max_pixels_per_field,
             "thread_count": thread_count(),
+            "class_weights": "Balanced" if class_weights else None,
+            "spatial_block_m": spatial_block_m,
+            "task_type": task,
+            "baseline_k": baseline_k,
         },
         "macro_f1": None,  # headline: field_macro_f1, how classify_fields predicts
+        "weighted_f1": None,
         "pixel_macro_f1": None,
         "field_macro_f1": None,
         "per_class_f1": {"pixel": {}, "field": {}},
+        "field_report": None,
+        "baseline": None,
     }
     if test_px.any():
         pred = np.asarray(model.predict(x_all[test_px])).ravel().astype(str)
@@ -372,6 +570,18 @@ def train_classifier(
         score, per_class = macro_f1(crops[rows], pred, classes)
         metrics["field_macro_f1"], metrics["per_class_f1"]["field"] = score, per_class
         metrics["macro_f1"] = score
+        report = classification_report(crops[rows], pred, classes)
+        metrics["field_report"] = report
+        metrics["weighted_f1"] = report["weighted_f1"]
+        train_rows = np.nonzero(~is_test_row & used)[0]
+        knn = knn_predict(means[train_rows], crops[train_rows], means[rows], k=baseline_k)
+        base = classification_report(crops[rows], knn, classes)
+        metrics["baseline"] = {
+            "name": f"kNN (k={baseline_k}) on field mean embeddings",
+            "macro_f1": base["macro_f1"],
+            "weighted_f1": base["weighted_f1"],
+            "report": base,
+        }
 
     with atomic_output(model_dst) as tmp:
         model.save_model(str(tmp), format="cbm")
@@ -391,6 +601,57 @@ def _load_model(model_path, tile=None, date=None):
     return model
 
 
+def write_class_raster(
+    emb_path: str | os.PathLike,
+    model_path: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    tile: str | None = None,
+    date: str | None = None,
+) -> dict:
+    """Per-pixel crop class (uint8 index into the model's classes, 255 nodata), block by block.
+
+    Each embeddings window is predicted and written before the next is read, so memory is one
+    window whatever the tile size; class names are in the band's ``CLASSES`` tag.
+    """
+    model = _load_model(model_path, tile, date)
+    classes = [str(c) for c in model.classes_]
+    counts = np.zeros(len(classes), dtype=np.int64)
+    with _open_embeddings(emb_path, tile, date) as src:
+        if src.count != len(model.feature_names_):
+            raise ModelError(
+                f"{context(tile, date, emb_path)}model expects {len(model.feature_names_)} "
+                f"features, the embeddings have {src.count} bands"
+            )
+        profile = gtiff_profile(
+            width=src.width,
+            height=src.height,
+            count=1,
+            dtype="uint8",
+            crs=src.crs,
+            transform=src.transform,
+            nodata=CLASS_NODATA,
+        )
+        with atomic_output(dst) as tmp, rasterio.open(tmp, "w", **profile) as out:
+            for r0 in range(0, src.height, _WINDOW):
+                for c0 in range(0, src.width, _WINDOW):
+                    win = Window(
+                        c0, r0, min(_WINDOW, src.width - c0), min(_WINDOW, src.height - r0)
+                    )
+                    x = src.read(window=win, out_dtype="float32")  # (C, h, w)
+                    flat = x.reshape(x.shape[0], -1).T
+                    ok = np.isfinite(flat).all(axis=1)
+                    labels = np.full(flat.shape[0], CLASS_NODATA, dtype=np.uint8)
+                    if ok.any():
+                        labels[ok] = model.predict_proba(flat[ok]).argmax(axis=1)
+                        counts += np.bincount(labels[ok], minlength=len(classes))
+                    out.write(labels.reshape(1, int(win.height), int(win.width)), window=win)
+            out.update_tags(1, CLASSES=json.dumps(classes))
+            out.update_tags(TILE=tile or "", DATE=date or "")
+            out.set_band_description(1, "crop class index (see CLASSES tag)")
+    return {"classes": classes, "pixels": dict(zip(classes, counts.tolist(), strict=True))}
+
+
 def classify_fields(
     fields_path: str | os.PathLike,
     emb_path: str | os.PathLike,
@@ -399,22 +660,32 @@ def classify_fields(
     *,
     tile: str | None = None,
     date: str | None = None,
+    qc_path: str | os.PathLike | None = None,
 ) -> int:
     """Write ``fields.gpkg`` plus ``crop`` and ``crop_prob`` to ``dst``; return the field count.
 
     Each field is classified from its mean embedding; a field without a valid embedding pixel
-    gets ``crop="unknown"`` and ``crop_prob=0.0``.
+    gets ``crop="unknown"`` and ``crop_prob=0.0``. When ``qc_path`` is given and that qc.json
+    failed, the scene is kept out of classification: every field gets ``crop="qc_fail"`` and
+    no embeddings or model are read.
     """
     import pyogrio.raw
 
-    model = _load_model(model_path, tile, date)
-    classes = [str(c) for c in model.classes_]
+    from tilepipe.qc import scene_failed
+
     meta, geometry, cols = _read_layer(fields_path, "fields", (), "fields", tile, date)
     n = len(geometry)
     crop = np.full(n, UNKNOWN, dtype=object)
     prob = np.zeros(n, dtype=np.float64)
-    if n:
-        means, counts = field_embedding_means(geometry, meta.get("crs"), emb_path)
+    skipped = qc_path is not None and scene_failed(qc_path, tile=tile, date=date)
+    if skipped:
+        crop[:] = SKIPPED
+    model = None if skipped else _load_model(model_path, tile, date)
+    if n and model is not None:
+        classes = [str(c) for c in model.classes_]
+        means, counts = field_embedding_means(
+            geometry, meta.get("crs"), emb_path, tile=tile, date=date
+        )
         n_features = len(model.feature_names_)
         if means.shape[1] != n_features:
             raise ModelError(

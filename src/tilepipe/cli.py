@@ -144,6 +144,22 @@ def cmd_embeddings(args: argparse.Namespace) -> None:
     transform, width, height = (
         grid.window(*window) if window else (grid.transform, grid.size, grid.size)
     )
+    if args.kind == "aef":
+        from tilepipe.aef import build_tile_embeddings_aef
+
+        stats = build_tile_embeddings_aef(
+            args.source,
+            args.year,
+            args.out,
+            crs=grid.crs,
+            transform=transform,
+            width=width,
+            height=height,
+            formula=args.dequantise,
+            tile=args.tile,
+        )
+        log.info("AEF embeddings -> %s: %s", args.out, json.dumps(stats))
+        return
     build_tile_embeddings(
         args.source,
         args.year,
@@ -173,6 +189,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         seed=args.seed,
         iterations=args.iterations,
+        class_weights=args.class_weights == "balanced",
+        spatial_block_m=args.spatial_block_m,
+        task_type=args.task_type,
+        baseline_k=args.baseline_k,
     )
     log.info("classifier trained: %s", json.dumps(metrics, default=str))
 
@@ -181,9 +201,36 @@ def cmd_classify(args: argparse.Namespace) -> None:
     from tilepipe.classify import classify_fields
 
     n = classify_fields(
-        args.fields, args.embeddings, args.model, args.out, tile=args.tile, date=args.date
+        args.fields,
+        args.embeddings,
+        args.model,
+        args.out,
+        tile=args.tile,
+        date=args.date,
+        qc_path=args.qc,
     )
     log.info("%d fields classified -> %s", n, args.out)
+
+
+def cmd_class_raster(args: argparse.Namespace) -> None:
+    from tilepipe.classify import write_class_raster
+
+    stats = write_class_raster(args.embeddings, args.model, args.out, tile=args.tile)
+    log.info("crop classes per pixel -> %s: %s", args.out, json.dumps(stats))
+
+
+def cmd_qc_classification(args: argparse.Namespace) -> None:
+    from tilepipe.qc import merge_thresholds, run_classification_qc, write_qc
+
+    thresholds = merge_thresholds(_json_arg(args.thresholds) if args.thresholds else None)
+    report = run_classification_qc(
+        tile=args.tile, date=args.date, classified_path=args.classified, thresholds=thresholds
+    )
+    write_qc(report, args.out)
+    for check in report["checks"]:
+        if check["status"] != "pass":
+            log.warning("qc %s: %s", check["name"], check["message"])
+    log.info("classification qc %s %s: %s", args.tile, args.date, report["status"])
 
 
 def cmd_quicklook(args: argparse.Namespace) -> None:
@@ -203,7 +250,23 @@ def cmd_quicklook(args: argparse.Namespace) -> None:
 def cmd_qc_summary(args: argparse.Namespace) -> None:
     from tilepipe.report import qc_summary
 
-    qc_summary(args.qc, args.out, metrics=args.metrics)
+    plots = {
+        k: v
+        for k, v in (
+            ("status", args.status_png),
+            ("values", args.values_png),
+            ("confusion", args.confusion_png),
+        )
+        if v
+    }
+    qc_summary(
+        args.qc,
+        args.out,
+        metrics=args.metrics,
+        classification_qc=args.classification_qc,
+        summary_csv=args.summary_csv,
+        plots=plots,
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -354,7 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embeddings", help="TESSERA embeddings of a tile-year on the tile grid")
     _add_common(p, date=False)
     p.add_argument("--year", type=int, required=True)
-    p.add_argument("--source", required=True, help="TESSERA root (with registry.tsv)")
+    p.add_argument("--source", required=True, help="TESSERA root (with registry.tsv) or AEF root")
+    p.add_argument("--kind", choices=("tessera", "aef"), default="tessera")
+    p.add_argument(
+        "--dequantise", choices=("signed_square", "linear"), default="signed_square", help="AEF"
+    )
     p.add_argument("--window", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_embeddings)
@@ -367,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class-weights", choices=("balanced", "none"), default="balanced")
+    p.add_argument("--spatial-block-m", type=float, default=None, help="spatial hold-out blocks")
+    p.add_argument("--task-type", choices=("auto", "CPU", "GPU"), default="auto")
+    p.add_argument("--baseline-k", type=int, default=5, help="k of the kNN baseline")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("classify", help="crop class per field into fields_classified.gpkg")
@@ -375,7 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--qc", default=None, help="qc.json: a failed scene is not classified")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("class-raster", help="per-pixel crop class GeoTIFF of a tile-year")
+    _add_common(p, date=False)
+    p.add_argument("--year", type=int, required=True)
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_class_raster)
+
+    p = sub.add_parser("qc-classification", help="QC of fields_classified.gpkg into JSON")
+    _add_common(p)
+    p.add_argument("--classified", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--thresholds", default=None, help="JSON object or @file overriding defaults")
+    p.set_defaults(func=cmd_qc_classification)
 
     p = sub.add_parser("quicklook", help="PNG quicklooks of a scene for the report")
     for name in ("s2", "dr", "fields", "rgb", "dr-png", "fields-png"):
@@ -387,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qc", nargs="+", required=True)
     p.add_argument("--metrics", default=None, help="classifier metrics JSON")
     p.add_argument("--out", required=True, help="output .html (a .tsv is written beside)")
+    p.add_argument("--classification-qc", nargs="*", default=None)
+    p.add_argument("--summary-csv", default=None)
+    p.add_argument("--status-png", default=None)
+    p.add_argument("--values-png", default=None)
+    p.add_argument("--confusion-png", default=None)
     p.set_defaults(func=cmd_qc_summary)
 
     p = sub.add_parser("status", help="done / failed / pending per tile-date, from disk")

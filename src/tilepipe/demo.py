@@ -393,6 +393,65 @@ def _write_tessera(
     return rows
 
 
+AEF_DIM = 64
+
+
+def aef_quantise(values: np.ndarray) -> np.ndarray:
+    """int8 codes whose signed-square dequantisation ``(v/127.5)²·sign(v)`` gives ``values``."""
+    codes = np.round(np.sign(values) * np.sqrt(np.abs(values)) * 127.5)
+    return codes.clip(-127, 127).astype(np.int8)
+
+
+def write_aef_demo(
+    out_dir: str | Path, tile: str, year: int, *, size: int = 64, seed: int = 0, margin: int = 4
+) -> dict:
+    """Write one AEF-style COG (64 int8 bands, nodata −128, bottom-up) over a tile's demo window.
+
+    Pixels hold unit vectors near a per-class centroid (the demo fields' classes) quantised
+    with the signed-square formula; a ``margin`` of nodata surrounds the window. The file lies
+    at ``{out_dir}/{year}/{zone}/aef_{tile}.tiff`` like the real per-zone layout. Returns the
+    path, the window's north-up transform and the float vectors (C, size, size) it encodes.
+    """
+    grid = tile_grid(tile)
+    transform, width, height = demo_window(tile, size)
+    clear = render_scene(_tile_seed(tile, seed), width, height, 0, cloud=False)
+    scale = clear.field_ids_hr.shape[0] // size
+    ids10 = clear.field_ids_hr[scale // 2 :: scale, scale // 2 :: scale]
+    lut = np.full(ids10.max() + 1, len(CLASSES), dtype=np.int64)
+    for fid, cls in clear.field_class.items():
+        lut[fid] = cls
+    rng = np.random.default_rng([seed, year, 64])
+    centroids = rng.normal(0, 1, size=(len(CLASSES) + 1, AEF_DIM))
+    vectors = centroids[lut[ids10]] + rng.normal(0, 0.3, size=(size, size, AEF_DIM))
+    vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
+    codes = np.full((AEF_DIM, size + 2 * margin, size + 2 * margin), -128, dtype=np.int8)
+    codes[:, margin : -margin or None, margin : -margin or None] = aef_quantise(
+        np.moveaxis(vectors, 2, 0)
+    )
+    left = transform.c - 10 * margin
+    bottom = transform.f - 10 * (size + margin)
+    bottom_up = Affine(10, 0, left, 0, 10, bottom)  # positive y pixel size, like AEF
+    path = Path(out_dir) / str(year) / f"{grid.epsg % 100}N" / f"aef_{tile}.tiff"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff",
+        "width": codes.shape[2],
+        "height": codes.shape[1],
+        "count": AEF_DIM,
+        "dtype": "int8",
+        "crs": grid.crs,
+        "transform": bottom_up,
+        "nodata": -128,
+    }
+    _write_cog(path, np.ascontiguousarray(codes[:, ::-1, :]), profile, overview=False)
+    return {
+        "path": str(path),
+        "transform": transform,
+        "size": size,
+        "vectors": np.moveaxis(vectors, 2, 0).astype(np.float32),
+    }
+
+
 def _label_features(
     tile: str, scene: Scene, transform: Affine, scale: int, id_base: int
 ) -> list[dict]:

@@ -39,6 +39,21 @@ from tilepipe.raster import atomic_output, is_north_up
 #: - ``field_area`` {warn: [min, max], fail: [min, max]}: median ``area_m2`` in m² outside the
 #:   ``warn``/``fail`` range; any single field larger than the raster always fails.
 #:
+#: - ``sr_spectral`` {warn, fail}: mean spectral angle (degrees) between each 10 m pixel's band
+#:   vector in s2 and in dr block-averaged 10 x 10 (opensr-test's spectral consistency).
+#: - ``sr_spatial`` {warn, fail, windows, window}: sub-pixel shift (10 m pixels) of dr
+#:   block-averaged against s2, by phase correlation (skimage) on up to ``windows`` windows of
+#:   ``window`` s2 pixels; the median shift magnitude above ``warn``/``fail``.
+#: - ``field_invalid`` {warn, fail}: fraction of field geometries that are empty or invalid.
+#: - ``field_slivers`` {compactness, warn, fail}: fraction of fields whose Polsby-Popper
+#:   compactness 4πA/P² (P from ``perimeter_m`` when present) is below ``compactness``.
+#: - ``field_coverage`` {warn, fail, max}: fields' total area over the scene's valid area (the
+#:   cropland the delineation found); below ``warn``/``fail``, or above ``max`` (overlaps), is bad.
+#: - ``class_distribution`` {warn, fail, unknown_warn, unknown_fail}: share of the most common
+#:   class among classified fields, and share of fields left ``unknown`` (no embedding pixel).
+#: - ``low_confidence`` {prob, warn, fail}: fraction of classified fields with ``crop_prob``
+#:   below ``prob``.
+#:
 #: ``crs_matches_tile``, ``north_up`` and ``grid_consistent`` are exact and take no threshold.
 DEFAULT_THRESHOLDS: dict = {
     "nodata_fraction": {"warn": 0.5, "fail": 0.95},
@@ -47,7 +62,33 @@ DEFAULT_THRESHOLDS: dict = {
     "dr_consistency": {"l1_warn": 0.02, "l1_fail": 0.05, "psnr_warn": 30.0, "psnr_fail": 25.0},
     "field_count": {"warn": 1, "fail": 0},
     "field_area": {"warn": [2000.0, 2000000.0], "fail": [200.0, 20000000.0]},
+    "sr_spectral": {"warn": 3.0, "fail": 6.0},
+    "sr_spatial": {"warn": 0.25, "fail": 0.5, "windows": 9, "window": 128},
+    "field_invalid": {"warn": 0.0, "fail": 0.05},
+    "field_slivers": {"compactness": 0.1, "warn": 0.1, "fail": 0.3},
+    "field_coverage": {"warn": 0.05, "fail": 0.01, "max": 1.0},
+    "class_distribution": {"warn": 0.95, "fail": 1.0, "unknown_warn": 0.1, "unknown_fail": 0.5},
+    "low_confidence": {"prob": 0.5, "warn": 0.3, "fail": 0.6},
 }
+
+#: Checks of ``run_qc`` (one scene before classification) and of ``run_classification_qc``.
+SCENE_CHECKS = (
+    "crs_matches_tile",
+    "north_up",
+    "grid_consistent",
+    "nodata_fraction",
+    "cloud_fraction",
+    "reflectance_range",
+    "dr_consistency",
+    "sr_spectral",
+    "sr_spatial",
+    "field_count",
+    "field_area",
+    "field_invalid",
+    "field_slivers",
+    "field_coverage",
+)
+CLASSIFICATION_CHECKS = ("class_distribution", "low_confidence")
 
 CLOUD_CLASSES = (3, 8, 9, 10)
 _RANK = {"pass": 0, "warn": 1, "fail": 2}
@@ -216,6 +257,8 @@ def _scan(s2, scl, dr, rmin: float, rmax: float) -> dict:
         "dr_n": np.zeros(nb, np.int64),
         "dr_abs": np.zeros(nb, np.float64),
         "dr_sq": np.zeros(nb, np.float64),
+        "angle_n": 0,
+        "angle_sum": 0.0,
     }
     width = s2.width
     for r0, h in _strips(s2.height, _STRIP_ROWS):
@@ -232,17 +275,33 @@ def _scan(s2, scl, dr, rmin: float, rmax: float) -> dict:
         stats["out_of_range"] += int(((values < rmin) | (values > rmax)).sum())
         if dr is None or not valid.any():
             continue
+        means = np.empty((nb, h, width), dtype=np.float64)
+        complete = np.ones((h, width), dtype=bool)
         for b in range(nb):
             hr = dr.read(b + 1, window=Window(0, r0 * 10, width * 10, h * 10))
             blocks = hr.reshape(h, 10, width, 10)
-            means = blocks.sum(axis=(1, 3), dtype=np.float64) / 100.0
-            complete = ~np.any(blocks == 0, axis=(1, 3))  # dr nodata inside the block
-            both = valid & complete
-            diff = (means[both] - data[b][both].astype(np.float64)) / 10000.0
+            means[b] = blocks.sum(axis=(1, 3), dtype=np.float64) / 100.0
+            complete_b = ~np.any(blocks == 0, axis=(1, 3))  # dr nodata inside the block
+            complete &= complete_b
+            both = valid & complete_b
+            diff = (means[b][both] - data[b][both].astype(np.float64)) / 10000.0
             stats["dr_n"][b] += diff.size
             stats["dr_abs"][b] += np.abs(diff).sum()
             stats["dr_sq"][b] += np.square(diff).sum()
+        both = valid & complete
+        angles = spectral_angle(means[:, both], data[:, both].astype(np.float64))
+        stats["angle_n"] += int(np.isfinite(angles).sum())
+        stats["angle_sum"] += float(np.nansum(angles))
     return stats
+
+
+def spectral_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in degrees between band vectors a[:, i] and b[:, i]; NaN where one is all zero."""
+    dot = np.sum(a * b, axis=0)
+    norm = np.sqrt(np.sum(a * a, axis=0) * np.sum(b * b, axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(norm > 0, dot / norm, np.nan)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def _dr_check(s2, dr_ok: bool, reasons: dict, stats: dict, thr: dict) -> dict:
@@ -279,7 +338,84 @@ def _dr_check(s2, dr_ok: bool, reasons: dict, stats: dict, thr: dict) -> dict:
     return _check(name, status, value, thr, message)
 
 
-def _field_checks(fields_path, raster_area: float, thr_count: dict, thr_area: dict) -> list[dict]:
+def _spectral_check(dr_ok: bool, stats: dict, thr: dict) -> dict:
+    name = "sr_spectral"
+    if not dr_ok:
+        return _check(name, "fail", None, thr, "not compared: dr unusable (see grid_consistent)")
+    if stats["angle_n"] == 0:
+        return _check(name, "fail", None, thr, "no valid pixel shared by s2 and dr")
+    angle = stats["angle_sum"] / stats["angle_n"]
+    return _check(
+        name,
+        _above(angle, thr["warn"], thr["fail"]),
+        angle,
+        thr,
+        f"mean spectral angle of dr block means vs s2 {angle:.2f}° over {stats['angle_n']} pixels",
+    )
+
+
+def _spatial_windows(height: int, width: int, size: int, limit: int) -> list[Window]:
+    """Up to ``limit`` windows of ``size`` pixels spread evenly over the raster."""
+    size_r, size_c = min(size, height), min(size, width)
+    grid = [
+        Window(c0, r0, size_c, size_r)
+        for r0 in range(0, height - size_r + 1, size_r)
+        for c0 in range(0, width - size_c + 1, size_c)
+    ]
+    if len(grid) <= limit:
+        return grid
+    picks = np.linspace(0, len(grid) - 1, limit).round().astype(int)
+    return [grid[i] for i in sorted(set(picks.tolist()))]
+
+
+def _spatial_check(s2, dr, dr_ok: bool, thr: dict) -> dict:
+    """Sub-pixel shift of dr (block-averaged to 10 m) against s2 by phase correlation."""
+    from skimage.registration import phase_cross_correlation
+
+    name = "sr_spatial"
+    if not dr_ok:
+        return _check(name, "fail", None, thr, "not compared: dr unusable (see grid_consistent)")
+    shifts = []
+    for win in _spatial_windows(s2.height, s2.width, int(thr["window"]), int(thr["windows"])):
+        lr = s2.read(window=win).astype(np.float64)  # (B, h, w)
+        h, w = lr.shape[1:]
+        hr = dr.read(window=Window(win.col_off * 10, win.row_off * 10, w * 10, h * 10))
+        blocks = hr.reshape(hr.shape[0], h, 10, w, 10)
+        back = blocks.mean(axis=(2, 4))
+        valid = np.any(lr != 0, axis=0) & ~np.any(blocks == 0, axis=(0, 2, 4))
+        if valid.mean() < 0.9 or min(h, w) < 8:
+            continue  # too much nodata (or too small) for a meaningful correlation
+        ref, mov = lr.mean(axis=0), back.mean(axis=0)
+        ref[~valid], mov[~valid] = ref[valid].mean(), mov[valid].mean()
+        if ref.std() == 0 or mov.std() == 0:
+            continue  # flat window: no structure to register
+        shift, _, _ = phase_cross_correlation(ref, mov, upsample_factor=20)
+        shifts.append(shift)
+    if not shifts:
+        return _check(name, "warn", None, thr, "no window with enough valid structure to register")
+    arr = np.asarray(shifts)
+    magnitude = float(np.median(np.hypot(arr[:, 0], arr[:, 1])))
+    value = {
+        "shift_px": magnitude,
+        "median_dy_px": float(np.median(arr[:, 0])),
+        "median_dx_px": float(np.median(arr[:, 1])),
+        "windows": len(shifts),
+    }
+    return _check(
+        name,
+        _above(magnitude, thr["warn"], thr["fail"]),
+        value,
+        thr,
+        f"dr is shifted {magnitude:.2f} px (10 m pixels) from s2, median of {len(shifts)} "
+        f"phase-correlation windows",
+    )
+
+
+_FIELD_CHECKS = ("field_count", "field_area", "field_invalid", "field_slivers", "field_coverage")
+
+
+def _field_checks(fields_path, raster_area: float, valid_area: float, thr: dict) -> list[dict]:
+    """Count, area distribution, invalid and sliver fractions and coverage of the fields."""
     import pyogrio.raw
     import shapely
 
@@ -289,27 +425,33 @@ def _field_checks(fields_path, raster_area: float, thr_count: dict, thr_area: di
         meta, _, geometry, field_data = pyogrio.raw.read(fields_path, layer="fields")
     except Exception as exc:  # missing file, wrong layer, corrupt GeoPackage
         msg = f"fields unreadable: {exc}"
-        return [
-            _check("field_count", "fail", None, thr_count, msg),
-            _check("field_area", "fail", None, thr_area, msg),
-        ]
+        return [_check(name, "fail", None, thr[name], msg) for name in _FIELD_CHECKS]
     names = list(meta["fields"])
     n = len(geometry) if geometry is not None else 0
-    count = _check(
-        "field_count",
-        _below(n, thr_count["warn"], thr_count["fail"]),
-        n,
-        thr_count,
-        f"{n} fields",
-    )
+    t = thr["field_count"]
+    checks = [_check("field_count", _below(n, t["warn"], t["fail"]), n, t, f"{n} fields")]
     if n == 0:
-        return [count, _check("field_area", "pass", None, thr_area, "no fields to measure")]
+        return (
+            checks
+            + [
+                _check(name, "pass", None, thr[name], "no fields to measure")
+                for name in _FIELD_CHECKS[1:-1]
+            ]
+            + [_check("field_coverage", "fail", 0.0, thr["field_coverage"], "no fields")]
+        )
+    geoms = shapely.from_wkb(geometry)
     if "area_m2" in names:
         areas = np.asarray(field_data[names.index("area_m2")], dtype=np.float64)
     else:
-        areas = shapely.area(shapely.from_wkb(geometry))
+        areas = shapely.area(geoms)
+    if "perimeter_m" in names:
+        perimeters = np.asarray(field_data[names.index("perimeter_m")], dtype=np.float64)
+    else:
+        perimeters = shapely.length(geoms)
+
+    t = thr["field_area"]
     median, largest = float(np.median(areas)), float(np.max(areas))
-    (wlo, whi), (flo, fhi) = thr_area["warn"], thr_area["fail"]
+    (wlo, whi), (flo, fhi) = t["warn"], t["fail"]
     if largest > raster_area:
         status = "fail"
         message = f"largest field {largest:.0f} m² exceeds the raster's {raster_area:.0f} m²"
@@ -317,9 +459,60 @@ def _field_checks(fields_path, raster_area: float, thr_count: dict, thr_area: di
         status = (
             "fail" if not flo <= median <= fhi else "warn" if not wlo <= median <= whi else "pass"
         )
-        message = f"median field area {median:.0f} m², largest {largest:.0f} m²"
-    value = {"median_m2": median, "max_m2": largest, "raster_m2": raster_area}
-    return [count, _check("field_area", status, value, thr_area, message)]
+        p10, p90 = np.percentile(areas, [10, 90])
+        message = (
+            f"field area m²: median {median:.0f}, 10-90 % {p10:.0f}-{p90:.0f}, "
+            f"largest {largest:.0f}"
+        )
+    value = {
+        "median_m2": median,
+        "max_m2": largest,
+        "min_m2": float(np.min(areas)),
+        "p10_m2": float(np.percentile(areas, 10)),
+        "p90_m2": float(np.percentile(areas, 90)),
+        "raster_m2": raster_area,
+    }
+    checks.append(_check("field_area", status, value, t, message))
+
+    t = thr["field_invalid"]
+    invalid = shapely.is_missing(geoms) | shapely.is_empty(geoms) | ~shapely.is_valid(geoms)
+    frac = float(invalid.mean())
+    checks.append(
+        _check(
+            "field_invalid",
+            _above(frac, t["warn"], t["fail"]),
+            frac,
+            t,
+            f"{int(invalid.sum())} of {n} field geometries are empty or invalid",
+        )
+    )
+
+    t = thr["field_slivers"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        compact = 4 * np.pi * areas / np.square(perimeters)
+    slivers = ~(compact >= t["compactness"])  # NaN (no perimeter) counts as a sliver
+    frac = float(slivers.mean())
+    checks.append(
+        _check(
+            "field_slivers",
+            _above(frac, t["warn"], t["fail"]),
+            frac,
+            t,
+            f"{int(slivers.sum())} of {n} fields are slivers (4πA/P² < {t['compactness']:g})",
+        )
+    )
+
+    t = thr["field_coverage"]
+    cover = float(areas.sum() / valid_area) if valid_area > 0 else float("nan")
+    if not math.isfinite(cover):
+        status, message = "fail", "no valid scene area to cover"
+    elif cover > t["max"]:
+        status, message = "fail", f"fields cover {cover:.1%} of the valid area: they overlap"
+    else:
+        status = _below(cover, t["warn"], t["fail"])
+        message = f"fields cover {cover:.1%} of the scene's valid area"
+    checks.append(_check("field_coverage", status, cover, t, message))
+    return checks
 
 
 def run_qc(
@@ -408,9 +601,18 @@ def run_qc(
             )
 
         checks.append(_dr_check(s2, dr_ok, reasons, stats, thr["dr_consistency"]))
-        raster_area = abs(s2.transform.a * s2.transform.e) * s2.width * s2.height
-        checks += _field_checks(fields_path, raster_area, thr["field_count"], thr["field_area"])
+        checks.append(_spectral_check(dr_ok, stats, thr["sr_spectral"]))
+        checks.append(_spatial_check(s2, dr, dr_ok, thr["sr_spatial"]))
+        pixel_area = abs(s2.transform.a * s2.transform.e)
+        raster_area = pixel_area * s2.width * s2.height
+        valid_area = pixel_area * (stats["pixels"] - stats["nodata"])
+        checks += _field_checks(fields_path, raster_area, valid_area, thr)
 
+    return _report(tile, date, checks)
+
+
+def _report(tile: str, date: str, checks: list[dict]) -> dict:
+    """The qc.json document: worst status, the checks and a summary of them."""
     status = max((c["status"] for c in checks), key=_RANK.get)
     summary = {
         "n_checks": len(checks),
@@ -419,6 +621,96 @@ def run_qc(
         "warned": [c["name"] for c in checks if c["status"] == "warn"],
     }
     return {"tile": tile, "date": date, "status": status, "checks": checks, "summary": summary}
+
+
+def run_classification_qc(
+    *, tile: str, date: str, classified_path: str | os.PathLike, thresholds: dict
+) -> dict:
+    """Check a scene's ``fields_classified.gpkg``: class distribution and low-confidence share.
+
+    Returns a report shaped like qc.json. An unreadable file or an empty field set fails; a scene
+    that classification skipped (its qc.json failed) warns.
+    """
+    import pyogrio.raw
+
+    from tilepipe.classify import SKIPPED as SKIPPED_CLASS
+    from tilepipe.classify import UNKNOWN as UNKNOWN_CLASS
+
+    thr = merge_thresholds(thresholds)
+    t_dist, t_low = thr["class_distribution"], thr["low_confidence"]
+    try:
+        meta, _, _, data = pyogrio.raw.read(classified_path, layer="fields")
+        cols = dict(zip(meta["fields"], data, strict=True))
+        crop = np.asarray(cols["crop"]).astype(str)
+        prob = np.asarray(cols["crop_prob"], dtype=np.float64)
+    except Exception as exc:  # missing file or columns, corrupt GeoPackage
+        msg = f"{context(tile, date, classified_path)}classified fields unreadable: {exc!r}"
+        return _report(
+            tile,
+            date,
+            [_check(n, "fail", None, thr[n], msg) for n in CLASSIFICATION_CHECKS],
+        )
+    n = len(crop)
+    if n == 0:
+        msg = "no fields to classify (empty field set)"
+        return _report(
+            tile, date, [_check(n_, "fail", 0, thr[n_], msg) for n_ in CLASSIFICATION_CHECKS]
+        )
+    if np.all(crop == SKIPPED_CLASS):
+        msg = "scene left out of classification: its qc.json failed"
+        return _report(
+            tile, date, [_check(n_, "warn", None, thr[n_], msg) for n_ in CLASSIFICATION_CHECKS]
+        )
+    classes, counts = np.unique(crop, return_counts=True)
+    distribution = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+    known = (crop != UNKNOWN_CLASS) & (crop != SKIPPED_CLASS)
+    unknown_share = float(np.mean(crop == UNKNOWN_CLASS))
+    if known.any():
+        _, known_counts = np.unique(crop[known], return_counts=True)
+        dominant = float(known_counts.max() / known.sum())
+    else:
+        dominant = float("nan")
+    status = max(
+        "fail" if not known.any() else _above(dominant, t_dist["warn"], t_dist["fail"]),
+        _above(unknown_share, t_dist["unknown_warn"], t_dist["unknown_fail"]),
+        key=_RANK.get,
+    )
+    checks = [
+        _check(
+            "class_distribution",
+            status,
+            {"counts": distribution, "dominant_share": dominant, "unknown_share": unknown_share},
+            t_dist,
+            f"{n} fields: "
+            + ", ".join(f"{c} {k}" for c, k in distribution.items())
+            + f"; unknown {unknown_share:.1%}",
+        )
+    ]
+    if known.any():
+        low = float(np.mean(prob[known] < t_low["prob"]))
+        checks.append(
+            _check(
+                "low_confidence",
+                _above(low, t_low["warn"], t_low["fail"]),
+                low,
+                t_low,
+                f"{low:.1%} of classified fields have crop_prob < {t_low['prob']:g}",
+            )
+        )
+    else:
+        checks.append(_check("low_confidence", "fail", None, t_low, "no field was classified"))
+    return _report(tile, date, checks)
+
+
+def scene_failed(qc_path: str | os.PathLike, *, tile=None, date=None) -> bool:
+    """Whether a finished qc.json says ``fail``; an unreadable one raises InputError."""
+    try:
+        status = json.loads(Path(qc_path).read_text())["status"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{context(tile, date, qc_path)}qc.json unreadable: {exc!r}") from exc
+    if status not in _RANK:
+        raise InputError(f"{context(tile, date, qc_path)}qc.json has unknown status {status!r}")
+    return status == "fail"
 
 
 def write_qc(report: dict, path: str | os.PathLike) -> None:

@@ -23,10 +23,12 @@ rule embeddings:
             str(Path(input[0]).parent) if input else config["embeddings"]["source"]
         ),
         window=WINDOW,
+        kind=config["embeddings"]["kind"],
+        dequantise=config["embeddings"]["aef_dequantise"],
     shell:
         "tilepipe embeddings --tile {wildcards.tile} --year {wildcards.year}"
         " --source {params.source:q} --window {params.window} --out {output.embeddings}"
-        " > {log} 2>&1"
+        " --kind {params.kind} --dequantise {params.dequantise} > {log} 2>&1"
 
 
 rule train_classifier:
@@ -54,11 +56,22 @@ rule train_classifier:
         iterations=CL["iterations"],
         test_fraction=CL["test_fraction"],
         seed=CL["seed"],
+        options=" ".join(
+            [
+                f"--class-weights {CL['class_weights']} --task-type {CL['task_type']}",
+                f"--baseline-k {CL['baseline_k']}",
+                (
+                    f"--spatial-block-m {CL['spatial_block_m']}"
+                    if CL["spatial_block_m"]
+                    else ""
+                ),
+            ]
+        ),
     shell:
         "tilepipe train --labels {input.labels} --embeddings {params.pairs}"
         " --model-out {output.model} --metrics-out {output.metrics}"
         " --iterations {params.iterations} --test-fraction {params.test_fraction}"
-        " --seed {params.seed} > {log} 2>&1"
+        " --seed {params.seed} {params.options} > {log} 2>&1"
 
 
 rule classify:
@@ -66,6 +79,8 @@ rule classify:
         fields=f"{SCENE}/fields.gpkg",
         embeddings=lambda wildcards: f"results/{wildcards.tile}/{wildcards.date[:4]}/embeddings.tif",
         model="results/models/classifier.cbm",
+        # classify.skip_failed_qc: the scene's finished qc.json decides, inside the job
+        qc=f"{SCENE}/qc.json" if CL["skip_failed_qc"] else [],
     output:
         classified=f"{SCENE}/fields_classified.gpkg",
     log:
@@ -76,7 +91,29 @@ rule classify:
         "../../envs/classify.yaml"
     container:
         CONTAINERS["cpu"]
+    params:
+        qc=lambda wildcards, input: f"--qc {input.qc}" if CL["skip_failed_qc"] else "",
     shell:
         "tilepipe classify --tile {wildcards.tile} --date {wildcards.date}"
         " --fields {input.fields} --embeddings {input.embeddings} --model {input.model}"
-        " --out {output.classified} > {log} 2>&1"
+        " {params.qc} --out {output.classified} > {log} 2>&1"
+
+
+rule class_raster:
+    input:
+        embeddings="results/{tile}/{year}/embeddings.tif",
+        model="results/models/classifier.cbm",
+    output:
+        classes="results/{tile}/{year}/crop_classes.tif",
+    log:
+        "logs/class_raster/{tile}/{year}.log",
+    benchmark:
+        "benchmarks/rules/class_raster/{tile}/{year}.tsv"
+    conda:
+        "../../envs/classify.yaml"
+    container:
+        CONTAINERS["cpu"]
+    shell:
+        "tilepipe class-raster --tile {wildcards.tile} --year {wildcards.year}"
+        " --embeddings {input.embeddings} --model {input.model} --out {output.classes}"
+        " > {log} 2>&1"

@@ -147,4 +147,9 @@ def final_outputs(wildcards):
         ),
         "results/qc_summary.html",
         "results/models/classifier.cbm",
+        *(
+            f"results/{tile}/{config['classify']['year']}/crop_classes.tif"
+            for tile in TILES
+            if config["classify"]["class_raster"]
+        ),
     ]

@@ -24,3 +24,24 @@ rule qc:
         "tilepipe qc --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
         " --scl {input.scl} --dr {input.dr} --fields {input.fields}"
         " --thresholds {params.thresholds:q} --out {output.qc} > {log} 2>&1"
+
+
+rule qc_classification:
+    input:
+        classified=f"{SCENE}/fields_classified.gpkg",
+    output:
+        qc=f"{SCENE}/classification_qc.json",
+    log:
+        "logs/qc_classification/{tile}/{date}.log",
+    benchmark:
+        "benchmarks/rules/qc_classification/{tile}/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
+    params:
+        thresholds=json.dumps(config["qc"]),
+    shell:
+        "tilepipe qc-classification --tile {wildcards.tile} --date {wildcards.date}"
+        " --classified {input.classified} --thresholds {params.thresholds:q}"
+        " --out {output.qc} > {log} 2>&1"

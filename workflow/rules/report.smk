@@ -51,6 +51,7 @@ rule quicklook:
 rule qc_summary:
     input:
         qc=lambda wildcards: scene_outputs(["qc.json"]),
+        classification_qc=lambda wildcards: scene_outputs(["classification_qc.json"]),
         metrics="results/models/classifier_metrics.json",
     output:
         html=report(
@@ -59,6 +60,25 @@ rule qc_summary:
             category="QC summary",
         ),
         tsv="results/qc_summary.tsv",
+        csv="results/qc/summary.csv",
+        status=report(
+            "results/qc/qc_status.png",
+            caption="../report/qc_plots.rst",
+            category="QC summary",
+            labels={"plot": "verdicts per check"},
+        ),
+        values=report(
+            "results/qc/qc_values.png",
+            caption="../report/qc_plots.rst",
+            category="QC summary",
+            labels={"plot": "check values and thresholds"},
+        ),
+        confusion=report(
+            "results/qc/confusion_matrix.png",
+            caption="../report/confusion_matrix.rst",
+            category="QC summary",
+            labels={"plot": "confusion matrices (held-out fields)"},
+        ),
     log:
         "logs/qc_summary/summary.log",
     benchmark:
@@ -69,4 +89,6 @@ rule qc_summary:
         CONTAINERS["cpu"]
     shell:
         "tilepipe qc-summary --qc {input.qc} --metrics {input.metrics} --out {output.html}"
-        " > {log} 2>&1"
+        " --classification-qc {input.classification_qc} --summary-csv {output.csv}"
+        " --status-png {output.status} --values-png {output.values}"
+        " --confusion-png {output.confusion} > {log} 2>&1"
