@@ -83,8 +83,13 @@ rule classify:
         embeddings=lambda w: f"results/{w.tile}/{w.date[:4]}/embeddings.tif"
     output: f"{SCENE}/fields_classified.gpkg"
     shell: "touch {output}"
+rule qc_classification:
+    input: f"{SCENE}/fields_classified.gpkg"
+    output: f"{SCENE}/classification_qc.json"
+    shell: "touch {output}"
 rule qc_summary:
-    input: lambda w: [f"results/{t}/{d}/qc.json" for t, d in scenes()]
+    input: lambda w: [f"results/{t}/{d}/{n}" for t, d in scenes()
+        for n in ("qc.json", "classification_qc.json")]
     output: "results/qc_summary.html"
     shell: "touch {output}"
 """

@@ -231,7 +231,8 @@ def test_per_scene_steps_are_submitted_as_job_arrays_not_groups(cluster):
     prof = profile(cluster)
     arrayed = set(prof["slurm-array-jobs"].split(","))
     assert "groups" not in prof and "group-components" not in prof
-    assert {"download", "superres", "fields", "qc", "quicklook", "classify"} <= arrayed
+    per_scene = {"download", "superres", "fields", "qc", "quicklook", "classify"}
+    assert per_scene | {"qc_classification"} <= arrayed
     assert "train_classifier" not in arrayed  # one job per campaign: nothing to bundle
 
 

@@ -19,7 +19,15 @@ from pathlib import Path
 import yaml
 
 #: Rules per scope: how many jobs each makes.
-SCENE_RULES = ("download", "superres", "fields", "qc", "quicklook", "classify")
+SCENE_RULES = (
+    "download",
+    "superres",
+    "fields",
+    "qc",
+    "quicklook",
+    "classify",
+    "qc_classification",
+)
 CAMPAIGN_RULES = ("search_scenes", "train_classifier", "qc_summary", "all")
 #: Rules that never go to Slurm, and those that go to the login node with `network_local`.
 ALWAYS_LOCAL = frozenset({"all", "demo_campaign", "qc_summary"})
@@ -37,6 +45,8 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "quicklook": {"base_s": 5, "per_mpx_s": 2.0},
     "embeddings": {"base_s": 30, "per_mpx_s": 2.0},
     "classify": {"base_s": 10, "per_mpx_s": 1.0},
+    "qc_classification": {"base_s": 5, "per_mpx_s": 0.0},
+    "class_raster": {"base_s": 30, "per_mpx_s": 2.0},
     "train_classifier": {"base_s": 300, "per_mpx_s": 0.0},
     "qc_summary": {"base_s": 5, "per_mpx_s": 0.0},
     "demo_campaign": {"base_s": 20, "per_mpx_s": 0.0},
@@ -54,6 +64,7 @@ STORAGE_PER_MPX = {
     "quicklook": 0.0,
     "classify": 2e6,
     "embeddings": 512e6,
+    "class_raster": 1e6,
 }
 STORAGE_FIXED = {"quicklook": 3e6, "qc": 2e4}
 
@@ -165,13 +176,19 @@ def billing_units(
 
 
 def count_jobs(
-    scenes: list[tuple[str, str]], tiles: list[str], year: int, demo: bool
+    scenes: list[tuple[str, str]],
+    tiles: list[str],
+    year: int,
+    demo: bool,
+    class_raster: bool = False,
 ) -> dict[str, int]:
     """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them."""
     tile_years = {(t, str(year)) for t in tiles} | {(t, d[:4]) for t, d in scenes}
     counts = {rule: len(scenes) for rule in SCENE_RULES}
     counts |= {rule: 1 for rule in CAMPAIGN_RULES}
     counts["embeddings"] = len(tile_years)
+    if class_raster:
+        counts["class_raster"] = len(set(tiles))
     if demo:
         counts["demo_campaign"] = 1
     return counts
@@ -205,12 +222,13 @@ def plan(
         list(config.get("tiles", [])),
         int(config.get("classify", {}).get("year", 0)),
         bool(config.get("demo", {}).get("generate", False)),
+        bool(config.get("classify", {}).get("class_raster", False)),
     )
     plans = []
     for rule, jobs in counts.items():
         local = not on_slurm or rule in ALWAYS_LOCAL or (network_local and rule in NETWORK_RULES)
         model = runtime.get(rule, {"base_s": 60, "per_mpx_s": 0})
-        per_job_mpx = mpx if rule in (*SCENE_RULES, "embeddings") else 0.0
+        per_job_mpx = mpx if rule in (*SCENE_RULES, "embeddings", "class_raster") else 0.0
         hours = jobs * (model["base_s"] + model["per_mpx_s"] * per_job_mpx) / 3600
         gpus = 0 if local else rule_gpus(profile, rule)
         cpus = int(_resource(profile, rule, "cpus_per_task", 1) or 1)

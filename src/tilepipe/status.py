@@ -24,6 +24,7 @@ SCENE_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("qc", ("qc.json",)),
     ("quicklook", ("quicklook_rgb.png", "quicklook_dr.png", "quicklook_fields.png")),
     ("classify", ("fields_classified.gpkg",)),
+    ("qc_classification", ("classification_qc.json",)),
 )
 _SCENE_PATH = re.compile(r"results/(\d{2}[A-Z]{3})/(\d{4}-\d{2}-\d{2})/")
 _TILEPIPE_ERROR = re.compile(r"^tilepipe [\w-]+: error: (.*)$", re.M)
