@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tilepipe import __version__
-from tilepipe.errors import ConfigError, TilepipeError
+from tilepipe.errors import ConfigError, TilepipeError, context
 
 log = logging.getLogger("tilepipe")
 
@@ -519,6 +519,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         func(args)
     except TilepipeError as exc:
         print(f"tilepipe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine's fault, not the data's: full disk, permissions, I/O
+        where = context(getattr(args, "tile", None), getattr(args, "date", None))
+        print(f"tilepipe {args.command}: error: {where}{exc}", file=sys.stderr)
         return 2
     log.info("tilepipe %s finished in %.1f s", args.command, time.perf_counter() - started)
     return 0

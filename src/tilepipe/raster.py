@@ -60,12 +60,44 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.suffix.lower() in (".tif", ".tiff") and tmp_path.is_file():
+            check_blocks_written(tmp_path)
         os.replace(tmp_path, dest)
     except BaseException:
         for leftover in (tmp_path, Path(f"{tmp_path}.aux.xml")):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
         raise
+
+
+def check_blocks_written(path: str | os.PathLike) -> None:
+    """Raise OSError unless every block of a GeoTIFF lies inside the file.
+
+    GDAL reports a write that failed while flushing (disk full, quota, file-size limit) only as
+    a logged error: the file closes "successfully" with blocks missing. Reading the block
+    offsets and sizes (no decompression) catches it before the file is renamed into place.
+    """
+    size = Path(path).stat().st_size
+    with rasterio.open(path) as src:
+        rows = -(-src.height // src.block_shapes[0][0])
+        cols = -(-src.width // src.block_shapes[0][1])
+        by_band = src.interleaving is not None and src.interleaving.name == "band"
+        for bidx in src.indexes if by_band else (1,):
+            for row in range(rows):
+                for col in range(cols):
+                    offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=bidx)
+                    length = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=bidx)
+                    if offset is None and length is None:
+                        return  # not a layout GDAL exposes: nothing to check against
+                    if (
+                        not int(offset or 0)
+                        or not int(length or 0)
+                        or (int(offset) + int(length) > size)
+                    ):
+                        raise OSError(
+                            f"{path}: block ({col}, {row}) of band {bidx} was not written "
+                            f"(disk full or write error; file is {size} bytes)"
+                        )
 
 
 def is_north_up(transform: Affine) -> bool:

@@ -29,7 +29,7 @@ def check_s2(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
     try:
         with rasterio.open(path) as src:
             count, desc, transform = src.count, src.descriptions, src.transform
-            tags = src.tags()
+            tags, dtypes = src.tags(), set(src.dtypes)
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"{where}cannot open s2 raster ({exc})") from exc
     if count != len(BANDS):
@@ -38,6 +38,8 @@ def check_s2(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
         raise InputError(f"{where}band order {list(desc)} is not {list(BANDS)}")
     if not is_north_up(transform):
         raise InputError(f"{where}raster is not north-up (transform {tuple(transform)[:6]})")
+    if dtypes != {"uint16"}:  # float (e.g. NaN-filled) data is not download's reflectance
+        raise InputError(f"{where}expected uint16 reflectance x 10000, found {sorted(dtypes)}")
     return tags
 
 
