@@ -92,6 +92,50 @@ def read_asset(
     )
 
 
+SCL_CLOUD = (3, 8, 9, 10)  # cloud shadow, cloud medium/high probability, thin cirrus
+
+
+def aoi_scene_stats(
+    item: Any,
+    windows: Mapping[str, tuple[int, int, int, int] | None],
+    *,
+    source: Source | None = None,
+    policy: RetryPolicy | None = None,
+) -> tuple[float, float]:
+    """(cloud %, nodata %) of a STAC item over its tile's window, from its SCL asset.
+
+    Cloud is the share of valid SCL pixels that are cloud, shadow or cirrus; one small
+    windowed read of the 20 m SCL per candidate scene.
+    """
+    from tilepipe.stac import item_tile
+
+    tile = item_tile(item) or ""
+    grid = tile_grid(tile)
+    window = windows.get(tile)
+    transform, width, height = (
+        grid.window(*window) if window else (grid.transform, grid.size, grid.size)
+    )
+    asset = item.assets.get("SCL") or item.assets.get("scl")
+    if asset is None:
+        raise InputError(f"{context(tile, None, item.id)}item has no SCL asset")
+    href = asset.get_absolute_href() or asset.href
+    day = item.datetime.date().isoformat() if item.datetime else None
+    scl = read_asset(
+        href,
+        transform,
+        width,
+        height,
+        grid.crs,
+        where=f"{context(tile, day, href)}asset SCL: ",
+        source=source,
+        policy=policy,
+    )
+    valid = scl != 0
+    nodata = 100.0 * (1.0 - valid.mean())
+    cloud = 100.0 * np.isin(scl[valid], SCL_CLOUD).mean() if valid.any() else 100.0
+    return float(cloud), float(nodata)
+
+
 def policy_from(settings: Mapping[str, Any]) -> RetryPolicy:
     """The retry policy of the config's ``source.retry`` mapping (defaults where left out)."""
     return RetryPolicy(**dict(settings.get("retry") or {}))
