@@ -64,6 +64,9 @@ class ServerState:
     require_token: bool = False
     token_lifetime_s: float = 3600.0
     tokens: dict[str, datetime] = field(default_factory=dict)
+    issued: list[str] = field(default_factory=list)
+    asset_names: dict[str, str] = field(default_factory=dict)  # rename assets (Earth Search)
+    bytes_sent: int = 0
     slow_all_s: float = 0.0
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
     proxied: list[str] = field(default_factory=list)
@@ -112,6 +115,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+            if ctype == "image/tiff":
+                with self.state.lock:
+                    self.state.bytes_sent += len(body)
         self._record(status)
 
     def _json(self, obj: object, status: int = 200) -> None:
@@ -160,6 +166,9 @@ class Handler(BaseHTTPRequestHandler):
                 state.requests.clear()
                 state.proxied.clear()
                 state.tokens.clear()
+                state.issued.clear()
+                state.asset_names = {}
+                state.bytes_sent = 0
                 state.require_token, state.slow_all_s = False, 0.0
                 state.token_lifetime_s = 3600.0
                 state.token_requests = state.max_in_flight = 0
@@ -168,7 +177,10 @@ class Handler(BaseHTTPRequestHandler):
                 "proxied": state.proxied,
                 "token_requests": state.token_requests,
                 "tokens": sorted(state.tokens),
+                "issued": list(state.issued),
+                "bytes_sent": state.bytes_sent,
                 "max_in_flight": state.max_in_flight,
+                "in_flight": state.in_flight,
             }
         body_out = json.dumps(stats).encode()
         self.send_response(200)
@@ -239,7 +251,11 @@ class Handler(BaseHTTPRequestHandler):
                 params["collections"] = params["collections"].split(",")
         with self.state.lock:
             self.state.requests.append((self.command, "/search:" + json.dumps(params), 200))
-        features = [_rebase(item, base) for item in self.state.items if _matches(item, params)]
+        features = [
+            _rebase(item, base, self.state.asset_names)
+            for item in self.state.items
+            if _matches(item, params)
+        ]
         self._json({"type": "FeatureCollection", "features": features, "links": []})
 
     # -- SAS tokens -------------------------------------------------------------------------
@@ -248,6 +264,7 @@ class Handler(BaseHTTPRequestHandler):
         expiry = datetime.now(timezone.utc) + timedelta(seconds=self.state.token_lifetime_s)
         with self.state.lock:
             self.state.tokens[token] = expiry
+            self.state.issued.append(token)
             self.state.token_requests += 1
         self._json({"msft:expiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"), "token": token})
 
@@ -336,9 +353,10 @@ def _matches(item: dict, params: dict) -> bool:
     return True
 
 
-def _rebase(item: dict, base: str) -> dict:
-    """The item with its asset hrefs pointing at this server's /files/."""
+def _rebase(item: dict, base: str, names: dict[str, str]) -> dict:
+    """The item with its asset hrefs pointing at this server's /files/, assets renamed."""
     out = json.loads(json.dumps(item))
+    out["assets"] = {names.get(k, k): v for k, v in out["assets"].items()}
     for asset in out["assets"].values():
         asset["href"] = f"{base}/files/{asset['href']}"
     out["links"] = []
@@ -365,6 +383,11 @@ class LoopbackServer(ThreadingHTTPServer):
     def __init__(self, state: ServerState, port: int = 0) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.state = state
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up (timeout, truncation) is expected here, not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Loopback:
@@ -400,7 +423,7 @@ class Loopback:
         self._ctl("faults", [asdict(f) for f in faults])
 
     def settings(self, **values: object) -> None:
-        """Set ``require_token``, ``token_lifetime_s`` or ``slow_all_s``."""
+        """Set ``require_token``, ``token_lifetime_s``, ``slow_all_s`` or ``asset_names``."""
         self._ctl("settings", values)
 
     def expire_tokens(self) -> None:
@@ -408,7 +431,11 @@ class Loopback:
         self._ctl("expire")
 
     def reset(self) -> None:
-        """Forget faults, counters, tokens and settings (between tests sharing one server)."""
+        """Forget faults, counters, tokens and settings (between tests sharing one server),
+        once the requests still being served (a slow response a client gave up on) are done."""
+        deadline = time.monotonic() + 10
+        while self._ctl("stats")["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._ctl("reset")
 
     def stats(self) -> dict:
