@@ -397,7 +397,9 @@ class Loopback:
         self.root = Path(root).resolve()
         self.proc = subprocess.Popen(
             [sys.executable, __file__, str(self.root), collection],
+            stdin=subprocess.PIPE,  # closed when this process ends: the server then stops
             stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -451,7 +453,8 @@ class Loopback:
         ]
 
     def close(self) -> None:
-        self.proc.terminate()
+        if self.proc.stdin:
+            self.proc.stdin.close()
         self.proc.wait(timeout=10)
 
 
@@ -462,7 +465,9 @@ def main(argv: list[str]) -> None:
     state = ServerState(root=root, collection=collection, items=load_items(root, collection))
     server = LoopbackServer(state)
     print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
-    server.serve_forever()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sys.stdin.read()  # returns when the test process closes the pipe or dies
+    server.shutdown()
 
 
 if __name__ == "__main__":

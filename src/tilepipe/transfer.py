@@ -71,7 +71,6 @@ def gdal_http_options(policy: RetryPolicy) -> dict[str, str]:
         "GDAL_HTTP_CONNECTTIMEOUT": f"{min(policy.timeout_s, 30.0):g}",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIRANGE": "SERIAL",  # one connection per reading thread: caps hold
-        "CPL_VSIL_CURL_USE_HEAD": "NO",  # the first range GET gives the size as well
         "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
         "VSI_CACHE": "FALSE",
     }
