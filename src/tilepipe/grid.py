@@ -127,7 +127,6 @@ def tiles_for_aoi(aoi) -> list[str]:
     edges), every 100 km square there whose footprint meets the AOI and whose centre lies in its
     zone. The Norway/Svalbard zone exceptions (32V, 31X–37X) are not modelled."""
     from shapely import box as shapely_box
-    from shapely.ops import transform as shapely_transform
 
     west, south_lat, east, north_lat = aoi.bounds
     zones = {
@@ -140,7 +139,7 @@ def tiles_for_aoi(aoi) -> list[str]:
         for south in sorted(hemispheres):
             epsg = (32700 if south else 32600) + zone
             to_utm = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(epsg), always_xy=True)
-            projected = shapely_transform(to_utm.transform, aoi)
+            projected = _project(aoi, to_utm)
             x0, y0, x1, y1 = projected.bounds
             for e in range(1, 9):
                 easting = e * 100_000.0
@@ -163,6 +162,14 @@ def tiles_for_aoi(aoi) -> list[str]:
                     if (grid.ulx, grid.uly) == (easting, northing_ul):
                         tiles.add(tile)
     return sorted(tiles)
+
+
+def _project(aoi, transformer: Transformer):
+    """``aoi`` (lon/lat) in another CRS, its edges densified so they bend as they should."""
+    import shapely
+
+    dense = shapely.segmentize(aoi, 0.001)
+    return shapely.transform(dense, lambda x, y: transformer.transform(x, y), interleaved=False)
 
 
 def _steps(start: float, stop: float, step: float) -> list[float]:
@@ -189,11 +196,9 @@ def _centre_in_zone(zone: int, easting: float, northing_ul: float, south: bool) 
 def aoi_window(tile: str, aoi, margin_m: float = 0.0) -> tuple[int, int, int, int] | None:
     """(col_off, row_off, width, height) of the tile's 10 m pixels covering ``aoi`` (lon/lat)
     plus ``margin_m`` on every side, clipped to the tile; None when they do not meet."""
-    from shapely.ops import transform as shapely_transform
-
     grid = tile_grid(tile)
     to_utm = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(grid.epsg), always_xy=True)
-    x0, y0, x1, y1 = shapely_transform(to_utm.transform, aoi).bounds
+    x0, y0, x1, y1 = _project(aoi, to_utm).bounds
     col0 = int((x0 - margin_m - grid.ulx) // grid.res)
     col1 = -int(-(x1 + margin_m - grid.ulx) // grid.res)
     row0 = int((grid.uly - y1 - margin_m) // grid.res)
