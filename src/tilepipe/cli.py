@@ -126,6 +126,8 @@ def cmd_download(args: argparse.Namespace) -> None:
     from tilepipe.stac import manifest_row
 
     source, policy, connections = _source(args)
+    if hasattr(source, "check_credentials"):
+        source.check_credentials()  # CDSE: say where keys are looked for, before any request
     row = manifest_row(args.manifest, args.tile, args.date)
     download_scene(
         row,
