@@ -130,6 +130,8 @@ def test_aoi_mode_plans_the_aois_tiles_and_writes_only_the_aoi_window(remote_run
         assert 28 <= src.width <= 34 and 28 <= src.height <= 34
         assert src.tags()["SOURCE_PROVIDER"] == "planetary_computer"
         assert src.read().any()
+    # the download job held its share of the source's connection budget
+    assert "planetary_computer_connections=2" in remote_run["stderr"]
 
 
 @pytest.mark.workflow

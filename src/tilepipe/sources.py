@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tilepipe.errors import ConfigError, InputError
 
@@ -240,8 +239,3 @@ def make_source(settings: Mapping[str, Any]) -> Source:
     if provider == "cdse":
         return CDSE(name=provider, collection=collection)
     return Source(name=provider, collection=collection)
-
-
-def host_of(href: str) -> str:
-    """The host an href is fetched from ('' for local files)."""
-    return urlsplit(href).hostname or ""

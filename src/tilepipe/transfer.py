@@ -177,13 +177,12 @@ def retry_read(
         resign = auth
         wait = 0.0 if resign else policy.delay(attempt, rng)
         log.warning(
-            "%sattempt %d/%d failed (%s%s); %s in %.1f s",
+            "%sattempt %d/%d failed (%s%s); retrying in %.2f s",
             where,
             attempt,
             policy.attempts,
             f"HTTP {status}" if status else kind,
             ", re-signing" if resign else "",
-            "retrying",
             wait,
         )
         sleep(wait)
