@@ -249,6 +249,11 @@ class Handler(BaseHTTPRequestHandler):
                     params[key] = json.loads(params[key])
             if "collections" in params:
                 params["collections"] = params["collections"].split(",")
+        fault = self.state.take_fault("/search", self.command)
+        if fault and fault.kind == "status":
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}
+            self._send(fault.status, b"injected fault", "text/plain", headers)
+            return
         with self.state.lock:
             self.state.requests.append((self.command, "/search:" + json.dumps(params), 200))
         features = [

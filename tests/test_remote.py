@@ -16,6 +16,7 @@ import pytest
 import rasterio
 
 from tilepipe.download import download_scene
+from tilepipe.errors import InputError
 from tilepipe.sources import CDSE, PlanetaryComputer, Source, make_source
 from tilepipe.stac import find_items, read_manifest, select_scenes, write_manifest
 from tilepipe.transfer import RetryPolicy, TransferError
@@ -80,6 +81,22 @@ def test_api_search_over_http_finds_every_tile_date_with_unsigned_http_hrefs(
     assert _searches(server)[0]["query"]["grid:code"] == {"in": ["MGRS-31UFS", "MGRS-33UXP"]}
 
 
+def test_a_search_answered_with_502_then_429_is_retried_honouring_retry_after(server, tmp_path):
+    server.inject(
+        Fault("status", 1, status=502, match="/search"),
+        Fault("status", 1, status=429, retry_after=1, match="/search"),
+    )
+    assert len(read_manifest(_manifest(server, tmp_path, make_source({})))) == 4
+    refused = [r[2] for r in server.stats()["requests"] if r[1] == "/search" and r[2] != 200]
+    assert refused == [502, 429]
+
+
+def test_a_search_that_keeps_failing_names_the_catalog_and_the_attempts(server, tmp_path):
+    server.inject(Fault("status", 100, status=503, match="/search"))
+    with pytest.raises(InputError, match=rf"catalog {server.url}/: search failed after 3 attempt"):
+        _manifest(server, tmp_path, make_source({}))
+
+
 def test_each_source_asks_the_api_with_its_own_tile_filter(server, tmp_path):
     pc = PlanetaryComputer(name="planetary_computer", collection="sentinel-2-l2a")
     cdse = CDSE(name="cdse", collection="sentinel-2-l2a", environ={})
@@ -128,7 +145,7 @@ def test_a_burst_of_502_is_retried_until_the_read_succeeds(server, demo, tmp_pat
 
 def test_429_with_retry_after_is_retried(server, demo, tmp_path):
     row = _row(_manifest(server, tmp_path, make_source({})))
-    server.inject(Fault("status", 1, status=429, retry_after=0.05, match="SCL"))
+    server.inject(Fault("status", 1, status=429, retry_after=1, match="SCL"))
     _download(demo, row, tmp_path / "out")
     assert len(server.file_requests(429)) == 1
 
