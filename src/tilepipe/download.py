@@ -22,7 +22,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
-from rasterio.windows import from_bounds
+from rasterio.windows import Window, from_bounds
 
 from tilepipe.errors import InputError, context
 from tilepipe.grid import tile_grid
@@ -55,15 +55,25 @@ def read_window(
             raise InputError(f"{where}asset is not north-up (transform {tuple(src.transform)})")
         left, top = transform.c, transform.f
         right, bottom = left + transform.a * width, top + transform.e * height
-        window = from_bounds(left, bottom, right, top, src.transform)
-        return src.read(
+        want = from_bounds(left, bottom, right, top, src.transform)
+        # read only the part inside the asset and place it: a boundless read would open the
+        # file a second time (a VRT over it), which doubles the requests for a remote asset
+        sx, sy = want.width / width, want.height / height
+        c0, r0 = max(want.col_off, 0.0), max(want.row_off, 0.0)
+        c1 = min(want.col_off + want.width, float(src.width))
+        r1 = min(want.row_off + want.height, float(src.height))
+        out = np.zeros((height, width), dtype=src.dtypes[0])
+        tc0, tc1 = round((c0 - want.col_off) / sx), round((c1 - want.col_off) / sx)
+        tr0, tr1 = round((r0 - want.row_off) / sy), round((r1 - want.row_off) / sy)
+        if tc1 <= tc0 or tr1 <= tr0:
+            return out
+        out[tr0:tr1, tc0:tc1] = src.read(
             1,
-            window=window,
-            out_shape=(height, width),
+            window=Window(c0, r0, c1 - c0, r1 - r0),
+            out_shape=(tr1 - tr0, tc1 - tc0),
             resampling=Resampling.nearest,
-            boundless=True,
-            fill_value=0,
         )
+        return out
 
 
 def read_asset(
