@@ -12,6 +12,7 @@ import yaml
 
 from tilepipe.config import (
     apply_cluster_env,
+    campaign_tiles,
     cluster_problems,
     coerce_types,
     config_problems,
@@ -142,3 +143,23 @@ def test_a_cluster_run_names_the_missing_account_variable():
     assert "export TILEPIPE_ACCOUNT=" in msg
     assert cluster_problems({"name": "saga"}, {"TILEPIPE_ACCOUNT": "nn1234k"}) == []
     assert cluster_problems({"name": "local"}, {}) == []
+
+
+def test_an_aoi_replaces_the_tile_list_and_gives_every_download_its_window():
+    config = copy.deepcopy(DEMO_CONFIG)
+    del config["tiles"]
+    config["aoi"] = {"bbox": [11.9, 48.1, 12.1, 48.2], "margin_m": 320}
+    assert config_problems(config, SCHEMA, base=REPO) == []
+    assert campaign_tiles(config) == ["32UQU", "33UTP"]
+    assert window_arg(config["window"], config["aoi"]) == "aoi:320:11.9,48.1,12.1,48.2"
+
+
+def test_a_config_without_tiles_or_aoi_is_refused():
+    config = copy.deepcopy(DEMO_CONFIG)
+    del config["tiles"]
+    assert config_problems(config, SCHEMA, base=REPO)
+
+
+def test_an_unknown_source_provider_is_named_with_the_allowed_ones():
+    (line,) = problems(source__provider="sentinelhub")
+    assert "source.provider" in line and "planetary_computer" in line and "cdse" in line

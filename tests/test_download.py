@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from tilepipe.download import download_scene, harmonise
+from tilepipe.download import download_scene, harmonise, read_window
 from tilepipe.errors import InputError
 from tilepipe.grid import tile_grid
 from tilepipe.stac import manifest_row, read_manifest
@@ -112,3 +112,17 @@ def test_a_truncated_asset_fails_and_leaves_no_output(demo, tmp_path):
 def test_a_tile_date_missing_from_the_manifest_is_named(demo):
     with pytest.raises(InputError, match="tile 33UXP, date 2030-01-01"):
         manifest_row(demo["manifest"], "33UXP", "2030-01-01")
+
+
+def test_a_window_reaching_past_the_asset_reads_its_part_and_zeros_outside(demo):
+    row = _row(demo, True)
+    hrefs = json.loads(row["assets"])
+    grid = tile_grid(row["tile"])
+    transform, width, height = grid.window(4990, 4990, 64, 64)  # 10 px above and left of it
+    for band, step in (("B08", 1), ("SCL", 2)):
+        out = read_window(hrefs[band], transform, width, height, grid.crs, where="")
+        with rasterio.open(hrefs[band]) as src:
+            raw = src.read(1)
+        assert not out[:10].any() and not out[:, :10].any()
+        inside = out[10:, 10:][::step, ::step]
+        assert np.array_equal(inside, raw[: inside.shape[0], : inside.shape[1]])

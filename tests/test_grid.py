@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
+import shapely
+import shapely.geometry
 from pyproj import Transformer
 
 from tilepipe.errors import ConfigError
-from tilepipe.grid import _BANDS, tile_grid
+from tilepipe.grid import _BANDS, aoi_window, load_aoi, tile_grid, tiles_for_aoi
 
 
 @pytest.mark.parametrize(
@@ -46,3 +51,74 @@ def test_window_is_a_pixel_offset_of_the_tile_grid():
 def test_malformed_tile_ids_are_rejected_with_the_id_in_the_message(bad):
     with pytest.raises(ConfigError, match=bad):
         tile_grid(bad)
+
+
+def _footprint_ll(tile: str):
+    """A tile's 109.8 km footprint as a lon/lat polygon (densified edges)."""
+    grid = tile_grid(tile)
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    ring = shapely.segmentize(
+        shapely.box(grid.ulx, grid.uly - 109_800, grid.ulx + 109_800, grid.uly), 1000
+    )
+    return shapely.transform(ring, to_ll.transform, interleaved=False)
+
+
+@pytest.mark.parametrize(
+    ("bbox", "zones"),
+    [
+        ((11.8, 48.0, 12.2, 48.3), {32, 33}),  # zone 32/33 boundary at 12°E, Bavaria
+        ((-0.2, 51.4, 0.2, 51.6), {30, 31}),  # Greenwich meridian, London
+        ((16.9, 48.1, 17.1, 48.2), {33, 34}),  # 1° west of 18°E: zone 34's tiles reach here
+        ((144.9, -37.9, 145.1, -37.7), {55}),  # southern hemisphere, Melbourne
+    ],
+)
+def test_aoi_tiles_cover_every_point_of_the_aoi_across_zone_boundaries(bbox, zones):
+    aoi = shapely.box(*bbox)
+    tiles = tiles_for_aoi(aoi)
+    assert {int(t[:2]) for t in tiles} == zones
+    footprints = [_footprint_ll(t) for t in tiles]
+    assert all(f.intersects(aoi) for f in footprints)  # no tile that misses the AOI
+    for lon in np.linspace(bbox[0], bbox[2], 9):
+        for lat in np.linspace(bbox[1], bbox[3], 9):
+            point = shapely.Point(lon, lat)
+            assert any(f.covers(point) for f in footprints), (lon, lat)
+
+
+def test_aoi_window_covers_the_aoi_plus_its_margin_on_the_tile_grid():
+    grid = tile_grid("33UXP")
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    west, south = to_ll.transform(grid.ulx + 50_000, grid.uly - 51_000)
+    east, north = to_ll.transform(grid.ulx + 51_000, grid.uly - 50_000)
+    aoi = shapely.box(west, south, east, north)  # about 1 km around pixel (5000, 5000)
+    col, row, width, height = aoi_window("33UXP", aoi, 320)
+    window = shapely.box(
+        grid.ulx + 10 * col,
+        grid.uly - 10 * (row + height),
+        grid.ulx + 10 * (col + width),
+        grid.uly - 10 * row,
+    )
+    to_utm = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
+    projected = shapely.transform(
+        shapely.segmentize(aoi, 0.001), to_utm.transform, interleaved=False
+    )
+    needed = shapely.box(*projected.bounds).buffer(320, join_style="mitre")
+    assert window.covers(needed)
+    assert window.area <= needed.buffer(20, join_style="mitre").area  # at most 2 px to spare
+
+
+def test_an_aoi_outside_the_tile_has_no_window():
+    assert aoi_window("33UXP", shapely.box(2.0, 45.0, 2.1, 45.1), 320) is None
+
+
+def test_an_aoi_is_read_from_a_bbox_or_a_geojson_file(tmp_path):
+    assert load_aoi("16.5,48.1,16.6,48.2").bounds == (16.5, 48.1, 16.6, 48.2)
+    path = tmp_path / "aoi.geojson"
+    feature = {
+        "type": "Feature",
+        "properties": {},
+        "geometry": shapely.geometry.mapping(shapely.box(16.5, 48.1, 16.6, 48.2)),
+    }
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    assert load_aoi(str(path)).bounds == (16.5, 48.1, 16.6, 48.2)
+    with pytest.raises(ConfigError, match="neither a bbox"):
+        load_aoi(str(tmp_path / "missing.geojson"))

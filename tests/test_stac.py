@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pystac
+import pytest
+import rasterio
 
+from tilepipe.download import aoi_scene_stats
 from tilepipe.stac import (
     boa_offset_dn,
     find_items,
@@ -94,3 +98,26 @@ def test_offset_comes_from_raster_bands_or_else_from_the_baseline(demo):
         for asset in item.assets.values():
             asset.extra_fields.pop("raster:bands", None)
         assert boa_offset_dn(item) == expected
+
+
+def test_days_are_ranked_by_cloud_over_the_window_not_over_the_tile(demo):
+    items = _items(demo, tiles=["33UXP"])
+    by_tile_cloud = sorted(items, key=lambda i: i.properties["eo:cloud_cover"])
+    # over the window the tile's cloudiest day is the clear one
+    window_stats = {by_tile_cloud[0].id: (80.0, 0.0), by_tile_cloud[-1].id: (1.0, 0.0)}
+    (record,) = select_scenes(
+        items, max_cloud=50, max_dates_per_tile=1, aoi_stats=lambda i: window_stats[i.id]
+    )
+    assert record.item_id == by_tile_cloud[-1].id and record.cloud_cover == 1.0
+    assert record.reason.startswith("window cloud 1.0% <= 50%") and "tile cloud" in record.reason
+
+
+def test_window_cloud_and_nodata_come_from_the_scl_band_over_the_window(demo):
+    item = next(i for i in _items(demo, tiles=["33UXP"]) if i.datetime.month == 6)
+    window = (5000, 5000, 32, 32)  # the demo's top-left quarter (SCL at 20 m: 16 x 16 px)
+    cloud, nodata = aoi_scene_stats(item, {"33UXP": window})
+    with rasterio.open(item.assets["SCL"].get_absolute_href()) as src:
+        scl = src.read(1)[:16, :16]
+    valid = scl != 0
+    assert nodata == pytest.approx(100 * (1 - valid.mean()))
+    assert cloud == pytest.approx(100 * np.isin(scl[valid], (3, 8, 9, 10)).mean())

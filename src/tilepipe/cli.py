@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,10 +21,23 @@ from tilepipe.errors import ConfigError, TilepipeError, context
 log = logging.getLogger("tilepipe")
 
 
-def _window(text: str | None) -> tuple[int, int, int, int] | None:
-    """Parse ``col_off,row_off,width,height`` (10 m pixels of the tile), or ``full``."""
+def _window(text: str | None, tile: str | None = None) -> tuple[int, int, int, int] | None:
+    """Parse ``col_off,row_off,width,height`` (10 m pixels of the tile), ``full``, or
+    ``aoi:MARGIN_M:AOI`` (AOI a bbox ``w,s,e,n`` or a GeoJSON path): the tile's part of it."""
     if text is None or text in ("", "full", "none", "None"):
         return None
+    if text.startswith("aoi:") and tile:
+        from tilepipe.grid import aoi_window, load_aoi
+
+        margin, _, spec = text[4:].partition(":")
+        try:
+            margin_m = float(margin)
+        except ValueError:
+            raise ConfigError(f"window {text!r}: expected aoi:MARGIN_M:AOI") from None
+        window = aoi_window(tile, load_aoi(spec), margin_m)
+        if window is None:
+            raise ConfigError(f"tile {tile}: the AOI {spec} does not meet this tile")
+        return window
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -58,13 +72,42 @@ def cmd_demo(args: argparse.Namespace) -> None:
     log.info("demo campaign written: %s", json.dumps(out))
 
 
+def _source(args: argparse.Namespace):
+    """The source and retry policy of ``--source`` (the config's ``source`` mapping as JSON)."""
+    from tilepipe.download import policy_from
+    from tilepipe.sources import make_source
+
+    settings = _json_arg(args.source) if args.source else {}
+    return make_source(settings), policy_from(settings), int(settings.get("job_connections", 2))
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     from tilepipe import stac
+    from tilepipe.download import aoi_scene_stats
 
+    source, policy, _ = _source(args)
+    windowed = args.window not in (None, "", "full")
     items = stac.find_items(
-        args.catalog, collection=args.collection, tiles=args.tiles, start=args.start, end=args.end
+        args.catalog,
+        collection=args.collection,
+        tiles=args.tiles,
+        start=args.start,
+        end=args.end,
+        source=source,
+        # with a window, cloud is judged over the window: the tile's own cover may not cut
+        max_cloud=100.0 if windowed else args.max_cloud,
+        policy=policy,
     )
-    records = stac.select_scenes(items, max_cloud=args.max_cloud, max_dates_per_tile=args.max_dates)
+    stats = None
+    if windowed:
+        windows = {tile: _window(args.window, tile) for tile in args.tiles}
+
+        def stats(item):
+            return aoi_scene_stats(item, windows, source=source, policy=policy)
+
+    records = stac.select_scenes(
+        items, max_cloud=args.max_cloud, max_dates_per_tile=args.max_dates, aoi_stats=stats
+    )
     missing = sorted(set(args.tiles) - {r.tile for r in records})
     for tile in missing:
         log.warning(
@@ -82,8 +125,19 @@ def cmd_download(args: argparse.Namespace) -> None:
     from tilepipe.download import download_scene
     from tilepipe.stac import manifest_row
 
+    source, policy, connections = _source(args)
+    if hasattr(source, "check_credentials"):
+        source.check_credentials()  # CDSE: say where keys are looked for, before any request
     row = manifest_row(args.manifest, args.tile, args.date)
-    download_scene(row, args.s2, args.scl, window=_window(args.window))
+    download_scene(
+        row,
+        args.s2,
+        args.scl,
+        window=_window(args.window, args.tile),
+        source=source,
+        policy=policy,
+        connections=connections,
+    )
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict:
@@ -140,7 +194,7 @@ def cmd_embeddings(args: argparse.Namespace) -> None:
     from tilepipe.grid import tile_grid
 
     grid = tile_grid(args.tile)
-    window = _window(args.window)
+    window = _window(args.window, args.tile)
     transform, width, height = (
         grid.window(*window) if window else (grid.transform, grid.size, grid.size)
     )
@@ -314,6 +368,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
             }
         )
     year = int(config.get("classify", {}).get("year", 2022))
+    if config.get("aoi") and not config.get("tiles"):
+        from tilepipe.config import campaign_tiles
+
+        config["tiles"] = campaign_tiles(config)  # the AOI's tiles, offline
     manifest = Path(args.manifest)
     if args.tiles_count:
         scenes = planning.hypothetical_scenes(args.tiles_count, args.dates_per_tile, year)
@@ -377,13 +435,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", required=True)
     p.add_argument("--max-cloud", type=float, default=60.0)
     p.add_argument("--max-dates", type=int, default=None, help="best N dates per tile")
+    p.add_argument("--window", default=None, help="rank by cloud over this window (or aoi:...)")
+    p.add_argument("--source", default=None, help="config `source` mapping as JSON or @file")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("download", help="fetch one scene into s2.tif and scl.tif")
     _add_common(p)
     p.add_argument("--manifest", required=True)
-    p.add_argument("--window", default=None, help="col_off,row_off,width,height or 'full'")
+    p.add_argument(
+        "--window", default=None, help="col_off,row_off,width,height, 'full' or aoi:MARGIN_M:AOI"
+    )
+    p.add_argument("--source", default=None, help="config `source` mapping as JSON or @file")
     p.add_argument("--s2", required=True)
     p.add_argument("--scl", required=True)
     p.set_defaults(func=cmd_download)
@@ -513,12 +576,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from tilepipe.transfer import RedactingFilter, proxy_environment, redact
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    os.environ.update(proxy_environment(os.environ))
     func: Callable[[argparse.Namespace], None] = args.func
     started = time.perf_counter()
     try:
         func(args)
     except TilepipeError as exc:
-        print(f"tilepipe {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tilepipe {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine's fault, not the data's: full disk, permissions, I/O
         where = context(getattr(args, "tile", None), getattr(args, "date", None))

@@ -154,7 +154,7 @@ def config_problems(
 def _demo_window_problems(config: dict[str, Any]) -> list[str]:
     """With a generated demo, the window must lie inside the demo's window of each tile."""
     demo, window = config.get("demo") or {}, config.get("window", "full")
-    if not demo.get("generate"):
+    if not demo.get("generate") or config.get("aoi"):  # an AOI outside the demo reads nodata
         return []
     from tilepipe.demo import DEMO_OFFSET  # only demo campaigns pay for importing the generator
 
@@ -181,11 +181,32 @@ def check_config(config: dict[str, Any], schema: dict[str, Any], *, base: str | 
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
-def window_arg(window: Any) -> str:
-    """The ``--window`` argument of the CLI for a config ``window`` value."""
+def window_arg(window: Any, aoi: dict[str, Any] | None = None) -> str:
+    """The ``--window`` argument of the CLI for a config ``window`` (or ``aoi``) value."""
+    if aoi:
+        return f"aoi:{aoi.get('margin_m', 320):g}:{aoi_spec(aoi)}"
     if window in (None, "full"):
         return "full"
     return ",".join(str(window[k]) for k in ("col_off", "row_off", "width", "height"))
+
+
+def aoi_spec(aoi: dict[str, Any]) -> str:
+    """The AOI as the CLI takes it: ``w,s,e,n`` or a GeoJSON path."""
+    if "bbox" in aoi:
+        return ",".join(f"{float(v):g}" for v in aoi["bbox"])
+    return str(aoi["geojson"])
+
+
+def campaign_tiles(config: dict[str, Any]) -> list[str]:
+    """The campaign's tiles: ``tiles`` as given, else those of the AOI (computed offline)."""
+    if config.get("tiles"):
+        return list(config["tiles"])
+    from tilepipe.grid import load_aoi, tiles_for_aoi
+
+    tiles = tiles_for_aoi(load_aoi(aoi_spec(config["aoi"])))
+    if not tiles:
+        raise ConfigError(f"config key 'aoi': {aoi_spec(config['aoi'])} meets no Sentinel-2 tile")
+    return tiles
 
 
 def apply_cluster_env(env: dict[str, str], *, create_dirs: bool = True) -> list[str]:

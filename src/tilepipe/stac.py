@@ -11,7 +11,7 @@ import csv
 import json
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date as Date
 from pathlib import Path
@@ -19,9 +19,15 @@ from pathlib import Path
 import pystac
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from requests.exceptions import RequestException
+from urllib3.util.retry import Retry
 
 from tilepipe.errors import InputError
 from tilepipe.raster import atomic_output
+from tilepipe.sources import Source, make_source
+from tilepipe.transfer import RETRYABLE_STATUS, RetryPolicy, redact
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ MANIFEST_COLUMNS = (
     "nodata_pct",
     "baseline",
     "boa_offset_dn",
+    "offset_source",
     "assets",
     "reason",
 )
@@ -54,6 +61,7 @@ class SceneRecord:
     nodata_pct: float
     baseline: str
     boa_offset_dn: int
+    offset_source: str  # "raster:bands" or "processing baseline"
     assets: str  # JSON object: band id -> unsigned href
     reason: str
 
@@ -76,13 +84,18 @@ def boa_offset_dn(item: pystac.Item) -> int:
 
     Prefer the ``raster:bands`` offset the item publishes; fall back to the processing baseline.
     """
+    return offset_and_origin(item)[0]
+
+
+def offset_and_origin(item: pystac.Item) -> tuple[int, str]:
+    """(offset in DN, where it came from: 'raster:bands' or 'processing baseline')."""
     for key in BAND_ASSETS[:4]:
         asset = item.assets.get(key) or item.assets.get(ASSET_ALIASES[key])
         bands = (asset.extra_fields.get("raster:bands") if asset else None) or []
         if bands and "offset" in bands[0] and "scale" in bands[0] and bands[0]["scale"]:
-            return round(-float(bands[0]["offset"]) / float(bands[0]["scale"]))
+            return round(-float(bands[0]["offset"]) / float(bands[0]["scale"])), "raster:bands"
     baseline = str(item.properties.get("s2:processing_baseline", "00.00"))
-    return 1000 if baseline >= "04.00" else 0
+    return (1000 if baseline >= "04.00" else 0), "processing baseline"
 
 
 def _asset_hrefs(item: pystac.Item) -> dict[str, str]:
@@ -95,26 +108,75 @@ def _asset_hrefs(item: pystac.Item) -> dict[str, str]:
     return hrefs
 
 
+def api_io(policy: RetryPolicy) -> StacApiIO:
+    """pystac-client I/O that retries 429/5xx with backoff, honouring Retry-After."""
+    retry = Retry(
+        total=policy.attempts - 1,
+        backoff_factor=policy.base_delay_s,
+        backoff_max=policy.max_delay_s,
+        backoff_jitter=policy.base_delay_s / 2,
+        status_forcelist=sorted(RETRYABLE_STATUS),
+        allowed_methods=None,  # item search is a POST: safe to repeat
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    return StacApiIO(max_retries=retry, timeout=policy.timeout_s)
+
+
 def find_items(
-    catalog: str, *, collection: str, tiles: Iterable[str], start: str, end: str
+    catalog: str,
+    *,
+    collection: str,
+    tiles: Iterable[str],
+    start: str,
+    end: str,
+    source: Source | None = None,
+    max_cloud: float = 100.0,
+    policy: RetryPolicy | None = None,
 ) -> list[pystac.Item]:
     """Items of ``collection`` over ``tiles`` between ``start`` and ``end`` (inclusive dates)."""
     tiles = set(tiles)
+    source = source or make_source({})
+    policy = policy or RetryPolicy()
     with warnings.catch_warnings():
         # a static catalog advertises no conformance classes: walking it is the intended path
         warnings.simplefilter("ignore")
-        return _find_items(catalog, collection=collection, tiles=tiles, start=start, end=end)
+        try:
+            return _find_items(
+                catalog,
+                collection=collection,
+                tiles=tiles,
+                start=start,
+                end=end,
+                source=source,
+                max_cloud=max_cloud,
+                policy=policy,
+            )
+        except (APIError, RequestException) as exc:
+            raise InputError(
+                f"catalog {redact(catalog)}: search failed after {policy.attempts} attempt(s): "
+                f"{redact(str(exc))[:500]}"
+            ) from exc
 
 
 def _find_items(
-    catalog: str, *, collection: str, tiles: set[str], start: str, end: str
+    catalog: str,
+    *,
+    collection: str,
+    tiles: set[str],
+    start: str,
+    end: str,
+    source: Source,
+    max_cloud: float,
+    policy: RetryPolicy,
 ) -> list[pystac.Item]:
-    client = Client.open(catalog)
+    remote = catalog.startswith(("http://", "https://"))
+    client = Client.open(catalog, stac_io=api_io(policy)) if remote else Client.open(catalog)
     if client.conforms_to(ConformanceClasses.ITEM_SEARCH):
         search = client.search(
             collections=[collection],
             datetime=f"{start}T00:00:00Z/{end}T23:59:59Z",
-            query={"grid:code": {"in": [f"MGRS-{t}" for t in sorted(tiles)]}},
+            **source.search_filter(sorted(tiles), max_cloud),
         )
         candidates: Iterable[pystac.Item] = search.items()
     else:
@@ -132,9 +194,18 @@ def _find_items(
 
 
 def select_scenes(
-    items: Iterable[pystac.Item], *, max_cloud: float, max_dates_per_tile: int | None
+    items: Iterable[pystac.Item],
+    *,
+    max_cloud: float,
+    max_dates_per_tile: int | None,
+    aoi_stats: Callable[[pystac.Item], tuple[float, float]] | None = None,
 ) -> list[SceneRecord]:
-    """Choose, per tile, the clearest scene of each day and the N clearest days under max_cloud."""
+    """Choose, per tile, the clearest scene of each day and the N clearest days under max_cloud.
+
+    With ``aoi_stats`` (item → cloud %, nodata % over the processed window) days are judged
+    over the window, not the whole tile: a clear AOI under a cloudy tile is kept, and the
+    other way round.
+    """
     per_day: dict[tuple[str, str], pystac.Item] = {}
     for item in items:
         key = (item_tile(item), item.datetime.date().isoformat())
@@ -149,17 +220,25 @@ def select_scenes(
     records = []
     for tile, tile_items in sorted(by_tile.items()):
 
-        def rank(it: pystac.Item) -> tuple[float, float]:
+        def tile_rank(it: pystac.Item) -> tuple[float, float]:
             props = it.properties
             return (
                 float(props.get("eo:cloud_cover", 100.0)),
                 float(props.get("s2:nodata_pixel_percentage", 0.0)),
             )
 
+        measured = {it.id: aoi_stats(it) for it in tile_items} if aoi_stats else {}
+
+        def rank(it: pystac.Item, measured: dict = measured) -> tuple[float, float]:
+            return measured.get(it.id) or tile_rank(it)
+
+        over = "window " if aoi_stats else ""
+
         eligible = sorted((it for it in tile_items if rank(it)[0] <= max_cloud), key=rank)
         chosen = eligible[:max_dates_per_tile] if max_dates_per_tile else eligible
         for position, item in enumerate(chosen, start=1):
             cloud, nodata = rank(item)
+            offset, origin = offset_and_origin(item)
             records.append(
                 SceneRecord(
                     tile=tile,
@@ -169,11 +248,13 @@ def select_scenes(
                     cloud_cover=round(cloud, 2),
                     nodata_pct=round(nodata, 2),
                     baseline=str(item.properties.get("s2:processing_baseline", "")),
-                    boa_offset_dn=boa_offset_dn(item),
+                    boa_offset_dn=offset,
+                    offset_source=origin,
                     assets=json.dumps(_asset_hrefs(item), sort_keys=True),
                     reason=(
-                        f"cloud {cloud:.1f}% <= {max_cloud:g}%, nodata {nodata:.1f}%; "
-                        f"rank {position} of {len(eligible)} eligible of {len(tile_items)} days"
+                        f"{over}cloud {cloud:.1f}% <= {max_cloud:g}%, {over}nodata {nodata:.1f}%"
+                        + (f" (tile cloud {tile_rank(item)[0]:.1f}%)" if aoi_stats else "")
+                        + f"; rank {position} of {len(eligible)} eligible of {len(tile_items)} days"
                     ),
                 )
             )

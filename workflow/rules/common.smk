@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from tilepipe.config import apply_cluster_env, cluster_problems, window_arg
+from tilepipe.config import (
+    apply_cluster_env,
+    campaign_tiles,
+    cluster_problems,
+    window_arg,
+)
 from tilepipe.locks import clear_stale_locks, write_owner
 
 
@@ -70,9 +75,13 @@ if CLUSTER["network_local"]:
 
 
 MANIFEST = "manifests/scenes.csv"
-TILES = config["tiles"]
+TILES = campaign_tiles(config)
 DEMO = config["demo"]
-WINDOW = window_arg(config["window"])
+WINDOW = window_arg(config["window"], config.get("aoi"))
+# the source's connection budget: each network job holds its share of `<provider>_connections`
+# (profiles set the total with `resources:`, e.g. cdse_connections=4)
+SOURCE_JSON = json.dumps(config["source"], sort_keys=True)
+CONNECTIONS = f"{config['source']['provider']}_connections"
 SCENE = "results/{tile}/{date}"
 SCENES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/scenes.schema.yaml")
 

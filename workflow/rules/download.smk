@@ -39,11 +39,14 @@ checkpoint search_scenes:
     container:
         CONTAINERS["cpu"]
     resources:
+        **{CONNECTIONS: 1},
         network=1,
     params:
         catalog=lambda wildcards, input: (
             input[0] if input else config["source"]["catalog"]
         ),
+        source=SOURCE_JSON,
+        window=WINDOW,
         collection=config["source"]["collection"],
         tiles=" ".join(TILES),
         start=config["dates"]["start"],
@@ -57,7 +60,8 @@ checkpoint search_scenes:
     shell:
         "tilepipe search --catalog {params.catalog:q} --collection {params.collection}"
         " --tiles {params.tiles} --start {params.start} --end {params.end}"
-        " --max-cloud {params.max_cloud} {params.max_dates} --out {output.manifest} > {log} 2>&1"
+        " --max-cloud {params.max_cloud} {params.max_dates} --window {params.window}"
+        " --source {params.source:q} --out {output.manifest} > {log} 2>&1"
 
 
 rule download:
@@ -76,11 +80,13 @@ rule download:
     container:
         CONTAINERS["cpu"]
     resources:
+        **{CONNECTIONS: config["source"]["job_connections"]},
         network=1,
     params:
         item=item_of,
         window=WINDOW,
+        source=SOURCE_JSON,
     shell:
         "tilepipe download --tile {wildcards.tile} --date {wildcards.date}"
-        " --manifest {input.manifest} --window {params.window}"
+        " --manifest {input.manifest} --window {params.window} --source {params.source:q}"
         " --s2 {output.s2} --scl {output.scl} > {log} 2>&1"
