@@ -87,9 +87,11 @@ rule qc_classification:
     input: f"{SCENE}/fields_classified.gpkg"
     output: f"{SCENE}/classification_qc.json"
     shell: "touch {output}"
+def summary_inputs(wildcards):
+    names = ("qc.json", "classification_qc.json")
+    return [f"results/{t}/{d}/{n}" for t, d in scenes() for n in names]
 rule qc_summary:
-    input: lambda w: [f"results/{t}/{d}/{n}" for t, d in scenes()
-        for n in ("qc.json", "classification_qc.json")]
+    input: summary_inputs
     output: "results/qc_summary.html"
     shell: "touch {output}"
 """
@@ -149,7 +151,7 @@ def dry_run(workdir: Path, extra: list[str]) -> float:
     run = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     took = time.perf_counter() - started
     if run.returncode != 0:
-        raise RuntimeError(f"dry-run failed in {workdir}:\n{run.stderr[-4000:]}")
+        raise RuntimeError(f"dry-run failed in {workdir}:\n{(run.stdout + run.stderr)[-4000:]}")
     return took
 
 
