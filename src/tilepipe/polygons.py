@@ -14,8 +14,8 @@ PROB_SCALE, PROB_NODATA = nodata) is never read whole. Two passes over blocks:
    more of it (its seed ends more than ``halo`` rows above the next block row). Fields that
    cross block borders therefore come out whole and once.
 
-Memory is one padded block plus the pieces of fields still open, and one small polygon per
-finished field.
+Memory is one padded block plus the pieces of fields still open, one small polygon per
+finished field and a fixed GDAL block cache (GDAL_CACHE_BYTES).
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ from tilepipe.raster import atomic_output, gtiff_profile
 PROB_SCALE, PROB_NODATA = 250.0, 255
 #: Band descriptions of the probability raster, in this order (distance optional).
 PROB_BANDS = ("extent", "boundary", "distance")
+#: GDAL block cache while polygonising: each block is read about once per pass, so a small cache
+#: suffices; GDAL's default (5 % of RAM) would grow with the raster up to gigabytes on big nodes.
+GDAL_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -278,7 +281,7 @@ def delineate(
     os.close(fd)
     prov_path = Path(tmp)
     try:
-        with src:
+        with src, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
             names = _band_names(src, prob_path)
             lut, seed_last = _seed_pass(src, names, params, prov_path)
             with rasterio.open(prov_path) as prov:
