@@ -11,8 +11,9 @@ import torch
 from affine import Affine
 from shapely.geometry import box
 
+from tilepipe.cli import main
 from tilepipe.demo import render_scene
-from tilepipe.errors import ModelError
+from tilepipe.errors import InputError, ModelError
 from tilepipe.fields import COLUMNS, run_fields
 from tilepipe.geoparquet import read_geoparquet
 from tilepipe.models import BANDS, FieldNet, SRNet, save_model
@@ -212,3 +213,28 @@ def test_multitask_heads_become_described_probability_bands(tmp_path, dr, monkey
     )
     run_fields(dr, tmp_path / "fields.gpkg", model_path=path, patch=64, overlap=16)
     assert seen == {"desc": ("extent", "boundary", "distance"), "dtype": "uint8"}
+
+
+def test_unreadable_image_is_refused_naming_tile_date_and_file(tmp_path, nir_model):
+    bad = tmp_path / "dr.tif"
+    bad.write_bytes(b"not a tiff")
+    with pytest.raises(InputError, match=r"tile 33UXP, date 2022-06-21, file .*dr\.tif: cannot"):
+        run_fields(bad, tmp_path / "f.gpkg", model_path=nir_model, tile="33UXP", date="2022-06-21")
+    assert not (tmp_path / "f.gpkg").exists()
+
+
+def test_an_all_nodata_image_gives_an_empty_layer(tmp_path, nir_model):
+    empty = write_image(tmp_path / "dr.tif", np.full((4, 64, 64), np.nan), TRANSFORM)
+    out = tmp_path / "fields.gpkg"
+    assert run_fields(empty, out, model_path=nir_model, patch=32, overlap=8) == 0
+    meta, geoms, _ = read_fields(out)
+    assert len(geoms) == 0 and tuple(meta["fields"]) == COLUMNS
+
+
+def test_cli_refuses_impossible_parameters_in_one_line(tmp_path, dr, nir_model, capsys):
+    argv = ["fields", "--tile", "33UXP", "--date", "2022-06-21", "--dr", dr, "--model", nir_model]
+    argv += ["--out", str(tmp_path / "f.gpkg"), "--block", "100", "--max-area-m2", "10"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "block 100 must be a multiple of 16" in line and "max_area_m2 10.0" in line
+    assert not (tmp_path / "f.gpkg").exists()

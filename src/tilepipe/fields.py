@@ -24,7 +24,7 @@ import torch
 from tilepipe.errors import InputError, ModelError, context
 from tilepipe.geoparquet import write_geoparquet
 from tilepipe.models import BANDS, load_model, make_predict, resolve_device
-from tilepipe.polygons import PROB_NODATA, PROB_SCALE, Params, delineate
+from tilepipe.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
 from tilepipe.raster import atomic_output, is_north_up
 from tilepipe.tiling import progress_logger, run_tiled
 
@@ -150,6 +150,7 @@ def run_fields(
 ) -> int:
     """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many."""
     params = params or Params()
+    check_params(params)
     image_path, dst_path = Path(image_path), Path(dst_path)
     tags, pixel_m = check_input(image_path, tile, date)
     tile = tile or tags.get("TILE") or ""

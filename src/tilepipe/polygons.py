@@ -37,7 +37,7 @@ from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, Polygon, shape
 from skimage.measure import label
 
-from tilepipe.errors import InputError, context
+from tilepipe.errors import ConfigError, InputError, context
 from tilepipe.instances import grow, seed_mask
 from tilepipe.raster import atomic_output, gtiff_profile
 
@@ -72,6 +72,25 @@ class FieldTable:
     columns: dict[str, np.ndarray]
     crs: str | None
     stats: dict[str, int]
+
+
+def check_params(params: Params) -> None:
+    """Refuse parameters that cannot make fields, naming each (ConfigError, one line)."""
+    problems = []
+    if not 0 < params.threshold < 1:
+        problems.append(f"threshold {params.threshold} must be in (0, 1)")
+    if not 0 < params.seed_threshold <= 1:
+        problems.append(f"seed_threshold {params.seed_threshold} must be in (0, 1]")
+    if params.min_area_m2 < 0 or params.simplify_m < 0 or params.fill_holes_m2 < 0:
+        problems.append("min_area_m2, simplify_m and fill_holes_m2 must be >= 0")
+    if params.max_area_m2 is not None and params.max_area_m2 <= params.min_area_m2:
+        problems.append(f"max_area_m2 {params.max_area_m2} must exceed min_area_m2")
+    if params.block < 16 or params.block % 16:
+        problems.append(f"block {params.block} must be a multiple of 16 (>= 16)")
+    if params.halo < 0:
+        problems.append(f"halo {params.halo} must be >= 0")
+    if problems:
+        raise ConfigError("fields parameters: " + "; ".join(problems))
 
 
 def encode_prob(p: np.ndarray) -> np.ndarray:
@@ -268,8 +287,7 @@ def delineate(
 ) -> FieldTable:
     """Fields of a probability raster, block by block (see the module docstring)."""
     prob_path = Path(prob_path)
-    if params.block < 16 or params.block % 16 or params.halo < 0:
-        raise ValueError(f"block must be a multiple of 16 (>= 16) and halo >= 0, got {params}")
+    check_params(params)
     try:
         src = rasterio.open(prob_path)
     except rasterio.errors.RasterioIOError as exc:
