@@ -15,7 +15,7 @@ PROB_SCALE, PROB_NODATA = nodata) is never read whole. Two passes over blocks:
    cross block borders therefore come out whole and once.
 
 Memory is one padded block plus the pieces of fields still open, one small polygon per
-finished field and a fixed GDAL block cache (GDAL_CACHE_BYTES).
+finished field; GDAL's block cache is off meanwhile (GDAL_CACHE_BYTES).
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ from tilepipe.raster import atomic_output, gtiff_profile
 PROB_SCALE, PROB_NODATA = 250.0, 255
 #: Band descriptions of the probability raster, in this order (distance optional).
 PROB_BANDS = ("extent", "boundary", "distance")
-#: GDAL block cache while polygonising: each block is read about once per pass, so a small cache
-#: suffices; GDAL's default (5 % of RAM) would grow with the raster up to gigabytes on big nodes.
-GDAL_CACHE_BYTES = 64 * 2**20
+#: GDAL block cache while polygonising: none. Blocks are read about once per pass and written
+#: whole (tile-aligned), so a cache saves little; GDAL's default (5 % of RAM) grows with the
+#: raster up to gigabytes on big nodes, and even a 16-64 MB budget let the RSS creep up with the
+#: raster size (benchmarks/bench_polygons.py), while none keeps it flat.
+GDAL_CACHE_BYTES = 0
 
 
 @dataclass
