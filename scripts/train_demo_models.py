@@ -2,9 +2,12 @@
 """Train the two small demo models (SRNet for DR, FieldNet for fields) on synthetic scenes.
 
 Scenes come from ``tilepipe.demo.render_scene``; held-out scenes (other seeds) measure SRNet
-against bicubic (L1, PSNR) and FieldNet's interior IoU, on the true 1 m image and on SRNet's
-output (what the fields step really sees). Writes ``dr_demo.pt/.json`` and
-``fields_demo.pt/.json`` into ``--out``, with the training recipe and figures in the sidecars.
+against bicubic (L1, PSNR) and FieldNet, on the true 1 m image and on SRNet's output (what the
+fields step really sees): extent IoU, and field instances (watershed from extent minus
+boundary, as the fields step does) matched to the true fields.
+FieldNet is multitask: field extent, field boundary and distance to the boundary. Writes
+``dr_demo.pt/.json`` and ``fields_demo.pt/.json`` into ``--out``, with the training recipe and
+figures in the sidecars.
 
     python scripts/train_demo_models.py --out models/ --steps 600 --seed 0 --scenes 8
 """
@@ -20,11 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.measure import label
-from skimage.morphology import dilation, disk, erosion
+from scipy.ndimage import distance_transform_edt
+from skimage.morphology import dilation, disk
+from skimage.segmentation import find_boundaries
 
 from tilepipe.demo import render_scene
-from tilepipe.models import BANDS, FieldNet, SRNet, resolve_device, save_model
+from tilepipe.fieldmetrics import instance_scores
+from tilepipe.instances import instance_labels
+from tilepipe.models import BANDS, FieldNet, SRNet, load_model, resolve_device, save_model
 
 SCALE = 10
 DIVIDE = 10000.0
@@ -34,7 +40,16 @@ SR_KWARGS = {"bands": 4, "scale": SCALE, "features": 32, "depth": 3, "gain": 10.
 GAP_WEIGHT, GAP_PX = 10.0, 6
 #: Share of FieldNet training crops taken from SRNet output rather than the 1 m truth.
 P_SR = 0.8
-FIELD_KWARGS = {"bands": 4, "features": 24, "dilations": [1, 2, 4, 8, 1], "gain": 10.0}
+FIELD_KWARGS = {"bands": 4, "features": 24, "dilations": [1, 2, 4, 8, 1], "gain": 10.0, "heads": 3}
+FIELD_HEADS = ["extent_logit", "boundary_logit", "distance_logit"]
+#: Boundary target: every label change (field/field or field/background), dilated by this (px).
+BOUNDARY_PX = 1
+#: Distance target: distance to the nearest non-field pixel, / DIST_PX, clipped at 1.
+DIST_PX = 12.0
+#: Loss weight of boundary-target pixels in the boundary head (they are a thin minority).
+BOUNDARY_WEIGHT = 5.0
+#: Minimum field size (1 m pixels) counted in the instance evaluation, as the fields step's default.
+MIN_FIELD_PX = 2000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,12 +62,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-scenes", type=int, default=2, help="held-out scenes")
     p.add_argument("--scene-size", type=int, default=96, help="scene side in 10 m pixels")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--sr-model",
+        type=Path,
+        default=None,
+        help="use this trained DR model (e.g. models/dr_demo.pt) instead of training one; "
+        "only fields_demo is written",
+    )
+    p.add_argument("--field-steps", type=int, default=None, help="FieldNet steps (default --steps)")
     return p.parse_args(argv)
 
 
-def field_target(field_ids: np.ndarray, erode: int = 2) -> np.ndarray:
-    """Field-interior mask: field pixels eroded by ``erode`` px so neighbours stay apart."""
-    return erosion((field_ids > 0).astype(np.uint8), disk(erode)).astype(np.float32)
+def field_targets(field_ids: np.ndarray) -> np.ndarray:
+    """(3, H, W) float32 targets: extent (field pixels), boundary band, normalised distance."""
+    extent = field_ids > 0
+    edges = find_boundaries(field_ids, mode="thick")
+    boundary = dilation(edges.astype(np.uint8), disk(BOUNDARY_PX)).astype(bool)
+    distance = np.minimum(distance_transform_edt(extent) / DIST_PX, 1.0)
+    return np.stack([extent, boundary, distance]).astype(np.float32)
 
 
 def gap_weight(mask: np.ndarray) -> np.ndarray:
@@ -66,14 +93,14 @@ def render(seeds: list[int], size: int) -> list[dict[str, np.ndarray]]:
     out = []
     for i, s in enumerate(seeds):
         sc = render_scene(s, size, size, i % 2, scale=SCALE, cloud=False)
-        mask = field_target(sc.field_ids_hr)
+        targets = field_targets(sc.field_ids_hr)
         out.append(
             {
                 "lr": sc.lr,
                 "hr": sc.hr,
-                "mask": mask,
-                "weight": gap_weight(mask),
-                "n_fields": len(sc.field_class),
+                "ids": sc.field_ids_hr,
+                "targets": targets,
+                "weight": gap_weight(targets[0]),
             }
         )
     return out
@@ -105,7 +132,10 @@ def sr_batch(scenes, rng, batch: int, crop: int) -> tuple[torch.Tensor, torch.Te
 
 
 def field_batch(scenes, rng, batch: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random (image, [mask, weight]) crops at 1 m; the image is SRNet output or the truth."""
+    """Random (image, [extent, boundary, distance, weight]) crops at 1 m.
+
+    The image is SRNet output or the 1 m truth.
+    """
     xs, ys = [], []
     for _ in range(batch):
         sc = scenes[int(rng.integers(len(scenes)))]
@@ -113,23 +143,31 @@ def field_batch(scenes, rng, batch: int, crop: int) -> tuple[torch.Tensor, torch
         h, w = img.shape[1:]
         r, c = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
         win = (slice(r, r + crop), slice(c, c + crop))
-        x, y, wt = augment(img[:, win[0], win[1]], sc["mask"][win], sc["weight"][win], rng=rng)
+        tg = sc["targets"][:, win[0], win[1]]
+        x, y, wt = augment(img[:, win[0], win[1]], tg, sc["weight"][win], rng=rng)
         xs.append(x)
-        ys.append(np.stack([y, wt]))
+        ys.append(np.concatenate([y, wt[None]]))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def weighted_bce(logits: torch.Tensor, target_weight: torch.Tensor) -> torch.Tensor:
-    """BCE on channel 0 of ``target_weight``, weighted per pixel by its channel 1."""
-    return F.binary_cross_entropy_with_logits(
-        logits, target_weight[:, :1], weight=target_weight[:, 1:]
+def multitask_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Extent BCE (gap-weighted) + boundary BCE (boundary-weighted) + distance BCE (soft)."""
+    extent, boundary, distance, weight = y[:, 0:1], y[:, 1:2], y[:, 2:3], y[:, 3:4]
+    bce = F.binary_cross_entropy_with_logits
+    return (
+        bce(logits[:, 0:1], extent, weight=weight)
+        + bce(logits[:, 1:2], boundary, weight=1 + (BOUNDARY_WEIGHT - 1) * boundary)
+        + bce(logits[:, 2:3], distance)
     )
 
 
-def count_fields(prob: np.ndarray, min_area_px: int = 2000) -> int:
-    """Fields as the fields step finds them: 4-connected components of p > 0.5, >= min area."""
-    sizes = np.bincount(label(prob > 0.5, connectivity=1).ravel())[1:]
-    return int((sizes >= min_area_px).sum())
+def predicted_instances(logits: np.ndarray) -> np.ndarray:
+    """Field instances from the three heads' logits, as the fields step forms them."""
+    p = 1 / (1 + np.exp(-logits))
+    labels = instance_labels(p[0], p[1], p[2], threshold=0.5, seed_threshold=0.5)
+    sizes = np.bincount(labels.ravel())
+    labels[sizes[labels] < MIN_FIELD_PX] = 0
+    return labels
 
 
 def train(net, batches, loss_fn, steps: int, lr: float, device: torch.device) -> torch.nn.Module:
@@ -196,17 +234,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- SRNet: L1 on 1 m reflectance -------------------------------------------------------
     sr_cfg = {**common, "steps": args.steps, "batch": 16, "crop_lr": 24, "lr": 2e-3, "loss": "L1"}
-    print("SRNet", flush=True)
-    t = time.perf_counter()
-    srnet = train(
-        SRNet(**SR_KWARGS),
-        lambda: sr_batch(scenes, rng, sr_cfg["batch"], sr_cfg["crop_lr"]),
-        F.l1_loss,
-        args.steps,
-        sr_cfg["lr"],
-        device,
-    )
-    sr_cfg["seconds"] = round(time.perf_counter() - t, 1)
+    if args.sr_model:
+        loaded = load_model(args.sr_model, expect_bands=BANDS, expect_scale=SCALE, device=device)
+        srnet = loaded.module
+        print(f"SRNet loaded from {args.sr_model} ({loaded.model_id})", flush=True)
+    else:
+        print("SRNet", flush=True)
+        t = time.perf_counter()
+        srnet = train(
+            SRNet(**SR_KWARGS),
+            lambda: sr_batch(scenes, rng, sr_cfg["batch"], sr_cfg["crop_lr"]),
+            F.l1_loss,
+            args.steps,
+            sr_cfg["lr"],
+            device,
+        )
+        sr_cfg["seconds"] = round(time.perf_counter() - t, 1)
     l1_m, l1_b, ps_m, ps_b = [], [], [], []
     for sc in held:
         sc["sr"] = infer(srnet, sc["lr"], device)
@@ -234,15 +277,24 @@ def main(argv: list[str] | None = None) -> int:
     for sc in scenes:  # FieldNet also learns from what DR really produces
         sc["sr"] = infer(srnet, sc["lr"], device)
 
-    # --- FieldNet: BCE on the eroded field-interior mask ------------------------------------
+    # --- FieldNet: extent, boundary and distance heads --------------------------------------
+    field_steps = args.field_steps or args.steps
     fd_cfg = {
         **common,
-        "steps": args.steps,
+        "steps": field_steps,
+        "sr_model": f"{args.sr_model} ({loaded.model_id})" if args.sr_model else "trained here",
         "batch": 8,
         "crop": 96,
         "lr": 3e-3,
-        "loss": f"BCEWithLogits, weight {GAP_WEIGHT} on background within {GAP_PX} px of fields",
-        "target": "field_ids_hr > 0 eroded by disk(2)",
+        "loss": (
+            f"BCEWithLogits per head: extent weighted {GAP_WEIGHT} on background within "
+            f"{GAP_PX} px of fields, boundary weighted {BOUNDARY_WEIGHT} on boundary pixels, "
+            "distance with soft targets"
+        ),
+        "target": (
+            f"extent: field_ids_hr > 0; boundary: label changes dilated by disk({BOUNDARY_PX}); "
+            f"distance: EDT to non-field / {DIST_PX:g}, clipped at 1"
+        ),
         "inputs": f"SRNet output ({P_SR:.0%}) or the 1 m truth",
     }
     print("FieldNet", flush=True)
@@ -250,50 +302,62 @@ def main(argv: list[str] | None = None) -> int:
     fieldnet = train(
         FieldNet(**FIELD_KWARGS),
         lambda: field_batch(scenes, rng, fd_cfg["batch"], fd_cfg["crop"]),
-        weighted_bce,
-        args.steps,
+        multitask_loss,
+        field_steps,
         fd_cfg["lr"],
         device,
     )
     fd_cfg["seconds"] = round(time.perf_counter() - t, 1)
-    iou_hr, iou_sr, found = [], [], 0
+    iou_hr, iou_sr, inst = [], [], []
     for sc in held:
-        ref = sc["mask"] > 0.5
+        ref = sc["targets"][0] > 0.5
         iou_hr.append(iou(infer(fieldnet, sc["hr"], device)[0] > 0, ref))
-        logit_sr = infer(fieldnet, sc["sr"], device)[0]
-        iou_sr.append(iou(logit_sr > 0, ref))
-        found += count_fields(1 / (1 + np.exp(-logit_sr)))
+        logit_sr = infer(fieldnet, sc["sr"], device)
+        iou_sr.append(iou(logit_sr[0] > 0, ref))
+        inst.append(
+            instance_scores(predicted_instances(logit_sr), sc["ids"], min_truth_px=MIN_FIELD_PX)
+        )
+    n_true = sum(s["n_true"] for s in inst)
     fd_eval = {
         "iou_hr": round(float(np.mean(iou_hr)), 4),
         "iou_sr": round(float(np.mean(iou_sr)), 4),
-        "fields_found_sr": found,
-        "fields_true": sum(sc["n_fields"] for sc in held),
+        "fields_true": n_true,
+        "fields_matched_sr": sum(s["matched"] for s in inst),
+        "fields_found_sr": sum(s["n_pred"] for s in inst),
+        **{
+            f"{k}_sr": round(float(np.mean([s[k] for s in inst])), 4)
+            for k in ("mean_iou", "over_segmentation", "under_segmentation")
+        },
     }
     print(
-        f"FieldNet held-out IoU: {fd_eval['iou_hr']:.3f} on 1 m truth, "
-        f"{fd_eval['iou_sr']:.3f} on SRNet output; {found} of {fd_eval['fields_true']} "
-        "fields found as separate components on SRNet output",
+        f"FieldNet held-out extent IoU: {fd_eval['iou_hr']:.3f} on 1 m truth, "
+        f"{fd_eval['iou_sr']:.3f} on SRNet output; instances on SRNet output: "
+        f"{fd_eval['fields_matched_sr']} of {n_true} true fields matched (IoU >= 0.5) by "
+        f"{fd_eval['fields_found_sr']} found, matched IoU {fd_eval['mean_iou_sr']:.3f}, "
+        f"over-/under-segmentation {fd_eval['over_segmentation_sr']:.3f}/"
+        f"{fd_eval['under_segmentation_sr']:.3f}",
         flush=True,
     )
 
     bands = list(BANDS)
     args.out.mkdir(parents=True, exist_ok=True)
-    save_model(
-        srnet,
-        args.out / "dr_demo.pt",
-        {
-            "id": f"dr_demo-s{args.seed}",
-            "architecture": "srnet",
-            "arch_kwargs": SR_KWARGS,
-            "bands_in": bands,
-            "bands_out": bands,
-            "scale": SCALE,
-            "normalise": {"divide": DIVIDE},
-            "trained_by": cmd,
-            "train_config": sr_cfg,
-            "eval": sr_eval,
-        },
-    )
+    if not args.sr_model:
+        save_model(
+            srnet,
+            args.out / "dr_demo.pt",
+            {
+                "id": f"dr_demo-s{args.seed}",
+                "architecture": "srnet",
+                "arch_kwargs": SR_KWARGS,
+                "bands_in": bands,
+                "bands_out": bands,
+                "scale": SCALE,
+                "normalise": {"divide": DIVIDE},
+                "trained_by": cmd,
+                "train_config": sr_cfg,
+                "eval": sr_eval,
+            },
+        )
     save_model(
         fieldnet,
         args.out / "fields_demo.pt",
@@ -302,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             "architecture": "fieldnet",
             "arch_kwargs": FIELD_KWARGS,
             "bands_in": bands,
-            "bands_out": ["field_interior_logit"],
+            "bands_out": FIELD_HEADS,
             "scale": 1,
+            "gsd_m": 1.0,
             "normalise": {"divide": DIVIDE},
             "trained_by": cmd,
             "train_config": fd_cfg,

@@ -33,3 +33,15 @@ def test_two_steps_produce_loadable_models_with_their_recipe(tmp_path, capsys):
     assert "iou_sr" in fd.meta["eval"]
     printed = capsys.readouterr().out
     assert "bicubic" in printed and "IoU" in printed
+
+
+def test_a_given_dr_model_is_reused_and_only_the_multitask_fields_model_written(tmp_path):
+    script = load_script()
+    argv = ["--out", str(tmp_path), "--steps", "2", "--scenes", "1", "--eval-scenes", "1"]
+    sr_model = Path(__file__).resolve().parents[1] / "models" / "dr_demo.pt"
+    assert script.main([*argv, "--scene-size", "32", "--sr-model", str(sr_model)]) == 0
+    assert not (tmp_path / "dr_demo.pt").exists()
+    fd = load_model(tmp_path / "fields_demo.pt", expect_bands=BANDS, expect_scale=1)
+    assert fd.meta["bands_out"] == ["extent_logit", "boundary_logit", "distance_logit"]
+    assert fd.meta["gsd_m"] == 1.0 and "dr_demo" in fd.meta["train_config"]["sr_model"]
+    assert {"mean_iou_sr", "over_segmentation_sr", "under_segmentation_sr"} <= set(fd.meta["eval"])

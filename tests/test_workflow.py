@@ -23,6 +23,7 @@ import shapely
 from rasterio.features import rasterize
 
 from tilepipe.demo import CLASSES, _tile_seed, render_scene
+from tilepipe.geoparquet import read_geoparquet
 from tilepipe.grid import tile_grid
 
 from .conftest import REPO
@@ -134,6 +135,16 @@ def test_fields_match_the_demo_truth(campaign, tile, date):
     actual = truth.field_ids_hr > 0
     iou = (found & actual & clear).sum() / ((found | actual) & clear).sum()
     assert iou > 0.75
+
+
+@pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_fields_geoparquet_holds_the_geopackage_fields(campaign, tile, date):
+    scene = _scene(campaign, tile, date)
+    _, _, wkb, (ids,) = pyogrio.raw.read(scene / "fields.gpkg", columns=["field_id"])
+    geo, geoms, cols = read_geoparquet(scene / "fields.parquet")
+    assert cols["field_id"].tolist() == ids.tolist()
+    assert all(a.equals(b) for a, b in zip(shapely.from_wkb(wkb), geoms, strict=True))
+    assert geo["columns"]["geometry"]["crs"]["id"]["code"] == int(tile_grid(tile).crs[5:])
 
 
 @pytest.mark.parametrize(("tile", "date"), SCENES)

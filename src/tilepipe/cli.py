@@ -157,13 +157,24 @@ def cmd_superres(args: argparse.Namespace) -> None:
 
 def cmd_fields(args: argparse.Namespace) -> None:
     from tilepipe.fields import run_fields
+    from tilepipe.polygons import Params
 
+    params = Params(
+        threshold=args.threshold,
+        seed_threshold=args.seed_threshold,
+        min_area_m2=args.min_area_m2,
+        max_area_m2=args.max_area_m2,
+        simplify_m=args.simplify_m,
+        fill_holes_m2=args.fill_holes_m2,
+        block=args.block,
+        halo=args.halo,
+    )
     n = run_fields(
         args.dr,
         args.out,
         model_path=args.model,
-        threshold=args.threshold,
-        min_area_m2=args.min_area_m2,
+        params=params,
+        parquet_path=args.parquet,
         **_engine_kwargs(args),
     )
     log.info("%d fields -> %s", n, args.out)
@@ -460,13 +471,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine(p, 64, 16, 8)
     p.set_defaults(func=cmd_superres)
 
-    p = sub.add_parser("fields", help="delineate fields on dr.tif into fields.gpkg")
+    p = sub.add_parser("fields", help="delineate fields on dr.tif or s2.tif into fields.gpkg")
     _add_common(p)
-    p.add_argument("--dr", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--dr", "--image", dest="dr", required=True, help="dr.tif (1 m) or s2.tif")
+    p.add_argument("--out", required=True, help="fields.gpkg")
+    p.add_argument("--parquet", default=None, help="also write the fields as GeoParquet here")
     p.add_argument("--model", required=True)
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=0.5, help="extent probability")
+    p.add_argument("--seed-threshold", type=float, default=0.5, help="extent - boundary")
     p.add_argument("--min-area-m2", type=float, default=2000.0)
+    p.add_argument("--max-area-m2", type=float, default=None)
+    p.add_argument("--simplify-m", type=float, default=1.0)
+    p.add_argument("--fill-holes-m2", type=float, default=0.0, help="fill smaller holes")
+    p.add_argument("--block", type=int, default=1024, help="polygonisation block (px, x16)")
+    p.add_argument("--halo", type=int, default=32, help="context around each block (px)")
     _add_engine(p, 256, 32, 4)
     p.set_defaults(func=cmd_fields)
 

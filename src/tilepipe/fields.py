@@ -1,7 +1,10 @@
-"""Field delineation: FieldNet over ``dr.tif`` through the tiling engine, then polygons.
+"""Field delineation: a multitask FieldNet through the tiling engine, then block-wise polygons.
 
-The network gives a per-pixel "field interior" probability; thresholding, 4-connected
-components, a minimum area, polygonisation and simplification turn it into ``fields.gpkg``.
+The network runs on ``dr.tif`` (1 m) or ``s2.tif`` (10 m), whichever the model was trained for,
+and gives per-pixel field extent, boundary and (optionally) distance-to-boundary probabilities,
+stored as a temporary uint8 raster. :func:`tilepipe.polygons.delineate` turns it into field
+instances (watershed seeded from extent minus boundary, so touching fields stay apart) and
+polygons, block by block with bounded memory. Output: ``fields.gpkg`` and optionally GeoParquet.
 """
 
 from __future__ import annotations
@@ -15,110 +18,113 @@ from pathlib import Path
 import numpy as np
 import pyogrio.raw
 import rasterio
-import rasterio.features
 import shapely
 import torch
-from shapely.geometry import shape
-from skimage.measure import label
 
-from tilepipe.errors import InputError, context
+from tilepipe.errors import InputError, ModelError, context
+from tilepipe.geoparquet import write_geoparquet
 from tilepipe.models import BANDS, load_model, make_predict, resolve_device
+from tilepipe.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
 from tilepipe.raster import atomic_output, is_north_up
 from tilepipe.tiling import progress_logger, run_tiled
 
 log = logging.getLogger(__name__)
 
 LAYER = "fields"
-COLUMNS = ("field_id", "area_m2", "score", "tile", "date")
+COLUMNS = (
+    "field_id",
+    "area_m2",
+    "perimeter_m",
+    "score",
+    "boundary_score",
+    "tile",
+    "date",
+)
+#: Model output names (sidecar ``bands_out``) -> probability band of the fields step.
+HEADS = {
+    "field_interior_logit": "extent",
+    "extent_logit": "extent",
+    "boundary_logit": "boundary",
+    "distance_logit": "distance",
+}
+#: Relative difference between the input's pixel size and the model's ``gsd_m`` that is refused.
+GSD_TOLERANCE = 0.25
 
 
-def check_dr(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
-    """Check a dr.tif (4 bands in BANDS order, north-up) and return its tags."""
+def check_input(path: Path, tile: str | None, date: str | None) -> tuple[dict[str, str], float]:
+    """Check the image (4 bands in BANDS order, north-up); return its tags and pixel size (m)."""
     where = context(tile=tile, date=date, path=path)
     try:
         with rasterio.open(path) as src:
             count, desc, transform, tags = src.count, src.descriptions, src.transform, src.tags()
     except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{where}cannot open dr raster ({exc})") from exc
+        raise InputError(f"{where}cannot open image ({exc})") from exc
     if count != len(BANDS) or (any(desc) and tuple(desc) != BANDS):
         raise InputError(f"{where}expected bands {list(BANDS)}, found {count} {list(desc)}")
     if not is_north_up(transform):
         raise InputError(f"{where}raster is not north-up")
-    return tags
+    return tags, abs(transform.a)
 
 
-def polygonise(
-    prob: np.ndarray,
-    transform,
-    *,
-    threshold: float,
-    min_area_m2: float,
-    simplify_m: float,
-) -> tuple[list, np.ndarray, np.ndarray]:
-    """Turn a probability raster into (polygons, area_m2, score), one per kept component.
+def model_heads(meta: dict, where: str) -> list[str]:
+    """Probability band per model output (extent first), from the sidecar's ``bands_out``."""
+    outs = list(meta.get("bands_out") or [])
+    unknown = [o for o in outs if o not in HEADS]
+    heads = [HEADS[o] for o in outs if o in HEADS]
+    if unknown or not heads or heads[0] != "extent" or len(set(heads)) != len(heads):
+        raise ModelError(
+            f"{where}fields model outputs {outs}: need extent first, then optionally "
+            f"boundary and distance (known names: {sorted(HEADS)})"
+        )
+    return heads
 
-    Components are 4-connected so fields touching only at a corner stay apart; the score is the
-    mean probability over the component's pixels.
-    """
-    valid = np.isfinite(prob)
-    mask = valid & (np.where(valid, prob, 0.0) >= threshold)
-    labels = label(mask, connectivity=1).astype(np.int32)
-    n = int(labels.max())
-    if n == 0:
-        return [], np.zeros(0), np.zeros(0)
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    sums = np.bincount(labels.ravel(), weights=np.where(valid, prob, 0.0).ravel(), minlength=n + 1)
-    keep = counts * pixel_area >= min_area_m2
-    keep[0] = False
-    labels[~keep[labels]] = 0
 
-    parts: dict[int, list] = {}
-    for geom, value in rasterio.features.shapes(
-        labels, mask=labels > 0, connectivity=4, transform=transform
-    ):
-        parts.setdefault(int(value), []).append(shape(geom))
-    geoms, areas, scores = [], [], []
-    for lab in sorted(parts):
-        geom = parts[lab][0] if len(parts[lab]) == 1 else shapely.union_all(parts[lab])
-        if simplify_m > 0:
-            simple = shapely.simplify(geom, simplify_m, preserve_topology=True)
-            if not simple.is_empty and simple.is_valid:
-                geom = simple
-        geoms.append(geom)
-        areas.append(geom.area)
-        scores.append(sums[lab] / counts[lab])
-    return geoms, np.asarray(areas, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+def check_gsd(meta: dict, pixel_m: float, where: str) -> None:
+    """Refuse an image whose pixel size is not the one the model was trained on (``gsd_m``)."""
+    gsd = meta.get("gsd_m")
+    if gsd and abs(pixel_m / float(gsd) - 1.0) > GSD_TOLERANCE:
+        raise ModelError(
+            f"{where}model was trained on {gsd:g} m pixels but the image has {pixel_m:g} m "
+            "pixels: set fields.input to the matching image (dr = 1 m, s2 = 10 m) or give a "
+            "model trained for it"
+        )
+
+
+def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) -> dict:
+    """The contract columns in COLUMNS order: per-field values plus ``tile`` and ``date``."""
+    out = {k: np.asarray(columns[k]) for k in COLUMNS if k in columns}
+    out["tile"] = np.array([tile] * n, dtype=object)
+    out["date"] = np.array([date] * n, dtype=object)
+    return {k: out[k] for k in COLUMNS}
 
 
 def write_fields(
     path: str | os.PathLike,
     geoms: list,
-    areas: np.ndarray,
-    scores: np.ndarray,
+    columns: dict[str, np.ndarray],
     *,
-    crs: str,
+    crs: str | None,
     tile: str,
     date: str,
     metadata: dict[str, str] | None = None,
+    parquet_path: str | os.PathLike | None = None,
 ) -> None:
-    """Write the fields layer (contract columns) atomically; an empty list gives an empty layer."""
+    """Write the fields layer (GeoPackage, and GeoParquet when asked) atomically.
+
+    An empty list gives an empty layer with the full schema.
+    """
     n = len(geoms)
+    cols = field_columns(columns, n, tile, date)
+    if parquet_path is not None:
+        write_geoparquet(parquet_path, geoms, cols, crs)
     multi = any(g.geom_type == "MultiPolygon" for g in geoms)
     wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if n else np.array([], dtype=object)
-    data = [
-        np.arange(1, n + 1, dtype=np.int64),
-        np.asarray(areas, dtype=np.float64),
-        np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0),
-        np.array([tile] * n, dtype=object),
-        np.array([date] * n, dtype=object),
-    ]
     with atomic_output(path) as tmp:
         pyogrio.raw.write(
             tmp,
             wkb,
-            data,
-            list(COLUMNS),
+            list(cols.values()),
+            list(cols),
             layer=LAYER,
             driver="GPKG",
             geometry_type="MultiPolygon" if multi else "Polygon",
@@ -129,31 +135,35 @@ def write_fields(
 
 
 def run_fields(
-    dr_path: str | os.PathLike,
+    image_path: str | os.PathLike,
     dst_path: str | os.PathLike,
     *,
     model_path: str | os.PathLike,
-    threshold: float = 0.5,
-    min_area_m2: float = 2000.0,
+    params: Params | None = None,
     patch: int = 256,
     overlap: int = 32,
     batch: int = 4,
     device: str = "auto",
     tile: str | None = None,
     date: str | None = None,
-    simplify_m: float = 1.0,
+    parquet_path: str | os.PathLike | None = None,
 ) -> int:
-    """Delineate fields on ``dr_path`` into ``dst_path`` (fields.gpkg); return how many."""
-    dr_path, dst_path = Path(dr_path), Path(dst_path)
-    tags = check_dr(dr_path, tile, date)
+    """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many."""
+    params = params or Params()
+    check_params(params)
+    image_path, dst_path = Path(image_path), Path(dst_path)
+    tags, pixel_m = check_input(image_path, tile, date)
     tile = tile or tags.get("TILE") or ""
     date = date or tags.get("DATE") or ""
+    where = context(tile=tile, date=date, path=model_path)
     dev = resolve_device(device)
     model = load_model(model_path, expect_bands=BANDS, expect_scale=1, device=dev)
+    heads = model_heads(model.meta, where)
+    check_gsd(model.meta, pixel_m, where)
     divide, net = model.divide, model.module
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(net(x / divide).float())
+        return torch.sigmoid(net(x / divide).float()) * PROB_SCALE
 
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
@@ -163,45 +173,47 @@ def run_fields(
     prob_path = Path(tmp_name)
     try:
         stats = run_tiled(
-            dr_path,
+            image_path,
             prob_path,
             make_predict(forward, dev),
             scale=1,
-            out_bands=1,
-            out_dtype="float32",
+            out_bands=len(heads),
+            out_dtype="uint8",
             patch=patch,
             overlap=overlap,
             batch=batch,
-            nodata_out=float("nan"),
+            nodata_out=PROB_NODATA,
             src_nodata=0,
+            band_descriptions=heads,
             progress=progress_logger(log, f"fields {tile} {date}"),
         )
-        log.info("fields %s %s: probability in %.1f s", tile, date, stats["seconds"])
-        with rasterio.open(prob_path) as src:
-            prob, transform, crs = src.read(1), src.transform, src.crs
+        log.info("fields %s %s: probabilities in %.1f s", tile, date, stats["seconds"])
+        table = delineate(prob_path, params, tile=tile, date=date)
     finally:
         with contextlib.suppress(FileNotFoundError):
             prob_path.unlink()
-
-    geoms, areas, scores = polygonise(
-        prob, transform, threshold=threshold, min_area_m2=min_area_m2, simplify_m=simplify_m
-    )
+    log.info("fields %s %s: %s", tile, date, table.stats)
     meta = {
         "FIELDS_MODEL_ID": model.model_id,
         "FIELDS_MODEL_SHA256": model.sha256,
-        "THRESHOLD": str(threshold),
-        "MIN_AREA_M2": str(min_area_m2),
-        "SOURCE": dr_path.name,
+        "HEADS": ",".join(heads),
+        "THRESHOLD": str(params.threshold),
+        "SEED_THRESHOLD": str(params.seed_threshold),
+        "MIN_AREA_M2": str(params.min_area_m2),
+        "MAX_AREA_M2": str(params.max_area_m2),
+        "SIMPLIFY_M": str(params.simplify_m),
+        "FILL_HOLES_M2": str(params.fill_holes_m2),
+        "SOURCE": image_path.name,
     }
     write_fields(
         dst_path,
-        geoms,
-        areas,
-        scores,
-        crs=crs.to_wkt() if crs else None,
+        table.geoms,
+        table.columns,
+        crs=table.crs,
         tile=tile,
         date=date,
         metadata=meta,
+        parquet_path=parquet_path,
     )
-    log.info("fields %s %s: %d polygons", tile, date, len(geoms))
-    return len(geoms)
+    log.info("fields %s %s: %d polygons", tile, date, len(table.geoms))
+    return len(table.geoms)

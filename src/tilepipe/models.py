@@ -72,7 +72,11 @@ class SRNet(nn.Module):
 
 
 class FieldNet(nn.Module):
-    """Small fully convolutional net of dilated 3x3 convs: one "field interior" logit per pixel."""
+    """Small fully convolutional net of dilated 3x3 convs: ``heads`` logits per pixel.
+
+    One head is a "field extent" logit; the multitask demo model has three (extent, boundary,
+    distance to boundary), named in the sidecar's ``bands_out``.
+    """
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class FieldNet(nn.Module):
         features: int = 24,
         dilations: Sequence[int] = (1, 2, 4, 8, 1),
         gain: float = 10.0,
+        heads: int = 1,
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -90,12 +95,12 @@ class FieldNet(nn.Module):
                 nn.LeakyReLU(0.1, inplace=True),
             ]
             c = features
-        layers.append(nn.Conv2d(c, 1, 1))
+        layers.append(nn.Conv2d(c, heads, 1))
         self.body = nn.Sequential(*layers)
         self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map (B, C, h, w) reflectance to (B, 1, h, w) logits."""
+        """Map (B, C, h, w) reflectance to (B, heads, h, w) logits."""
         return self.body(x * self.gain).float()
 
 
