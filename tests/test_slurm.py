@@ -40,8 +40,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -192,7 +195,9 @@ def _outside(value: str, work: Path, env: dict[str, str]) -> bool:
     return not _expand(value, env).strip("'\"").startswith(str(work))
 
 
-def _overrides(prof: dict, work: Path, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+def _overrides(
+    prof: dict, work: Path, env: dict[str, str], demo: tuple[str, ...] = DEMO_OVERRIDES
+) -> tuple[list[str], dict[str, str]]:
     """Command-line arguments for the test run, and the directories the run must create.
 
     `--config` on the command line replaces the profile's whole `config:`, so its `cluster`
@@ -210,7 +215,7 @@ def _overrides(prof: dict, work: Path, env: dict[str, str]) -> tuple[list[str], 
             dirs[key] = _expand(cluster["env"][key], env)
     config = [
         "containers={cpu: null, gpu: null}",
-        *DEMO_OVERRIDES,
+        *demo,
         f"cluster={json.dumps(cluster)}",
     ]
     args = ["--config", *config, "--slurm-init-seconds-before-status-checks", "1"]
@@ -248,7 +253,7 @@ def _sacct(work: Path, since: datetime) -> list[dict]:
     return sorted(ours, key=lambda j: int(j["JobID"].split("_")[0]))
 
 
-def run_campaign(name: str, work: Path, prepare=None) -> Campaign:
+def run_campaign(name: str, work: Path, prepare=None, config=DEMO_OVERRIDES) -> Campaign:
     """Copy the workflow into `work`, run `snakemake --profile profiles/<name>` through Slurm."""
     for item in ("Snakefile", "workflow", "config", "profiles", "models", "envs"):
         src = REPO / item
@@ -257,7 +262,7 @@ def run_campaign(name: str, work: Path, prepare=None) -> Campaign:
         prepare(work)
     prof = profile(name)
     env = _env(work)
-    args, dirs = _overrides(prof, work, env)
+    args, dirs = _overrides(prof, work, env, config)
     since = datetime.now() - timedelta(minutes=1)
     guard = ["timeout", "-k", "30", str(RUN_TIMEOUT_S)]  # a lost job must not hang CI
     run = subprocess.run(
@@ -450,3 +455,93 @@ def test_per_scene_steps_went_to_slurm_as_arrays_with_fewer_submissions_than_job
     assert {job_rules(job, prof)[0] for job in arrays} <= arrayed
     assert all(len(names) == 1 for names in submissions.values())  # an array is one rule
     assert len(submissions) < len(campaign.jobs), (len(submissions), len(campaign.jobs))
+
+
+# ---------------------------------------------------------------- preemption: requeue
+
+
+#: One scene at 160 px with small super-resolution windows, so its superres job runs long
+#: enough (a few seconds, many journaled window rows) to be requeued in the middle.
+REQUEUE_SCENE = ("33UXP", "2022-06-21")
+REQUEUE_CONFIG = (
+    "demo={generate: true, out: demo_data, size: 160, seed: 0}",
+    "window={col_off: 5000, row_off: 5000, width: 160, height: 160}",
+    "tiles=[33UXP]",
+    "superres={patch: 16, overlap: 4, batch: 1}",
+)
+
+
+def _requeue_when_journaled(work: Path, done: dict, stop: threading.Event) -> None:
+    """Freeze the superres step once its journal holds a slab, then `scontrol requeue` its job."""
+    tile, date = REQUEUE_SCENE
+    journal = work / "results" / tile / date / "dr.tif.parts" / "journal.jsonl"
+    while not stop.is_set():
+        lines = journal.read_text().splitlines() if journal.is_file() else []
+        steps = _steps(work, b"superres", date.encode()) if lines else []
+        if steps:
+            for pid, _ in steps:
+                os.kill(pid, signal.SIGSTOP)  # no more progress until Slurm kills it
+            done["slabs"], done["job"] = len(lines), steps[0][1]
+            subprocess.run(["scontrol", "requeue", done["job"]], check=True, timeout=60)
+            return
+        time.sleep(0.02)
+
+
+def _steps(work: Path, step: bytes, date: bytes) -> list[tuple[int, str]]:
+    """(PID, Slurm job id) of the `tilepipe <step>` processes for `date` running in `work`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            if os.readlink(proc / "cwd") != str(work) or step not in cmd[1:3] or date not in cmd:
+                continue
+            env = dict(
+                item.split(b"=", 1)
+                for item in (proc / "environ").read_bytes().split(b"\0")
+                if b"=" in item
+            )
+        except (OSError, ValueError):
+            continue
+        array = env.get(b"SLURM_ARRAY_JOB_ID"), env.get(b"SLURM_ARRAY_TASK_ID")
+        job = f"{array[0].decode()}_{array[1].decode()}" if all(array) else None
+        job = job or env.get(b"SLURM_JOB_ID", b"").decode()
+        if job:
+            found.append((int(proc.name), job))
+    return found
+
+
+@pytest.fixture(scope="module")
+def requeued(cluster, tmp_path_factory) -> dict:
+    """The Saga profile on one scene whose superres job is requeued after its first slabs."""
+    work = tmp_path_factory.mktemp("requeue")
+    done: dict = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_requeue_when_journaled, args=(work, done, stop))
+    watcher.start()
+    try:
+        campaign = run_campaign("saga", work, config=REQUEUE_CONFIG)
+    finally:
+        stop.set()
+        watcher.join()
+    return {"campaign": campaign, **done}
+
+
+def test_a_requeued_superres_job_resumes_from_its_journal_and_the_campaign_completes(requeued):
+    campaign = requeued["campaign"]
+    assert "job" in requeued, "the superres job was never caught running with a journal"
+    assert campaign.run.returncode == 0, campaign.explain()
+    states = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-j", requeued["job"], "--format", "JobID,State"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "REQUEUED" in states and "COMPLETED" in states, states
+    tile, date = REQUEUE_SCENE
+    log = (campaign.work / "logs" / "superres" / tile / f"{date}.log").read_text()
+    assert "resuming after" in log, log[-3000:]
+    scene = campaign.work / "results" / tile / date
+    assert not (scene / "dr.tif.parts").exists()  # the journal goes once the output is whole
+    report = json.loads((scene / "qc.json").read_text())
+    checks = {c["name"]: c["status"] for c in report["checks"]}
+    assert checks["dr_consistency"] == "pass", report
