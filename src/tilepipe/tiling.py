@@ -8,6 +8,7 @@ the destination strip by strip. Neither the source nor the output raster is ever
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.windows
 from affine import Affine
 from rasterio.windows import Window
 
 from tilepipe.errors import InputError, TilepipeError, context
+from tilepipe.journal import SlabJournal, fingerprint, finish_output
 from tilepipe.raster import atomic_output, gtiff_profile
 
 #: predict(patches (B, C, p, p) float32) -> (B, out_bands, p*scale, p*scale) float32
@@ -30,6 +33,8 @@ Progress = Callable[[int, int], None]
 
 #: Weight floor so that pixels covered by a single window edge still normalise cleanly.
 WEIGHT_EPS = 1e-3
+#: GDAL block cache of the engine in MB (GDAL's default is 5 % of the node's RAM).
+GDAL_CACHE_MB = 256
 
 
 def window_origins(size: int, patch: int, overlap: int) -> list[int]:
@@ -129,6 +134,44 @@ def progress_logger(logger: logging.Logger, label: str) -> Progress:
     return report
 
 
+def resume_row(row_origins: list[int], patch: int, overlap: int, scale: int, rows_done: int) -> int:
+    """First window row to compute so that output rows from ``rows_done`` on come out exactly.
+
+    Window row k finalises output rows up to its successor's origin; the rows it shares with
+    earlier windows also need the ``ceil(overlap / stride)`` window rows before it, which are
+    recomputed (their already written rows are dropped, not rewritten).
+    """
+    if rows_done <= 0:
+        return 0
+    stride = patch - overlap
+    last = len(row_origins) - 1
+    k = next(
+        (
+            i
+            for i, r in enumerate(row_origins)
+            if (r + (patch if i == last else stride)) * scale > rows_done
+        ),
+        last,
+    )
+    return max(k - math.ceil(overlap / stride), 0)
+
+
+def aoi_window(
+    src: rasterio.io.DatasetReader, aoi: tuple[float, float, float, float] | None, margin: int
+) -> tuple[int, int, int, int]:
+    """Source pixel rows/cols (r0, r1, c0, c1) of the AOI bounds (raster CRS) plus a margin."""
+    if aoi is None:
+        return 0, src.height, 0, src.width
+    win = rasterio.windows.from_bounds(*aoi, transform=src.transform)
+    r0 = max(math.floor(win.row_off) - margin, 0)
+    c0 = max(math.floor(win.col_off) - margin, 0)
+    r1 = min(math.ceil(win.row_off + win.height) + margin, src.height)
+    c1 = min(math.ceil(win.col_off + win.width) + margin, src.width)
+    if r1 <= r0 or c1 <= c0:
+        raise InputError(f"{context(path=src.name)}AOI {aoi} does not intersect the raster")
+    return r0, r1, c0, c1
+
+
 def run_tiled(
     src_path: str | os.PathLike,
     dst_path: str | os.PathLike,
@@ -145,12 +188,21 @@ def run_tiled(
     band_descriptions: list[str] | None = None,
     tags: dict[str, object] | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
+    cog: bool = False,
+    overviews: bool = False,
+    aoi: tuple[float, float, float, float] | None = None,
+    aoi_margin: int = 0,
 ) -> dict[str, object]:
     """Run ``predict`` over a GeoTIFF in overlapping windows and write the blended result.
 
     The output grid is the source grid refined ``scale`` times (same CRS and origin). Source
     pixels that are nodata in every band (``src_nodata``, default the file's own nodata) come
-    out as ``nodata_out``; whole patches of nodata are skipped. Returns run statistics.
+    out as ``nodata_out``; whole patches of nodata are skipped. With ``aoi`` (bounds in the
+    raster's CRS) only windows meeting the AOI grown by ``aoi_margin`` source pixels are
+    computed, and output outside it is nodata. With ``resume`` finished rows are journaled in
+    ``<dst>.parts`` (see :mod:`tilepipe.journal`) and a rerun continues from there; ``cog``
+    writes a Cloud-Optimised GeoTIFF, ``overviews`` adds overviews. Returns run statistics.
     """
     if patch <= 0 or not 0 <= overlap < patch or batch <= 0 or scale <= 0:
         raise TilepipeError(
@@ -164,12 +216,14 @@ def run_tiled(
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"{context(path=src_path)}cannot open raster ({exc})") from exc
 
-    with src:
+    # A bounded GDAL block cache: by default GDAL may take 5 % of the node's RAM.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), src:
         nodata = src.nodata if src_nodata is None else src_nodata
         height, width = src.height, src.width
         out_h, out_w = height * scale, width * scale
         row_origins = window_origins(height, patch, overlap)
         col_origins = window_origins(width, patch, overlap)
+        a_r0, a_r1, a_c0, a_c1 = aoi_window(src, aoi, aoi_margin)
         stride = patch - overlap
         p_out, s_out = patch * scale, stride * scale
         # Weights are constant over each source pixel's scale x scale block, so a blend of
@@ -191,29 +245,49 @@ def run_tiled(
             nodata=nodata_out,
         )
         block_h = int(profile["blockysize"])
-        stats = {"windows": 0, "windows_skipped": 0, "batches": 0}
+        stats = {"windows": 0, "windows_skipped": 0, "windows_resumed": 0, "batches": 0}
+        journal = None
+        first_row = 0
+        written = 0  # output rows already written (or journaled by an earlier run)
+        if resume or cog or overviews:
+            settings = {
+                "engine": [scale, out_bands, out_dtype, patch, overlap, batch, nodata_out],
+                "src_nodata": src_nodata,
+                "aoi": [aoi, aoi_margin],
+                "bands": band_descriptions,
+                "tags": tags,
+            }
+            fp = fingerprint(src_path, settings)
+            journal = SlabJournal(dst_path, fp if resume else f"once-{time.time_ns()}", profile)
+            written = journal.rows_done
+            first_row = resume_row(row_origins, patch, overlap, scale, written)
+            stats["windows_resumed"] = first_row * len(col_origins)
         # Strip accumulator: one window row of output, full (padded) output width.
         acc = np.zeros((out_bands, p_out, len(wx)), dtype=np.float32)
 
-        with (
-            atomic_output(dst_path) as tmp,
-            rasterio.open(tmp, "w", **profile) as dst,
-            ThreadPoolExecutor(max_workers=1) as reader,
-            ThreadPoolExecutor(max_workers=1) as writer,
-        ):
-            if band_descriptions:
-                for i, desc in enumerate(band_descriptions[:out_bands], start=1):
-                    dst.set_band_description(i, desc)
-            if tags:
-                dst.update_tags(**{k: str(v) for k, v in tags.items()})
-
-            pending: list[np.ndarray] = []  # finished output rows not yet written
-            written = 0  # output rows already written
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            writer = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            dst = None
+            if journal is None:
+                tmp = stack.enter_context(atomic_output(dst_path))
+                dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
+                if band_descriptions:
+                    for i, desc in enumerate(band_descriptions[:out_bands], start=1):
+                        dst.set_band_description(i, desc)
+                if tags:
+                    dst.update_tags(**{k: str(v) for k, v in tags.items()})
+            # Writer-thread state: finished output rows not yet written, rows written so far.
+            state: dict[str, object] = {"pending": [], "written": written}
 
             def emit(rows: np.ndarray, bad_src: np.ndarray, row0: int) -> None:
-                """Normalise finished rows (from output row ``row0``) and queue them for writing."""
-                nonlocal written
-                lo, hi = max(row0, 0), min(row0 + rows.shape[1], out_h)
+                """Normalise finished rows (from output row ``row0``) and write whole blocks."""
+                done = int(state["written"])
+                pending: list[np.ndarray] = state["pending"]  # type: ignore[assignment]
+                lo, hi = (
+                    max(row0, 0, done + sum(p.shape[1] for p in pending)),
+                    min(row0 + rows.shape[1], out_h),
+                )
                 if hi <= lo:
                     return
                 inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], 1.0 / wx[x_crop])
@@ -223,30 +297,49 @@ def run_tiled(
                     vals[:, bad[lo - row0 : hi - row0]] = nodata_out
                 pending.append(vals)
                 queued = sum(p.shape[1] for p in pending)
-                if queued >= block_h or written + queued == out_h:
+                if queued >= block_h or done + queued == out_h:
                     # Write in block-aligned slabs so GDAL never rewrites a compressed block.
                     slab = np.concatenate(pending, axis=1)
-                    n = slab.shape[1] if written + queued == out_h else queued // block_h * block_h
-                    dst.write(slab[:, :n], window=Window(0, written, out_w, n))
-                    written += n
+                    n = slab.shape[1] if done + queued == out_h else queued // block_h * block_h
+                    if journal is not None:
+                        journal.add(slab[:, :n], done)
+                    else:
+                        dst.write(slab[:, :n], window=Window(0, done, out_w, n))
+                    state["written"] = done + n
                     pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
 
+            def read(ri: int) -> np.ndarray | None:
+                """Read window row ``ri``, or None when it misses the AOI (nothing to compute)."""
+                r = row_origins[ri]
+                if r + patch <= a_r0 or r >= a_r1:
+                    return None
+                return read_strip(src, r, col_origins, patch)
+
             write_job = None
-            future = reader.submit(read_strip, src, row_origins[0], col_origins, patch)
-            for ri, r_orig in enumerate(row_origins):
+            jobs: list[tuple[int, np.ndarray]] = []
+            c0 = col_origins[0]
+            outside = np.ones((patch, len(wx) // scale), dtype=bool)  # strip-wide AOI mask
+            outside[:, a_c0 - c0 : a_c1 - c0] = False
+            future = reader.submit(read, first_row) if first_row < len(row_origins) else None
+            for ri in range(first_row, len(row_origins)):
+                r_orig = row_origins[ri]
                 strip = future.result()
                 if ri + 1 < len(row_origins):
-                    future = reader.submit(read_strip, src, row_origins[ri + 1], col_origins, patch)
-                bad_strip = invalid_mask(strip, nodata)
-                c0 = col_origins[0]
-                jobs: list[tuple[int, np.ndarray]] = []
+                    future = reader.submit(read, ri + 1)
+                jobs = []
+                # Outside the AOI: no window is computed there and the output is nodata.
+                aoi_bad = outside.copy()
+                aoi_bad[: max(a_r0 - r_orig, 0)] = True
+                aoi_bad[max(a_r1 - r_orig, 0) :] = True
+                bad_strip = aoi_bad if strip is None else invalid_mask(strip, nodata)
                 for c_orig in col_origins:
                     cs = slice(c_orig - c0, c_orig - c0 + patch)
                     bad = bad_strip[:, cs]
-                    if bad.all():
+                    if strip is None or bad.all() or aoi_bad[:, cs].all():
                         stats["windows_skipped"] += 1
                         continue
                     jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
+                bad_strip = bad_strip | aoi_bad
                 for b0 in range(0, len(jobs), batch):
                     chunk = jobs[b0 : b0 + batch]
                     x = np.ascontiguousarray(np.stack([p for _, p in chunk]), dtype=np.float32)
@@ -263,7 +356,8 @@ def run_tiled(
                     stats["batches"] += 1
                     stats["windows"] += len(chunk)
                     if progress is not None:
-                        progress(stats["windows"] + stats["windows_skipped"], total)
+                        done = stats["windows"] + stats["windows_skipped"]
+                        progress(done + stats["windows_resumed"], total)
 
                 # Rows above the next window row's origin are final: write them, shift the rest.
                 last = ri + 1 == len(row_origins)
@@ -284,6 +378,10 @@ def run_tiled(
                 write_job.result()
             if progress is not None and (not stats["batches"] or not jobs):
                 progress(total, total)  # the last row was all nodata: still report completion
+        if journal is not None:
+            vrt = journal.write_vrt(band_descriptions, {k: str(v) for k, v in (tags or {}).items()})
+            finish_output(vrt, dst_path, profile, cog=cog, overviews=overviews)
+            journal.remove()
 
     seconds = time.perf_counter() - t_start
     stats.update(
