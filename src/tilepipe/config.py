@@ -157,6 +157,7 @@ def _demo_window_problems(config: dict[str, Any]) -> list[str]:
     if not demo.get("generate"):
         return []
     from tilepipe.demo import DEMO_OFFSET  # only demo campaigns pay for importing the generator
+
     size = demo.get("size", 160)
     lo, hi = DEMO_OFFSET, DEMO_OFFSET + size
     if window == "full" or not (

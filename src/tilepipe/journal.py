@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
 
 from tilepipe.errors import InputError, context

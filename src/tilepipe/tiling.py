@@ -266,6 +266,9 @@ def run_tiled(
         acc = np.zeros((out_bands, p_out, len(wx)), dtype=np.float32)
 
         with contextlib.ExitStack() as stack:
+            if journal is not None and not resume:
+                # Slabs of a run that cannot be resumed are of no use once it fails.
+                stack.callback(lambda: None if journal.rows_done == out_h else journal.remove())
             reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             writer = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             dst = None
