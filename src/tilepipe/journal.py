@@ -57,14 +57,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 class SlabJournal:
-    """Append-only record of finished output slabs of one run (see module docstring)."""
+    """Append-only record of finished output slabs of one run (see module docstring).
+
+    A slab is a block of output rows of one column panel; the slabs of each panel are
+    contiguous from row 0.
+    """
 
     def __init__(self, dst: str | os.PathLike, fp: str, profile: dict[str, object]):
         """Open the journal of ``dst``: keep its slabs if ``fp`` matches, otherwise start over."""
         self.dir = parts_dir(dst)
         self.profile = profile
         self.fp = fp
-        self.slabs: list[tuple[int, int, str]] = []  # (row0, row1, file name), contiguous from 0
+        self.slabs: list[dict[str, object]] = []  # {"col0", "col1", "row0", "row1", "file"}
+        self._done: dict[int, int] = {}  # panel's first output column -> rows on disk
         if self.dir.is_dir():
             self._load()
         if not self.slabs:
@@ -72,13 +77,22 @@ class SlabJournal:
             self.dir.mkdir(parents=True)
             self._append({"fingerprint": fp, "height": profile["height"]})
 
+    def rows_done(self, col0: int = 0) -> int:
+        """Output rows already on disk for the panel starting at output column ``col0``."""
+        return self._done.get(col0, 0)
+
     @property
-    def rows_done(self) -> int:
-        """Output rows already on disk (a contiguous prefix from row 0)."""
-        return self.slabs[-1][1] if self.slabs else 0
+    def complete(self) -> bool:
+        """True when the slabs cover the whole output."""
+        width, height = int(self.profile["width"]), int(self.profile["height"])
+        covered = sum(
+            (int(s["col1"]) - int(s["col0"])) * (int(s["row1"]) - int(s["row0"]))
+            for s in self.slabs
+        )
+        return covered == width * height
 
     def _load(self) -> None:
-        """Read the journal; keep the contiguous prefix of slabs whose files exist."""
+        """Read the journal; keep, per panel, the contiguous slabs whose files exist."""
         try:
             lines = (self.dir / JOURNAL).read_text().splitlines()
             head = json.loads(lines[0])
@@ -91,14 +105,17 @@ class SlabJournal:
         for line in lines[1:]:
             try:
                 rec = json.loads(line)
-                row0, row1, name = int(rec["row0"]), int(rec["row1"]), str(rec["file"])
+                rec = {k: int(rec[k]) for k in ("col0", "col1", "row0", "row1")} | {
+                    "file": str(rec["file"])
+                }
             except (ValueError, KeyError, TypeError):
                 break  # a line cut by a kill: everything after it is unknown
-            if row0 != self.rows_done or not (self.dir / name).is_file():
+            if rec["row0"] != self.rows_done(rec["col0"]) or not (self.dir / rec["file"]).is_file():
                 break
-            self.slabs.append((row0, row1, name))
+            self.slabs.append(rec)
+            self._done[rec["col0"]] = rec["row1"]
         if self.slabs:
-            log.info("%s: resuming after %d journaled output rows", self.dir, self.rows_done)
+            log.info("%s: resuming after %d journaled slabs", self.dir, len(self.slabs))
 
     def _append(self, record: dict[str, object]) -> None:
         """Append one JSON line and fsync it, so a journaled slab is a durable fact."""
@@ -107,32 +124,33 @@ class SlabJournal:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def add(self, data: np.ndarray, row0: int) -> None:
-        """Write output rows ``row0..`` (bands, rows, full width) as a slab, then journal it."""
-        if row0 != self.rows_done:
-            raise AssertionError(f"slab starts at row {row0}, journal is at {self.rows_done}")
-        n = data.shape[1]
-        name = f"rows_{row0:09d}_{row0 + n:09d}.tif"
+    def add(self, data: np.ndarray, row0: int, col0: int = 0) -> None:
+        """Write a slab (bands, rows, cols) at output row ``row0``, column ``col0``; journal it."""
+        if row0 != self.rows_done(col0):
+            raise AssertionError(f"slab at row {row0}, journal is at {self.rows_done(col0)}")
+        n, w = data.shape[1], data.shape[2]
+        name = f"c{col0:09d}_r{row0:09d}_{row0 + n:09d}.tif"
         prof = dict(self.profile)
         for key in ("blockxsize", "blockysize"):
             prof.pop(key, None)
-        # Untiled 16-row strips: any slab height works and GDAL reads them back row-wise.
-        shift = Affine.translation(0, row0)
-        prof.update(
-            SLAB_OPTIONS, tiled=False, blockysize=16, height=n, transform=prof["transform"] * shift
-        )
+        # Untiled 16-row strips: any slab size works and GDAL reads them back row-wise.
+        shift = Affine.translation(col0, row0)
+        prof.update(SLAB_OPTIONS, tiled=False, blockysize=16, height=n, width=w)
+        prof["transform"] = prof["transform"] * shift
         with atomic_output(self.dir / name) as tmp, rasterio.open(tmp, "w", **prof) as dst:
             dst.write(data)
         _fsync_dir(self.dir)
-        self._append({"row0": row0, "row1": row0 + n, "file": name})
-        self.slabs.append((row0, row0 + n, name))
+        rec = {"col0": col0, "col1": col0 + w, "row0": row0, "row1": row0 + n, "file": name}
+        self._append(rec)
+        self.slabs.append(rec)
+        self._done[col0] = row0 + n
 
     def write_vrt(self, descriptions: list[str] | None, tags: dict[str, object]) -> Path:
         """Write a VRT mosaic of the slabs that carries band descriptions, nodata and tags."""
         p = self.profile
         width, height = int(p["width"]), int(p["height"])
-        if self.rows_done != height:
-            raise AssertionError(f"journal covers {self.rows_done} of {height} rows")
+        if not self.complete:
+            raise AssertionError(f"journal in {self.dir} does not cover the output")
         root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
         ET.SubElement(root, "SRS").text = rasterio.crs.CRS.from_user_input(p["crs"]).to_wkt()
         ET.SubElement(root, "GeoTransform").text = ", ".join(
@@ -150,13 +168,15 @@ class SlabJournal:
                 ET.SubElement(band, "Description").text = descriptions[b - 1]
             if p.get("nodata") is not None:
                 ET.SubElement(band, "NoDataValue").text = repr(float(p["nodata"]))
-            for row0, row1, name in self.slabs:
+            for slab in self.slabs:
                 src = ET.SubElement(band, "SimpleSource")
-                ET.SubElement(src, "SourceFilename", relativeToVRT="1").text = name
+                ET.SubElement(src, "SourceFilename", relativeToVRT="1").text = str(slab["file"])
                 ET.SubElement(src, "SourceBand").text = str(b)
-                rect = {"xOff": "0", "yOff": "0", "xSize": str(width), "ySize": str(row1 - row0)}
+                w, h = int(slab["col1"]) - int(slab["col0"]), int(slab["row1"]) - int(slab["row0"])
+                rect = {"xOff": "0", "yOff": "0", "xSize": str(w), "ySize": str(h)}
                 ET.SubElement(src, "SrcRect", **rect)
-                ET.SubElement(src, "DstRect", **{**rect, "yOff": str(row0)})
+                dst = {**rect, "xOff": str(slab["col0"]), "yOff": str(slab["row0"])}
+                ET.SubElement(src, "DstRect", **dst)
         path = self.dir / "mosaic.vrt"
         ET.ElementTree(root).write(path)
         return path

@@ -35,6 +35,8 @@ Progress = Callable[[int, int], None]
 WEIGHT_EPS = 1e-3
 #: GDAL block cache of the engine in MB (GDAL's default is 5 % of the node's RAM).
 GDAL_CACHE_MB = 256
+#: Output width of one column panel (px): bounds the strip accumulator on wide rasters.
+PANEL_PX = 8192
 
 
 def window_origins(size: int, patch: int, overlap: int) -> list[int]:
@@ -79,12 +81,16 @@ def axis_weight_sum(origins: list[int], weights: np.ndarray, scale: int) -> np.n
 def read_strip(
     src: rasterio.io.DatasetReader, row0: int, col_origins: list[int], patch: int
 ) -> np.ndarray:
-    """Read source rows [row0, row0 + patch) across all windows as float32, reflect-padded."""
+    """Read source rows [row0, row0 + patch) across the given windows as float32.
+
+    Only the columns of those windows are read; beyond the image borders they are reflect-padded.
+    """
     height, width = src.height, src.width
     r0, r1 = max(row0, 0), min(row0 + patch, height)
     c_lo, c_hi = col_origins[0], col_origins[-1] + patch
-    data = src.read(window=Window(0, r0, width, r1 - r0), out_dtype="float32")
-    pad = ((0, 0), (r0 - row0, row0 + patch - r1), (-c_lo, c_hi - width))
+    c0, c1 = max(c_lo, 0), min(c_hi, width)
+    data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype="float32")
+    pad = ((0, 0), (r0 - row0, row0 + patch - r1), (c0 - c_lo, c_hi - c1))
     return np.pad(data, pad, mode="reflect") if any(p != (0, 0) for p in pad) else data
 
 
@@ -172,6 +178,12 @@ def aoi_window(
     return r0, r1, c0, c1
 
 
+def column_panels(n_windows: int, stride_out: int, panel_px: int) -> list[tuple[int, int]]:
+    """Split window columns into panels of about ``panel_px`` output pixels: [(j0, j1), ...]."""
+    per = max(1, panel_px // stride_out)
+    return [(j, min(j + per, n_windows)) for j in range(0, n_windows, per)]
+
+
 def run_tiled(
     src_path: str | os.PathLike,
     dst_path: str | os.PathLike,
@@ -193,6 +205,7 @@ def run_tiled(
     overviews: bool = False,
     aoi: tuple[float, float, float, float] | None = None,
     aoi_margin: int = 0,
+    panel_px: int = PANEL_PX,
 ) -> dict[str, object]:
     """Run ``predict`` over a GeoTIFF in overlapping windows and write the blended result.
 
@@ -202,7 +215,12 @@ def run_tiled(
     raster's CRS) only windows meeting the AOI grown by ``aoi_margin`` source pixels are
     computed, and output outside it is nodata. With ``resume`` finished rows are journaled in
     ``<dst>.parts`` (see :mod:`tilepipe.journal`) and a rerun continues from there; ``cog``
-    writes a Cloud-Optimised GeoTIFF, ``overviews`` adds overviews. Returns run statistics.
+    writes a Cloud-Optimised GeoTIFF, ``overviews`` adds overviews.
+
+    Wide rasters are processed in column panels of about ``panel_px`` output pixels, each
+    streamed top to bottom, so memory depends on patch, batch and panel width, never on the
+    raster's size; the ``ceil(overlap / stride)`` window columns where panels meet are computed
+    in both, which makes the result identical to one full-width pass. Returns run statistics.
     """
     if patch <= 0 or not 0 <= overlap < patch or batch <= 0 or scale <= 0:
         raise TilepipeError(
@@ -225,6 +243,7 @@ def run_tiled(
         col_origins = window_origins(width, patch, overlap)
         a_r0, a_r1, a_c0, a_c1 = aoi_window(src, aoi, aoi_margin)
         stride = patch - overlap
+        back = math.ceil(overlap / stride)  # earlier windows that reach into a window's stride
         p_out, s_out = patch * scale, stride * scale
         # Weights are constant over each source pixel's scale x scale block, so a blend of
         # predictions keeps whatever block means the individual predictions have.
@@ -232,8 +251,8 @@ def run_tiled(
         w2d = np.outer(w1, w1)
         wy, wx = axis_weight_sum(row_origins, w1, scale), axis_weight_sum(col_origins, w1, scale)
         y_base, x_base = row_origins[0] * scale, col_origins[0] * scale
-        x_crop = slice(-x_base, -x_base + out_w)
         total = len(row_origins) * len(col_origins)
+        panels = column_panels(len(col_origins), s_out, panel_px)
 
         profile = gtiff_profile(
             width=out_w,
@@ -246,29 +265,31 @@ def run_tiled(
         )
         block_h = int(profile["blockysize"])
         stats = {"windows": 0, "windows_skipped": 0, "windows_resumed": 0, "batches": 0}
+        stats["panels"] = len(panels)
         journal = None
-        first_row = 0
-        written = 0  # output rows already written (or journaled by an earlier run)
-        if resume or cog or overviews:
+        if resume or cog or overviews or len(panels) > 1:
             settings = {
                 "engine": [scale, out_bands, out_dtype, patch, overlap, batch, nodata_out],
                 "src_nodata": src_nodata,
                 "aoi": [aoi, aoi_margin],
+                "panel_px": panel_px,
                 "bands": band_descriptions,
                 "tags": tags,
             }
-            fp = fingerprint(src_path, settings)
-            journal = SlabJournal(dst_path, fp if resume else f"once-{time.time_ns()}", profile)
-            written = journal.rows_done
-            first_row = resume_row(row_origins, patch, overlap, scale, written)
-            stats["windows_resumed"] = first_row * len(col_origins)
-        # Strip accumulator: one window row of output, full (padded) output width.
-        acc = np.zeros((out_bands, p_out, len(wx)), dtype=np.float32)
+            fp = fingerprint(src_path, settings) if resume else f"once-{time.time_ns()}"
+            journal = SlabJournal(dst_path, fp, profile)
+        counted = {"done": 0}  # windows of the grid accounted for (computed, skipped, resumed)
+
+        def tick(n: int) -> None:
+            """Account for ``n`` more windows of the grid and report progress."""
+            counted["done"] += n
+            if progress is not None:
+                progress(min(counted["done"], total), total)
 
         with contextlib.ExitStack() as stack:
             if journal is not None and not resume:
                 # Slabs of a run that cannot be resumed are of no use once it fails.
-                stack.callback(lambda: None if journal.rows_done == out_h else journal.remove())
+                stack.callback(lambda: None if journal.complete else journal.remove())
             reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             writer = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             dst = None
@@ -280,107 +301,133 @@ def run_tiled(
                         dst.set_band_description(i, desc)
                 if tags:
                     dst.update_tags(**{k: str(v) for k, v in tags.items()})
-            # Writer-thread state: finished output rows not yet written, rows written so far.
-            state: dict[str, object] = {"pending": [], "written": written}
 
-            def emit(rows: np.ndarray, bad_src: np.ndarray, row0: int) -> None:
-                """Normalise finished rows (from output row ``row0``) and write whole blocks."""
-                done = int(state["written"])
-                pending: list[np.ndarray] = state["pending"]  # type: ignore[assignment]
-                lo, hi = (
-                    max(row0, 0, done + sum(p.shape[1] for p in pending)),
-                    min(row0 + rows.shape[1], out_h),
-                )
-                if hi <= lo:
-                    return
-                inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], 1.0 / wx[x_crop])
-                vals = to_dtype(rows[:, lo - row0 : hi - row0, x_crop] * inv, out_dtype, nodata_out)
-                if nodata_out is not None and bad_src.any():
-                    bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
-                    vals[:, bad[lo - row0 : hi - row0]] = nodata_out
-                pending.append(vals)
-                queued = sum(p.shape[1] for p in pending)
-                if queued >= block_h or done + queued == out_h:
-                    # Write in block-aligned slabs so GDAL never rewrites a compressed block.
-                    slab = np.concatenate(pending, axis=1)
-                    n = slab.shape[1] if done + queued == out_h else queued // block_h * block_h
-                    if journal is not None:
-                        journal.add(slab[:, :n], done)
-                    else:
-                        dst.write(slab[:, :n], window=Window(0, done, out_w, n))
-                    state["written"] = done + n
-                    pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
+            for j0, j1 in panels:
+                cols = col_origins[max(j0 - back, 0) : j1]  # computed window columns
+                c0 = cols[0]
+                # Output columns this panel finishes: those no window outside it reaches.
+                oc0 = 0 if j0 == 0 else col_origins[j0] * scale
+                oc1 = out_w if j1 == len(col_origins) else col_origins[j1] * scale
+                own = slice(oc0 - c0 * scale, oc1 - c0 * scale)  # in accumulator columns
+                inv_x = 1.0 / wx[oc0 - x_base : oc1 - x_base]
+                src_own = slice(oc0 // scale - c0, oc1 // scale - c0)  # in strip columns
+                written = journal.rows_done(oc0) if journal is not None else 0
+                first_row = resume_row(row_origins, patch, overlap, scale, written)
+                if written >= out_h:
+                    first_row = len(row_origins)
+                stats["windows_resumed"] += first_row * (j1 - j0)
+                tick(first_row * (j1 - j0))
+                # Strip accumulator: one window row of output across the panel.
+                acc = np.zeros((out_bands, p_out, (cols[-1] - c0) * scale + p_out), np.float32)
+                outside = np.ones((patch, acc.shape[2] // scale), dtype=bool)  # AOI columns
+                outside[:, max(a_c0 - c0, 0) : max(a_c1 - c0, 0)] = False
+                # Writer-thread state: finished rows not yet written, rows written so far.
+                state: dict[str, object] = {"pending": [], "written": written}
 
-            def read(ri: int) -> np.ndarray | None:
-                """Read window row ``ri``, or None when it misses the AOI (nothing to compute)."""
-                r = row_origins[ri]
-                if r + patch <= a_r0 or r >= a_r1:
-                    return None
-                return read_strip(src, r, col_origins, patch)
+                def emit(
+                    rows: np.ndarray,
+                    bad_src: np.ndarray,
+                    row0: int,
+                    state=state,
+                    own=own,
+                    inv_x=inv_x,
+                    oc0=oc0,
+                    oc1=oc1,
+                ) -> None:
+                    """Normalise finished rows (from output row ``row0``), write whole blocks."""
+                    done = int(state["written"])
+                    pending: list[np.ndarray] = state["pending"]  # type: ignore[assignment]
+                    lo = max(row0, 0, done + sum(p.shape[1] for p in pending))
+                    hi = min(row0 + rows.shape[1], out_h)
+                    if hi <= lo:
+                        return
+                    inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], inv_x)
+                    vals = to_dtype(
+                        rows[:, lo - row0 : hi - row0, own] * inv, out_dtype, nodata_out
+                    )
+                    if nodata_out is not None and bad_src.any():
+                        bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
+                        vals[:, bad[lo - row0 : hi - row0]] = nodata_out
+                    pending.append(vals)
+                    queued = sum(p.shape[1] for p in pending)
+                    if queued >= block_h or done + queued == out_h:
+                        # Whole blocks only, so GDAL never rewrites a compressed block.
+                        slab = np.concatenate(pending, axis=1)
+                        end = done + queued == out_h
+                        n = slab.shape[1] if end else queued // block_h * block_h
+                        if journal is not None:
+                            journal.add(slab[:, :n], done, oc0)
+                        else:
+                            dst.write(slab[:, :n], window=Window(oc0, done, oc1 - oc0, n))
+                        state["written"] = done + n
+                        pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
 
-            write_job = None
-            jobs: list[tuple[int, np.ndarray]] = []
-            c0 = col_origins[0]
-            outside = np.ones((patch, len(wx) // scale), dtype=bool)  # strip-wide AOI mask
-            outside[:, a_c0 - c0 : a_c1 - c0] = False
-            future = reader.submit(read, first_row) if first_row < len(row_origins) else None
-            for ri in range(first_row, len(row_origins)):
-                r_orig = row_origins[ri]
-                strip = future.result()
-                if ri + 1 < len(row_origins):
-                    future = reader.submit(read, ri + 1)
-                jobs = []
-                # Outside the AOI: no window is computed there and the output is nodata.
-                aoi_bad = outside.copy()
-                aoi_bad[: max(a_r0 - r_orig, 0)] = True
-                aoi_bad[max(a_r1 - r_orig, 0) :] = True
-                bad_strip = aoi_bad if strip is None else invalid_mask(strip, nodata)
-                for c_orig in col_origins:
-                    cs = slice(c_orig - c0, c_orig - c0 + patch)
-                    bad = bad_strip[:, cs]
-                    if strip is None or bad.all() or aoi_bad[:, cs].all():
-                        stats["windows_skipped"] += 1
-                        continue
-                    jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
-                bad_strip = bad_strip | aoi_bad
-                for b0 in range(0, len(jobs), batch):
-                    chunk = jobs[b0 : b0 + batch]
-                    x = np.ascontiguousarray(np.stack([p for _, p in chunk]), dtype=np.float32)
-                    y = np.asarray(predict(x), dtype=np.float32)
-                    want = (len(chunk), out_bands, p_out, p_out)
-                    if y.shape != want:
-                        raise TilepipeError(f"predict returned shape {y.shape}, expected {want}")
-                    if not y.flags.writeable:
-                        y = y.copy()
-                    y *= w2d
-                    for (c_orig, _), out in zip(chunk, y, strict=True):
-                        xs = c_orig * scale - x_base
-                        acc[:, :, xs : xs + p_out] += out
-                    stats["batches"] += 1
-                    stats["windows"] += len(chunk)
-                    if progress is not None:
-                        done = stats["windows"] + stats["windows_skipped"]
-                        progress(done + stats["windows_resumed"], total)
+                def read(ri: int, cols=cols) -> np.ndarray | None:
+                    """Read window row ``ri`` of the panel, or None when it misses the AOI."""
+                    r = row_origins[ri]
+                    if r + patch <= a_r0 or r >= a_r1:
+                        return None
+                    return read_strip(src, r, cols, patch)
 
-                # Rows above the next window row's origin are final: write them, shift the rest.
-                last = ri + 1 == len(row_origins)
-                n_src = patch if last else stride
-                src_rows = slice(max(0, -r_orig), min(n_src, height - r_orig))
-                bad_rows = np.ones((n_src, width), dtype=bool)
-                bad_rows[src_rows] = bad_strip[src_rows, -c0 : -c0 + width]
-                # Normalising, converting and compressing run in the writer thread while the
-                # next window row is predicted; at most one strip waits there.
+                write_job = None
+                future = reader.submit(read, first_row) if first_row < len(row_origins) else None
+                for ri in range(first_row, len(row_origins)):
+                    r_orig = row_origins[ri]
+                    strip = future.result()
+                    if ri + 1 < len(row_origins):
+                        future = reader.submit(read, ri + 1)
+                    jobs: list[tuple[int, np.ndarray]] = []
+                    # Outside the AOI no window is computed and the output is nodata.
+                    aoi_bad = outside.copy()
+                    aoi_bad[: max(a_r0 - r_orig, 0)] = True
+                    aoi_bad[max(a_r1 - r_orig, 0) :] = True
+                    bad_strip = aoi_bad if strip is None else invalid_mask(strip, nodata)
+                    for c_orig in cols:
+                        cs = slice(c_orig - c0, c_orig - c0 + patch)
+                        bad = bad_strip[:, cs]
+                        if strip is None or bad.all() or aoi_bad[:, cs].all():
+                            stats["windows_skipped"] += 1
+                            continue
+                        jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
+                    bad_strip = bad_strip | aoi_bad
+                    for b0 in range(0, len(jobs), batch):
+                        chunk = jobs[b0 : b0 + batch]
+                        x = np.ascontiguousarray(np.stack([p for _, p in chunk]), np.float32)
+                        y = np.asarray(predict(x), dtype=np.float32)
+                        want = (len(chunk), out_bands, p_out, p_out)
+                        if y.shape != want:
+                            raise TilepipeError(
+                                f"predict returned shape {y.shape}, expected {want}"
+                            )
+                        if not y.flags.writeable:
+                            y = y.copy()
+                        y *= w2d
+                        for (c_orig, _), out in zip(chunk, y, strict=True):
+                            xs = (c_orig - c0) * scale
+                            acc[:, :, xs : xs + p_out] += out
+                        stats["batches"] += 1
+                        stats["windows"] += len(chunk)
+                    tick(j1 - j0)
+
+                    # Rows above the next window row's origin are final: write them, shift.
+                    last = ri + 1 == len(row_origins)
+                    n_src = patch if last else stride
+                    src_rows = slice(max(0, -r_orig), min(n_src, height - r_orig))
+                    bad_rows = np.ones((n_src, (oc1 - oc0) // scale), dtype=bool)
+                    bad_rows[src_rows] = bad_strip[src_rows, src_own]
+                    # Normalising, converting and compressing run in the writer thread while
+                    # the next window row is predicted; at most one strip waits there.
+                    if write_job is not None:
+                        write_job.result()
+                    write_job = writer.submit(
+                        emit, acc[:, : n_src * scale], bad_rows, r_orig * scale
+                    )
+                    if not last:
+                        nxt = np.zeros_like(acc)
+                        nxt[:, : p_out - s_out] = acc[:, s_out:]
+                        acc = nxt
                 if write_job is not None:
                     write_job.result()
-                write_job = writer.submit(emit, acc[:, : n_src * scale], bad_rows, r_orig * scale)
-                if not last:
-                    nxt = np.zeros_like(acc)
-                    nxt[:, : p_out - s_out] = acc[:, s_out:]
-                    acc = nxt
-            if write_job is not None:
-                write_job.result()
-            if progress is not None and (not stats["batches"] or not jobs):
-                progress(total, total)  # the last row was all nodata: still report completion
         if journal is not None:
             vrt = journal.write_vrt(band_descriptions, {k: str(v) for k, v in (tags or {}).items()})
             finish_output(vrt, dst_path, profile, cog=cog, overviews=overviews)
