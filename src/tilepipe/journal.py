@@ -70,6 +70,7 @@ class SlabJournal:
         self.fp = fp
         self.slabs: list[dict[str, object]] = []  # {"col0", "col1", "row0", "row1", "file"}
         self._done: dict[int, int] = {}  # panel's first output column -> rows on disk
+        self._next: dict[int, tuple[int, str | None]] = {}  # panel -> (next window row, carry)
         if self.dir.is_dir():
             self._load()
         if not self.slabs:
@@ -80,6 +81,12 @@ class SlabJournal:
     def rows_done(self, col0: int = 0) -> int:
         """Output rows already on disk for the panel starting at output column ``col0``."""
         return self._done.get(col0, 0)
+
+    def resume_point(self, col0: int = 0) -> tuple[int, int, np.ndarray | None]:
+        """(rows on disk, next window row, accumulator carry) of a panel; carry None at start."""
+        next_row, carry = self._next.get(col0, (0, None))
+        acc = np.load(self.dir / carry) if carry else None
+        return self.rows_done(col0), next_row, acc
 
     @property
     def complete(self) -> bool:
@@ -104,16 +111,22 @@ class SlabJournal:
             return
         for line in lines[1:]:
             try:
-                rec = json.loads(line)
-                rec = {k: int(rec[k]) for k in ("col0", "col1", "row0", "row1")} | {
-                    "file": str(rec["file"])
-                }
+                raw = json.loads(line)
+                rec = {k: int(raw[k]) for k in ("col0", "col1", "row0", "row1", "next_row")}
+                rec |= {"file": raw["file"], "carry": raw["carry"]}
             except (ValueError, KeyError, TypeError):
                 break  # a line cut by a kill: everything after it is unknown
-            if rec["row0"] != self.rows_done(rec["col0"]) or not (self.dir / rec["file"]).is_file():
+            slab_lost = rec["file"] and not (self.dir / rec["file"]).is_file()
+            if rec["row0"] != self.rows_done(rec["col0"]) or slab_lost:
                 break
-            self.slabs.append(rec)
+            if rec["file"]:
+                self.slabs.append(rec)
             self._done[rec["col0"]] = rec["row1"]
+            self._next[rec["col0"]] = (rec["next_row"], rec["carry"])
+        # Only the latest carry of each panel is kept; without it the panel cannot continue.
+        if any(c and not (self.dir / c).is_file() for _, c in self._next.values()):
+            log.warning("%s: accumulator carry missing, starting over", self.dir)
+            self.slabs, self._done, self._next = [], {}, {}
         if self.slabs:
             log.info("%s: resuming after %d journaled slabs", self.dir, len(self.slabs))
 
@@ -124,26 +137,50 @@ class SlabJournal:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def add(self, data: np.ndarray, row0: int, col0: int = 0) -> None:
-        """Write a slab (bands, rows, cols) at output row ``row0``, column ``col0``; journal it."""
+    def add(
+        self,
+        data: np.ndarray,
+        row0: int,
+        col0: int = 0,
+        *,
+        next_row: int = 0,
+        carry: np.ndarray | None = None,
+    ) -> None:
+        """Write a slab (bands, rows, cols) at output row ``row0``, column ``col0``; journal it.
+
+        ``carry`` is the accumulator part that the panel's window row ``next_row`` continues
+        from; with it a resumed run recomputes nothing that was journaled.
+        """
         if row0 != self.rows_done(col0):
             raise AssertionError(f"slab at row {row0}, journal is at {self.rows_done(col0)}")
         n, w = data.shape[1], data.shape[2]
-        name = f"c{col0:09d}_r{row0:09d}_{row0 + n:09d}.tif"
-        prof = dict(self.profile)
-        for key in ("blockxsize", "blockysize"):
-            prof.pop(key, None)
-        # Untiled 16-row strips: any slab size works and GDAL reads them back row-wise.
-        shift = Affine.translation(col0, row0)
-        prof.update(SLAB_OPTIONS, tiled=False, blockysize=16, height=n, width=w)
-        prof["transform"] = prof["transform"] * shift
-        with atomic_output(self.dir / name) as tmp, rasterio.open(tmp, "w", **prof) as dst:
-            dst.write(data)
+        name = f"c{col0:09d}_r{row0:09d}_{row0 + n:09d}.tif" if n else None
+        if name:
+            prof = dict(self.profile)
+            for key in ("blockxsize", "blockysize"):
+                prof.pop(key, None)
+            # Untiled 16-row strips: any slab size works and GDAL reads them back row-wise.
+            shift = Affine.translation(col0, row0)
+            prof.update(SLAB_OPTIONS, tiled=False, blockysize=16, height=n, width=w)
+            prof["transform"] = prof["transform"] * shift
+            with atomic_output(self.dir / name) as tmp, rasterio.open(tmp, "w", **prof) as dst:
+                dst.write(data)
+        carry_name = None
+        if carry is not None:
+            carry_name = f"carry_c{col0:09d}_w{next_row:06d}.npy"
+            with atomic_output(self.dir / carry_name) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, carry)
         _fsync_dir(self.dir)
         rec = {"col0": col0, "col1": col0 + w, "row0": row0, "row1": row0 + n, "file": name}
+        rec |= {"next_row": next_row, "carry": carry_name}
         self._append(rec)
-        self.slabs.append(rec)
+        previous = self._next.get(col0, (0, None))[1]
+        if previous and previous != carry_name:
+            (self.dir / previous).unlink(missing_ok=True)  # superseded by this record
+        if name:
+            self.slabs.append(rec)
         self._done[col0] = row0 + n
+        self._next[col0] = (next_row, carry_name)
 
     def write_vrt(self, descriptions: list[str] | None, tags: dict[str, object]) -> Path:
         """Write a VRT mosaic of the slabs that carries band descriptions, nodata and tags."""

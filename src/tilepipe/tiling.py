@@ -140,28 +140,6 @@ def progress_logger(logger: logging.Logger, label: str) -> Progress:
     return report
 
 
-def resume_row(row_origins: list[int], patch: int, overlap: int, scale: int, rows_done: int) -> int:
-    """First window row to compute so that output rows from ``rows_done`` on come out exactly.
-
-    Window row k finalises output rows up to its successor's origin; the rows it shares with
-    earlier windows also need the ``ceil(overlap / stride)`` window rows before it, which are
-    recomputed (their already written rows are dropped, not rewritten).
-    """
-    if rows_done <= 0:
-        return 0
-    stride = patch - overlap
-    last = len(row_origins) - 1
-    k = next(
-        (
-            i
-            for i, r in enumerate(row_origins)
-            if (r + (patch if i == last else stride)) * scale > rows_done
-        ),
-        last,
-    )
-    return max(k - math.ceil(overlap / stride), 0)
-
-
 def aoi_window(
     src: rasterio.io.DatasetReader, aoi: tuple[float, float, float, float] | None, margin: int
 ) -> tuple[int, int, int, int]:
@@ -311,14 +289,17 @@ def run_tiled(
                 own = slice(oc0 - c0 * scale, oc1 - c0 * scale)  # in accumulator columns
                 inv_x = 1.0 / wx[oc0 - x_base : oc1 - x_base]
                 src_own = slice(oc0 // scale - c0, oc1 // scale - c0)  # in strip columns
-                written = journal.rows_done(oc0) if journal is not None else 0
-                first_row = resume_row(row_origins, patch, overlap, scale, written)
-                if written >= out_h:
-                    first_row = len(row_origins)
-                stats["windows_resumed"] += first_row * (j1 - j0)
-                tick(first_row * (j1 - j0))
                 # Strip accumulator: one window row of output across the panel.
                 acc = np.zeros((out_bands, p_out, (cols[-1] - c0) * scale + p_out), np.float32)
+                written, first_row = 0, 0
+                if journal is not None:
+                    written, first_row, carry = journal.resume_point(oc0)
+                    if written >= out_h:
+                        first_row = len(row_origins)
+                    elif carry is not None:
+                        acc[:, : p_out - s_out] = carry  # exactly where the killed run was
+                stats["windows_resumed"] += first_row * (j1 - j0)
+                tick(first_row * (j1 - j0))
                 outside = np.ones((patch, acc.shape[2] // scale), dtype=bool)  # AOI columns
                 outside[:, max(a_c0 - c0, 0) : max(a_c1 - c0, 0)] = False
                 # Writer-thread state: finished rows not yet written, rows written so far.
@@ -328,18 +309,25 @@ def run_tiled(
                     rows: np.ndarray,
                     bad_src: np.ndarray,
                     row0: int,
+                    next_row: int,
+                    carry: np.ndarray | None,
                     state=state,
                     own=own,
                     inv_x=inv_x,
                     oc0=oc0,
                     oc1=oc1,
                 ) -> None:
-                    """Normalise finished rows (from output row ``row0``), write whole blocks."""
+                    """Normalise finished rows (from output row ``row0``) and write them.
+
+                    With a journal every window row becomes a slab plus the accumulator carry
+                    that window row ``next_row`` starts from; otherwise whole blocks are
+                    written into the output as they fill.
+                    """
                     done = int(state["written"])
                     pending: list[np.ndarray] = state["pending"]  # type: ignore[assignment]
                     lo = max(row0, 0, done + sum(p.shape[1] for p in pending))
-                    hi = min(row0 + rows.shape[1], out_h)
-                    if hi <= lo:
+                    hi = max(min(row0 + rows.shape[1], out_h), lo)
+                    if journal is None and hi == lo:
                         return
                     inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], inv_x)
                     vals = to_dtype(
@@ -348,6 +336,10 @@ def run_tiled(
                     if nodata_out is not None and bad_src.any():
                         bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
                         vals[:, bad[lo - row0 : hi - row0]] = nodata_out
+                    if journal is not None:
+                        journal.add(vals, lo, oc0, next_row=next_row, carry=carry)
+                        state["written"] = hi
+                        return
                     pending.append(vals)
                     queued = sum(p.shape[1] for p in pending)
                     if queued >= block_h or done + queued == out_h:
@@ -355,10 +347,7 @@ def run_tiled(
                         slab = np.concatenate(pending, axis=1)
                         end = done + queued == out_h
                         n = slab.shape[1] if end else queued // block_h * block_h
-                        if journal is not None:
-                            journal.add(slab[:, :n], done, oc0)
-                        else:
-                            dst.write(slab[:, :n], window=Window(oc0, done, oc1 - oc0, n))
+                        dst.write(slab[:, :n], window=Window(oc0, done, oc1 - oc0, n))
                         state["written"] = done + n
                         pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
 
@@ -419,8 +408,10 @@ def run_tiled(
                     # the next window row is predicted; at most one strip waits there.
                     if write_job is not None:
                         write_job.result()
+                    # The writer may keep views of ``acc``: it is replaced below, never modified.
+                    carry = None if last else acc[:, s_out:]
                     write_job = writer.submit(
-                        emit, acc[:, : n_src * scale], bad_rows, r_orig * scale
+                        emit, acc[:, : n_src * scale], bad_rows, r_orig * scale, ri + 1, carry
                     )
                     if not last:
                         nxt = np.zeros_like(acc)
