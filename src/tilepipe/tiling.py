@@ -420,9 +420,11 @@ def run_tiled(
                 if write_job is not None:
                     write_job.result()
         if journal is not None:
+            t_asm = time.perf_counter()
             vrt = journal.write_vrt(band_descriptions, {k: str(v) for k, v in (tags or {}).items()})
             finish_output(vrt, dst_path, profile, cog=cog, overviews=overviews)
             journal.remove()
+            stats["assemble_seconds"] = round(time.perf_counter() - t_asm, 3)
 
     seconds = time.perf_counter() - t_start
     stats.update(
