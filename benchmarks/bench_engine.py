@@ -156,7 +156,8 @@ def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
     out_mpx = (args.size * 10) ** 2 / 1e6
     t_f, (t_e, t_asm) = min(fwd), min(eng)
     print(
-        f"model {model.model_id}: input {args.size}² -> output {args.size * 10}², {n_windows} windows"
+        f"model {model.model_id}: input {args.size}² -> output {args.size * 10}², "
+        f"{n_windows} windows"
     )
     threads = torch.get_num_threads()
     print(
