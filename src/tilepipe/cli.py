@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     func: Callable[[argparse.Namespace], None] = args.func
     started = time.perf_counter()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         func(args)
     except Terminated as exc:
@@ -378,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TilepipeError as exc:
         print(f"tilepipe {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     log.info("tilepipe %s finished in %.1f s", args.command, time.perf_counter() - started)
     return 0
 
