@@ -40,13 +40,14 @@ MODEL = REPO / "models" / "dr_demo.pt"
 TILE, DATE = "33UXP", "2022-06-21"
 
 
-def make_input(path: Path, size: int, motif: int = 250) -> Path:
-    """Write a size² s2.tif tiled from one rendered demo motif (rendering is the slow part)."""
+def make_input(path: Path, size: int, motif: int = 250, height: int | None = None) -> Path:
+    """Write a size x height (default size²) s2.tif tiled from one rendered demo motif."""
+    height = height or size
     scene = render_scene(7, motif, motif, 1, cloud=False)
     dn = np.clip(np.rint(scene.lr * 10000), 1, 65535).astype(np.uint16)
     profile = gtiff_profile(
         width=size,
-        height=size,
+        height=height,
         count=len(BANDS),
         dtype="uint16",
         crs="EPSG:32633",
@@ -56,8 +57,8 @@ def make_input(path: Path, size: int, motif: int = 250) -> Path:
     reps = -(-size // motif)
     row = np.tile(dn, (1, 1, reps))[:, :, :size]
     with rasterio.open(path, "w", **profile) as dst:
-        for r0 in range(0, size, motif):
-            h = min(motif, size - r0)
+        for r0 in range(0, height, motif):
+            h = min(motif, height - r0)
             dst.write(row[:, :h], window=rasterio.windows.Window(0, r0, size, h))
         dst.descriptions = BANDS
         dst.update_tags(TILE=TILE, DATE=DATE)
@@ -74,7 +75,11 @@ def superres_args(s2: Path, out: Path, method: str, patch: int, overlap: int, ba
 
 
 def run_cli(args: list[str]) -> tuple[float, float, dict]:
-    """Run a command; return (seconds, peak RSS in MB, the engine's stats from its log)."""
+    """Run a command; return (seconds, peak RSS in MB, the engine's stats from its log).
+
+    The stats gain ``cpu_seconds`` (user + system of the process): on a shared machine CPU
+    time, unlike wall time, does not depend on what else runs.
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -82,7 +87,8 @@ def run_cli(args: list[str]) -> tuple[float, float, dict]:
     err = proc.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(args)}\n{err}")
-    return seconds, usage.ru_maxrss / 1024, stats_of(err)
+    stats = stats_of(err) | {"cpu_seconds": usage.ru_utime + usage.ru_stime}
+    return seconds, usage.ru_maxrss / 1024, stats
 
 
 def stats_of(log: str) -> dict:
@@ -136,10 +142,11 @@ def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
     predict(batches[0])  # warm-up
     fwd, eng = [], []
     for i in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for b in batches:
             predict(b)
-        fwd.append(time.perf_counter() - t0)
+        fwd.append((time.perf_counter() - t0, time.process_time() - c0))
+        c0 = time.process_time()
         out = work / f"dr{i}.tif"
         stats = run_superres(
             s2,
@@ -151,10 +158,11 @@ def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
             device="cpu",
         )
         assert stats["windows"] == n_windows, (stats["windows"], n_windows)
-        eng.append((float(stats["seconds"]), float(stats.get("assemble_seconds", 0.0))))
+        cpu = time.process_time() - c0
+        eng.append((float(stats["seconds"]), float(stats.get("assemble_seconds", 0.0)), cpu))
         out.unlink()
     out_mpx = (args.size * 10) ** 2 / 1e6
-    t_f, (t_e, t_asm) = min(fwd), min(eng)
+    (t_f, c_f), (t_e, t_asm, c_e) = min(fwd), min(eng)
     print(
         f"model {model.model_id}: input {args.size}² -> output {args.size * 10}², "
         f"{n_windows} windows"
@@ -167,34 +175,43 @@ def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
         print(f"  {name} : {t:7.2f} s  {n_windows / t:7.2f} windows/s  {out_mpx / t:.2f} Mpx/s")
     print(f"  of which final GeoTIFF assembly from the journal: {t_asm:.2f} s")
     print(f"  efficiency (engine / forward throughput): {t_f / t_e:.3f}  (best of {args.repeats})")
+    print(f"  CPU seconds: forward {c_f:.2f}, engine {c_e:.2f}; CPU-time ratio {c_f / c_e:.3f}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``N`` (N x N) or ``WxH`` in 10 m pixels."""
+    w, _, h = text.partition("x")
+    return int(w), int(h or w)
 
 
 def bench_rss(args: argparse.Namespace, work: Path) -> None:
     """Peak RSS of `tilepipe superres` per input size, each in a fresh process."""
     print(f"method {args.method}, patch {args.patch} overlap {args.overlap} batch {args.batch}")
-    print(f"{'input':>8} {'output':>8} {'s':>8} {'Mpx/s':>7} {'peak RSS MB':>12} {'panels':>6}")
+    head = f"{'input':>10} {'output':>12} {'wall s':>7} {'CPU s':>7} {'Mpx/CPU s':>9}"
+    print(f"{head} {'peak RSS MB':>11} {'panels':>6}")
     peaks = []
-    for size in args.sizes:
-        s2 = make_input(work / f"s2_{size}.tif", size)
-        out = work / f"dr_{size}.tif"
+    for text in args.sizes:
+        w, h = parse_size(text)
+        s2 = make_input(work / f"s2_{text}.tif", w, height=h)
+        out = work / f"dr_{text}.tif"
         cmd = superres_args(s2, out, args.method, args.patch, args.overlap, args.batch)
         seconds, mb, stats = run_cli(cmd)
         peaks.append(mb)
-        mpx = (size * 10) ** 2 / 1e6
+        cpu = stats["cpu_seconds"]
         print(
-            f"{size:>7}² {size * 10:>7}² {seconds:8.1f} {mpx / seconds:7.2f} {mb:12.0f} "
-            f"{stats['panels']:>6}"
+            f"{w:>5}x{h:<4} {w * 10:>6}x{h * 10:<5} {seconds:7.1f} {cpu:7.1f} "
+            f"{w * h / 1e4 / cpu:9.2f} {mb:11.0f} {stats['panels']:>6}"
         )
         out.unlink()
         s2.unlink()
-    print(f"peak RSS ratio largest/smallest input: {peaks[-1] / peaks[0]:.2f}")
+    print(f"peak RSS ratio last/first input: {peaks[-1] / peaks[0]:.2f}")
 
 
 def journaled_fraction(parts: Path, width: int, height: int) -> float:
     """Fraction of the output area journaled so far."""
     try:
         lines = (parts / "journal.jsonl").read_text().splitlines()[1:]
-    except (FileNotFoundError, IndexError):
+    except FileNotFoundError:
         return 0.0
     area = 0
     for line in lines:
@@ -207,23 +224,28 @@ def journaled_fraction(parts: Path, width: int, height: int) -> float:
 
 
 def bench_resume(args: argparse.Namespace, work: Path) -> None:
-    """kill -9 at ~50 % of the output journaled, rerun; fraction of windows recomputed."""
+    """kill -9 once the engine reports ~50 % of its windows done, rerun; fraction recomputed."""
     s2 = make_input(work / "s2.tif", args.size)
     whole, dr = work / "whole.tif", work / "dr.tif"
-    t_full, _, full = run_cli(superres_args(s2, whole, args.method, args.patch, args.overlap, 8))
-    cmd = superres_args(s2, dr, args.method, args.patch, args.overlap, 8)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    side = args.size * 10
-    parts = Path(f"{dr}.parts")
-    while proc.poll() is None and journaled_fraction(parts, side, side) < args.kill_at:
-        time.sleep(0.01)
-    at = journaled_fraction(parts, side, side)
+    cmd = superres_args(s2, dr, args.method, args.patch, args.overlap, args.batch)
+    t_full, _, full = run_cli(
+        superres_args(s2, whole, args.method, args.patch, args.overlap, args.batch)
+    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reported = 0.0
+    for line in proc.stderr:  # progress lines: "superres T D: done/total windows (NN%)"
+        if " windows (" in line:
+            reported = float(line.rsplit("(", 1)[1].split("%")[0]) / 100
+            if reported >= args.kill_at:
+                break
     proc.kill()
     proc.wait()
+    side = args.size * 10
+    at = journaled_fraction(Path(f"{dr}.parts"), side, side)
     t_rerun, _, again = run_cli(cmd)
     same = dr.read_bytes() == whole.read_bytes()
     print(f"input {args.size}² ({args.method}): {full['windows']} windows uninterrupted")
-    print(f"  kill -9 with {at:.0%} of the output journaled")
+    print(f"  kill -9 when {reported:.0%} of windows were reported done ({at:.0%} journaled)")
     print(f"  rerun computed {again['windows']} windows ({again['windows_resumed']} resumed)")
     print(f"  fraction recomputed: {again['windows'] / full['windows']:.3f}")
     print(f"  rerun {t_rerun:.1f} s vs uninterrupted {t_full:.1f} s; byte-identical output: {same}")
@@ -234,7 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["efficiency", "rss", "resume", "all"])
     parser.add_argument("--size", type=int, default=240, help="input side (10 m px)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000])
+    parser.add_argument("--sizes", nargs="+", default=["1000", "2000", "4000"], help="N or WxH")
     parser.add_argument("--method", choices=["model", "bicubic"], default="bicubic")
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--overlap", type=int, default=16)
