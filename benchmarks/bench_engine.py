@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def journaled_fraction(parts: Path, width: int, height: int) -> float:
 
 
 def bench_resume(args: argparse.Namespace, work: Path) -> None:
-    """kill -9 once the engine reports ~50 % of its windows done, rerun; fraction recomputed."""
+    """kill -9 once ~50 % of the output is journaled, rerun; fraction of windows recomputed."""
     s2 = make_input(work / "s2.tif", args.size)
     whole, dr = work / "whole.tif", work / "dr.tif"
     cmd = superres_args(s2, dr, args.method, args.patch, args.overlap, args.batch)
@@ -232,20 +233,27 @@ def bench_resume(args: argparse.Namespace, work: Path) -> None:
         superres_args(s2, whole, args.method, args.patch, args.overlap, args.batch)
     )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    reported = 0.0
-    for line in proc.stderr:  # progress lines: "superres T D: done/total windows (NN%)"
-        if " windows (" in line:
-            reported = float(line.rsplit("(", 1)[1].split("%")[0]) / 100
-            if reported >= args.kill_at:
-                break
+    progress = {"done": 0.0}
+
+    def follow() -> None:
+        """Keep the killed run's last progress line ("done/total windows (NN%)")."""
+        for line in proc.stderr:
+            if " windows (" in line:
+                progress["done"] = float(line.rsplit("(", 1)[1].split("%")[0]) / 100
+
+    threading.Thread(target=follow, daemon=True).start()
+    side = args.size * 10
+    parts = Path(f"{dr}.parts")
+    while proc.poll() is None and journaled_fraction(parts, side, side) < args.kill_at:
+        time.sleep(0.005)
     proc.kill()
     proc.wait()
-    side = args.size * 10
-    at = journaled_fraction(Path(f"{dr}.parts"), side, side)
+    at = journaled_fraction(parts, side, side)
     t_rerun, _, again = run_cli(cmd)
     same = dr.read_bytes() == whole.read_bytes()
     print(f"input {args.size}² ({args.method}): {full['windows']} windows uninterrupted")
-    print(f"  kill -9 when {reported:.0%} of windows were reported done ({at:.0%} journaled)")
+    print(f"  kill -9 with {at:.0%} of the output journaled")
+    print(f"  (the killed run had last reported {progress['done']:.0%} of its windows done)")
     print(f"  rerun computed {again['windows']} windows ({again['windows_resumed']} resumed)")
     print(f"  fraction recomputed: {again['windows'] / full['windows']:.3f}")
     print(f"  rerun {t_rerun:.1f} s vs uninterrupted {t_full:.1f} s; byte-identical output: {same}")
