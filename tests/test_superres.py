@@ -207,3 +207,9 @@ def test_sigterm_keeps_the_journal_and_exits_143(tmp_path, big_s2, sr_model):
     assert "terminated" in err and not dr.exists()
     journal = (Path(f"{dr}.parts") / "journal.jsonl").read_text().splitlines()
     assert len(journal) >= 2 and not list(tmp_path.glob(".dr.tif.tmp-*"))
+
+
+def test_aoi_outside_the_scene_is_an_input_error_naming_the_file(tmp_path, s2):
+    with pytest.raises(InputError, match=r"s2\.tif: AOI .* does not intersect"):
+        run_superres(s2[0], tmp_path / "dr.tif", method="bicubic", aoi=(0.0, 0.0, 10.0, 10.0))
+    assert not (tmp_path / "dr.tif").exists()

@@ -116,7 +116,7 @@ def run_superres(
         "DR_COMPILE": int(compile),
     }
     if aoi is not None:
-        tags["DR_AOI"] = ",".join(f"{v:g}" for v in aoi)
+        tags["DR_AOI"] = ",".join(str(v) for v in aoi)
         tags["DR_AOI_MARGIN"] = aoi_margin
     log.info("superres %s %s: method=%s model=%s device=%s", tile, date, method, model_id, dev)
     stats = run_tiled(
