@@ -313,6 +313,24 @@ def test_column_panels_give_exactly_the_full_width_result(tmp_path):
     np.testing.assert_array_equal(read(tmp_path / "many.tif"), read(tmp_path / "one.tif"))
 
 
+def test_a_journal_line_cut_by_a_kill_is_dropped_and_journaling_goes_on(tmp_path):
+    src = write_tif(tmp_path / "s.tif", smooth_image((1, 100, 40), seed=6))
+    dst, journal = tmp_path / "dr.tif", tmp_path / "dr.tif.parts" / "journal.jsonl"
+    kw = dict(scale=2, batch=2, resume=True)
+    with pytest.raises(Crash):
+        run(src, dst, crashing(zero_padded_cnn(2), 4), **kw)
+    with journal.open("a") as fh:
+        fh.write('{"col0": 0, "col1": 80, "ro')  # the kill came in the middle of a write
+    with pytest.raises(Crash):
+        run(src, dst, crashing(zero_padded_cnn(2), 8), **kw)
+    done_twice = len(journal.read_text().splitlines())
+    last = run(src, dst, zero_padded_cnn(2), **kw)
+    full = run(src, tmp_path / "full.tif", zero_padded_cnn(2), scale=2, batch=2)
+    assert last["windows_resumed"] == (done_twice - 1) * 4  # every journaled row was kept
+    np.testing.assert_array_equal(read(dst), read(tmp_path / "full.tif"))
+    assert last["windows"] + last["windows_resumed"] == full["windows"]
+
+
 def test_resume_state_of_other_settings_is_discarded(tmp_path):
     src = write_tif(tmp_path / "s.tif", smooth_image((1, 100, 40), seed=6))
     dst = tmp_path / "dr.tif"

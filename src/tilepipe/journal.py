@@ -109,6 +109,7 @@ class SlabJournal:
         if head.get("fingerprint") != self.fp:
             log.warning("%s: input, model or settings changed since, starting over", self.dir)
             return
+        kept = [lines[0]]
         for line in lines[1:]:
             try:
                 raw = json.loads(line)
@@ -119,10 +120,17 @@ class SlabJournal:
             slab_lost = rec["file"] and not (self.dir / rec["file"]).is_file()
             if rec["row0"] != self.rows_done(rec["col0"]) or slab_lost:
                 break
+            kept.append(line)
             if rec["file"]:
                 self.slabs.append(rec)
             self._done[rec["col0"]] = rec["row1"]
             self._next[rec["col0"]] = (rec["next_row"], rec["carry"])
+        if len(kept) < len(lines):
+            # Drop the unusable tail, so that records appended from now on are read next time.
+            with atomic_output(self.dir / JOURNAL) as tmp, open(tmp, "w") as fh:
+                fh.write("\n".join(kept) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
         # Only the latest carry of each panel is kept; without it the panel cannot continue.
         if any(c and not (self.dir / c).is_file() for _, c in self._next.values()):
             log.warning("%s: accumulator carry missing, starting over", self.dir)
