@@ -18,9 +18,12 @@ from tilepipe.models import (
     BANDS,
     FieldNet,
     SRNet,
+    check_patch,
     load_model,
     make_predict,
+    maybe_compile,
     resolve_device,
+    resolve_precision,
     save_model,
 )
 
@@ -165,3 +168,72 @@ def test_shipped_demo_models_load_and_stay_small():
     assert sr.meta["eval"]["l1_model"] < sr.meta["eval"]["l1_bicubic"]
     assert fd.meta["eval"]["iou_sr"] > 0.8
     assert sr.path.stat().st_size + fd.path.stat().st_size < 1.5e6
+
+
+def save_torchscript(tmp_path, **over) -> Path:
+    """A traced SRNet saved with torch.jit.save plus its sidecar (architecture "torchscript")."""
+    net = SRNet(features=8, depth=2).eval()
+    torch.nn.init.normal_(net.body[-1].weight, std=0.01)
+    path = tmp_path / "sr_ts.pt"
+    torch.jit.save(torch.jit.trace(net, torch.rand(1, 4, 8, 8)), str(path))
+    meta = {**sr_meta(architecture="torchscript", sha256=sha256_file(path)), **over}
+    del meta["arch_kwargs"]
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return path, net
+
+
+def test_torchscript_model_loads_and_matches_its_eager_module(tmp_path):
+    path, net = save_torchscript(tmp_path)
+    model = load_model(path, expect_bands=BANDS, expect_scale=10)
+    x = torch.rand(2, 4, 12, 12) * 0.3
+    with torch.inference_mode():
+        torch.testing.assert_close(model.module(x), net(x))
+    assert model.sha256 == sha256_file(path) and model.model_id == "sr-test"
+
+
+def test_torchscript_band_mismatch_fails_before_loading(tmp_path, monkeypatch):
+    path, _ = save_torchscript(tmp_path, bands_in=["B04", "B03", "B02", "B08"])
+    monkeypatch.setattr(models.torch.jit, "load", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(ModelError, match="expects bands"):
+        load_model(path, expect_bands=BANDS, expect_scale=10)
+
+
+def test_patch_constraints_of_the_sidecar_refuse_other_windows():
+    meta = {"id": "m", "patch": {"min": 32, "multiple": 8}}
+    check_patch(meta, 64, 16)
+    with pytest.raises(ModelError, match="patch >= 32 and a multiple of 8, got patch 60"):
+        check_patch(meta, 60, 16)
+    with pytest.raises(ModelError, match="got patch 16"):
+        check_patch(meta, 16, 8)
+    with pytest.raises(ModelError, match="overlap a multiple of 8"):
+        check_patch(meta, 64, 12)
+
+
+def test_precision_auto_is_bf16_on_gpu_and_fp32_on_cpu():
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"  # type only, no GPU used
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    with pytest.raises(ConfigError, match="unknown precision"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_bf16_precision_runs_the_network_under_autocast():
+    weight = torch.ones(1, 4, 1, 1)
+    seen = []
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(t, weight)
+        seen.append(y.dtype)
+        return y
+
+    x = np.full((1, 4, 2, 2), 0.1, dtype=np.float32)
+    assert make_predict(fn, torch.device("cpu"), "bf16")(x).dtype == np.float32
+    make_predict(fn, torch.device("cpu"), "fp32")(x)
+    assert seen == [torch.bfloat16, torch.float32]
+
+
+def test_compile_is_optional_and_wraps_the_module():
+    """Only the wrapping is checked: compiling for real needs minutes of CPU here (or a GPU)."""
+    net = SRNet(features=8, depth=2)
+    assert maybe_compile(net, False) is net
+    assert maybe_compile(net, True)._orig_mod is net

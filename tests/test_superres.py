@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -141,3 +148,68 @@ def test_wrong_band_count_is_an_input_error(tmp_path):
     path = write_s2(tmp_path / "s2.tif", np.ones((3, 8, 8), dtype=np.uint16))
     with pytest.raises(InputError, match="expected 4 bands"):
         run_superres(path, tmp_path / "dr.tif", method="bicubic")
+
+
+def start_superres(s2_path: str, out, model: str) -> subprocess.Popen:
+    """Start ``tilepipe superres`` as its own process, as a Slurm job runs it."""
+    exe = Path(sys.executable).parent / "tilepipe"
+    args = ["--tile", "33UXP", "--date", "2022-06-21", "--s2", s2_path, "--out", str(out)]
+    args += ["--model", model, "--patch", "16", "--overlap", "4", "--batch", "2"]
+    return subprocess.Popen([str(exe), "superres", *args], stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_slabs(proc: subprocess.Popen, out, n: int) -> int:
+    """Poll the journal beside ``out`` until ``n`` slabs are recorded; return how many there are."""
+    journal = Path(f"{out}.parts") / "journal.jsonl"
+    while proc.poll() is None:
+        lines = journal.read_text().splitlines() if journal.exists() else []
+        if len(lines) > n:
+            return len(lines) - 1
+        time.sleep(0.002)
+    raise AssertionError(f"superres finished before {n} slabs were journaled: {proc.stderr.read()}")
+
+
+@pytest.fixture
+def big_s2(tmp_path) -> str:
+    """A 96 x 96 demo scene: 9 window rows of 16 px at stride 12, one journal slab each."""
+    scene = render_scene(3, 96, 96, 1, cloud=False)
+    dn = np.clip(np.rint(scene.lr * 10000), 1, 65535).astype(np.uint16)
+    return write_s2(tmp_path / "s2_big.tif", dn, {"TILE": "33UXP", "DATE": "2022-06-21"})
+
+
+def test_killed_run_resumes_from_its_journal_to_an_identical_file(tmp_path, big_s2, sr_model):
+    """A real kill -9 in the middle; the rerun continues and writes the same bytes."""
+    whole, dr = tmp_path / "whole" / "dr.tif", tmp_path / "dr.tif"
+    assert start_superres(big_s2, whole, sr_model).wait() == 0
+    proc = start_superres(big_s2, dr, sr_model)
+    slabs = wait_for_slabs(proc, dr, 1)
+    proc.kill()  # SIGKILL: no handler, no cleanup
+    proc.wait()
+    assert not dr.exists() and slabs >= 1
+    rerun = start_superres(big_s2, dr, sr_model)
+    _, err = rerun.communicate()
+    assert rerun.returncode == 0, err
+    assert "resuming after" in err
+    stats = json.loads(err.split("superres done: ")[1].splitlines()[0])
+    assert stats["windows_resumed"] > 0 and stats["windows"] < 81  # 9 x 9 windows in all
+    assert dr.read_bytes() == whole.read_bytes()
+    assert not Path(f"{dr}.parts").exists()
+
+
+def test_sigterm_keeps_the_journal_and_exits_143(tmp_path, big_s2, sr_model):
+    """Slurm preemption sends SIGTERM: the step unwinds, keeps its slabs and exits non-zero."""
+    dr = tmp_path / "dr.tif"
+    proc = start_superres(big_s2, dr, sr_model)
+    wait_for_slabs(proc, dr, 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated" in err and not dr.exists()
+    journal = (Path(f"{dr}.parts") / "journal.jsonl").read_text().splitlines()
+    assert len(journal) >= 2 and not list(tmp_path.glob(".dr.tif.tmp-*"))
+
+
+def test_aoi_outside_the_scene_is_an_input_error_naming_the_file(tmp_path, s2):
+    with pytest.raises(InputError, match=r"s2\.tif: AOI .* does not intersect"):
+        run_superres(s2[0], tmp_path / "dr.tif", method="bicubic", aoi=(0.0, 0.0, 10.0, 10.0))
+    assert not (tmp_path / "dr.tif").exists()

@@ -232,3 +232,173 @@ def test_overlap_not_smaller_than_patch_is_rejected(tmp_path):
     src = write_tif(tmp_path / "s.tif", smooth_image((1, 8, 8)))
     with pytest.raises(TilepipeError, match="overlap"):
         run(src, tmp_path / "o.tif", upsample_predict(1), patch=8, overlap=8)
+
+
+def zero_padded_cnn(scale: int, seed: int = 4):
+    """A model with strong window-edge effects: two zero-padded 3x3 convs, nearest upsampling."""
+    g = torch.Generator().manual_seed(seed)
+    w1, w2 = torch.randn(4, 1, 3, 3, generator=g), torch.randn(1, 4, 3, 3, generator=g)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        h = F.leaky_relu(F.conv2d(torch.from_numpy(x), w1, padding=1), 0.1)
+        out = F.conv2d(h, w2, padding=1)
+        return F.interpolate(out, scale_factor=scale, mode="nearest").numpy()
+
+    return predict
+
+
+def seam_ratio(img: np.ndarray, origins: list[int], patch: int, scale: int) -> float:
+    """Mean |column jump| at window edges over the mean jump between all source-pixel blocks."""
+    jump = np.abs(np.diff(img, axis=-1)).mean(axis=(0, 1))
+    edges = {(o + k) * scale - 1 for o in origins for k in (0, patch)}
+    cols = [c for c in sorted(edges) if 0 <= c < jump.size]
+    return float(jump[cols].mean() / jump[scale - 1 :: scale].mean())
+
+
+def test_blended_seams_of_an_edge_sensitive_model_are_no_worse_than_interiors(tmp_path):
+    img = smooth_image((1, 48, 96), seed=5)
+    src = write_tif(tmp_path / "s.tif", img)
+    ratios = {}
+    for overlap in (0, 8):
+        dst = tmp_path / f"o{overlap}.tif"
+        run(src, dst, zero_padded_cnn(2), scale=2, patch=24, overlap=overlap)
+        ratios[overlap] = seam_ratio(read(dst), window_origins(96, 24, overlap), 24, 2)
+    assert ratios[8] <= 1.1  # seams indistinguishable from the image's own structure
+    assert ratios[0] > 1.5 * ratios[8]  # the metric does see hard-stitched seams
+
+
+class Crash(Exception):
+    """Stands in for a job killed mid-run (the CLI tests use a real kill -9)."""
+
+
+def crashing(predict, after: int):
+    """Wrap ``predict`` so that it raises on call number ``after`` + 1."""
+    calls = {"n": 0}
+
+    def wrapped(x: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise Crash
+        return predict(x)
+
+    return wrapped
+
+
+@pytest.mark.parametrize(("overlap", "panel_px"), [(4, 8192), (10, 8192), (4, 50)])
+def test_resumed_run_equals_an_uninterrupted_run_and_recomputes_less(tmp_path, overlap, panel_px):
+    img = smooth_image((1, 100, 40), seed=6)
+    src = write_tif(tmp_path / "s.tif", img, nodata=-9999.0)
+    kw = dict(scale=3, patch=16, overlap=overlap, batch=2, nodata_out=-9999.0, panel_px=panel_px)
+    full = run(src, tmp_path / "full.tif", zero_padded_cnn(3), **kw)
+    dst = tmp_path / "dr.tif"
+    with pytest.raises(Crash):
+        run(src, dst, crashing(zero_padded_cnn(3), full["batches"] // 2), resume=True, **kw)
+    assert not dst.exists() and (tmp_path / "dr.tif.parts" / "journal.jsonl").is_file()
+    again = run(src, dst, zero_padded_cnn(3), resume=True, **kw)
+    assert 0 < again["windows"] < 0.8 * full["windows"] and again["windows_resumed"] > 0
+    np.testing.assert_array_equal(read(dst), read(tmp_path / "full.tif"))
+    assert not (tmp_path / "dr.tif.parts").exists()
+
+
+def test_column_panels_give_exactly_the_full_width_result(tmp_path):
+    """batch=1 so both runs make the same forward calls: batches of other windows may round
+    differently in the last float bit, which is the only difference panels can make."""
+    img = smooth_image((1, 40, 100), seed=10)
+    img[:, 5:9, 30:70] = np.nan  # nodata across panel borders
+    src = write_tif(tmp_path / "s.tif", img, nodata=float("nan"))
+    kw = dict(scale=2, patch=16, overlap=6, batch=1, nodata_out=float("nan"))
+    one = run(src, tmp_path / "one.tif", zero_padded_cnn(2), **kw)
+    many = run(src, tmp_path / "many.tif", zero_padded_cnn(2), panel_px=40, **kw)
+    assert one["panels"] == 1 and many["panels"] > 4
+    np.testing.assert_array_equal(read(tmp_path / "many.tif"), read(tmp_path / "one.tif"))
+
+
+def test_a_journal_line_cut_by_a_kill_is_dropped_and_journaling_goes_on(tmp_path):
+    src = write_tif(tmp_path / "s.tif", smooth_image((1, 100, 40), seed=6))
+    dst, journal = tmp_path / "dr.tif", tmp_path / "dr.tif.parts" / "journal.jsonl"
+    kw = dict(scale=2, batch=2, resume=True)
+    with pytest.raises(Crash):
+        run(src, dst, crashing(zero_padded_cnn(2), 4), **kw)
+    with journal.open("a") as fh:
+        fh.write('{"col0": 0, "col1": 80, "ro')  # the kill came in the middle of a write
+    with pytest.raises(Crash):
+        run(src, dst, crashing(zero_padded_cnn(2), 8), **kw)
+    done_twice = len(journal.read_text().splitlines())
+    last = run(src, dst, zero_padded_cnn(2), **kw)
+    full = run(src, tmp_path / "full.tif", zero_padded_cnn(2), scale=2, batch=2)
+    assert last["windows_resumed"] == (done_twice - 1) * 4  # every journaled row was kept
+    np.testing.assert_array_equal(read(dst), read(tmp_path / "full.tif"))
+    assert last["windows"] + last["windows_resumed"] == full["windows"]
+
+
+def test_resume_state_of_other_settings_is_discarded(tmp_path):
+    src = write_tif(tmp_path / "s.tif", smooth_image((1, 100, 40), seed=6))
+    dst = tmp_path / "dr.tif"
+    with pytest.raises(Crash):
+        run(src, dst, crashing(upsample_predict(2), 10), scale=2, resume=True)
+    assert len((tmp_path / "dr.tif.parts" / "journal.jsonl").read_text().splitlines()) > 1
+    stats = run(src, dst, upsample_predict(2, factor=3.0), scale=2, resume=True, tags={"M": "b"})
+    assert stats["windows_resumed"] == 0
+    np.testing.assert_allclose(read(dst)[0, ::2, ::2], 3 * read(src)[0], rtol=1e-5)
+
+
+def test_aoi_run_computes_only_its_windows_and_matches_the_full_run_inside(tmp_path):
+    img = smooth_image((1, 80, 80), seed=7)
+    src = write_tif(tmp_path / "s.tif", img)
+    kw = dict(scale=2, nodata_out=-1.0)
+    full = run(src, tmp_path / "full.tif", zero_padded_cnn(2), **kw)
+    # AOI: source cols 20..40, rows 30..50 (10 m pixels), margin 2 px
+    x0, y0 = TRANSFORM * (20, 50)
+    x1, y1 = TRANSFORM * (40, 30)
+    part = run(
+        src, tmp_path / "aoi.tif", zero_padded_cnn(2), aoi=(x0, y0, x1, y1), aoi_margin=2, **kw
+    )
+    assert 0 < part["windows"] < full["windows"] / 3
+    a, f = read(tmp_path / "aoi.tif")[0], read(tmp_path / "full.tif")[0]
+    inside = np.zeros_like(a, dtype=bool)
+    inside[56:104, 36:84] = True  # rows 28..52, cols 18..42 at scale 2
+    np.testing.assert_array_equal(a[inside], f[inside])
+    assert (a[~inside] == -1.0).all()
+
+
+def tiff_layout(path) -> list[dict]:
+    """Per IFD (full resolution first): its file offset, size, tiling and data offsets."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return [
+            {
+                "ifd": page.offset,
+                "shape": page.shape,
+                "tiled": page.is_tiled,
+                "data": [o for o in page.dataoffsets if o],
+            }
+            for page in tif.pages
+        ]
+
+
+def test_cog_output_has_a_cloud_optimised_layout(tmp_path):
+    """COG rules checked with tifffile, independently of GDAL, as rio-cogeo's validator does."""
+    src = write_tif(tmp_path / "s.tif", smooth_image((2, 120, 100), seed=8))
+    dst = tmp_path / "cog.tif"
+    run(src, dst, upsample_predict(10), scale=10, out_bands=2, cog=True, overviews=True)
+    layout = tiff_layout(dst)
+    assert len(layout) >= 3 and all(p["tiled"] for p in layout)  # overviews down to one tile
+    sizes = [p["shape"][0] for p in layout]
+    assert sizes == sorted(sizes, reverse=True)
+    first_data = min(min(p["data"]) for p in layout)
+    assert max(p["ifd"] for p in layout) < first_data  # every IFD before any image data
+    # data of the smallest overview first, full resolution last
+    starts = [min(p["data"]) for p in layout]
+    assert starts == sorted(starts, reverse=True)
+    assert b"LAYOUT=IFDS_BEFORE_DATA" in dst.read_bytes()[:1000]
+    with rasterio.open(dst) as out:
+        assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert out.profile["compress"] == "deflate" and out.overviews(1)
+
+
+def test_plain_output_can_have_overviews(tmp_path):
+    src = write_tif(tmp_path / "s.tif", smooth_image((1, 60, 60), seed=9))
+    run(src, tmp_path / "o.tif", upsample_predict(10), scale=10, overviews=True)
+    with rasterio.open(tmp_path / "o.tif") as out:
+        assert out.overviews(1) == [2, 4]  # 600 px: the 1/4 overview fits one 256 px block

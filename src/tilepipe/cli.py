@@ -10,13 +10,14 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tilepipe import __version__
-from tilepipe.errors import ConfigError, TilepipeError, context
+from tilepipe.errors import ConfigError, Terminated, TilepipeError, context
 
 log = logging.getLogger("tilepipe")
 
@@ -44,6 +45,19 @@ def _window(text: str | None, tile: str | None = None) -> tuple[int, int, int, i
         values = ()
     if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
         raise ConfigError(f"window {text!r} must be 'col_off,row_off,width,height' or 'full'")
+    return values  # type: ignore[return-value]
+
+
+def _bounds(text: str | None) -> tuple[float, float, float, float] | None:
+    """Parse ``minx,miny,maxx,maxy`` in the raster's CRS, or ``full``."""
+    if text is None or text in ("", "full"):
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or values[0] >= values[2] or values[1] >= values[3]:
+        raise ConfigError(f"AOI {text!r} must be 'minx,miny,maxx,maxy' (raster CRS) or 'full'")
     return values  # type: ignore[return-value]
 
 
@@ -150,7 +164,18 @@ def cmd_superres(args: argparse.Namespace) -> None:
     from tilepipe.superres import run_superres
 
     stats = run_superres(
-        args.s2, args.out, method=args.method, model_path=args.model, **_engine_kwargs(args)
+        args.s2,
+        args.out,
+        method=args.method,
+        model_path=args.model,
+        precision=args.precision,
+        compile=args.compile,
+        resume=args.resume,
+        cog=args.cog,
+        overviews=args.overviews,
+        aoi=_bounds(args.aoi),
+        aoi_margin=args.aoi_margin,
+        **_engine_kwargs(args),
     )
     log.info("superres done: %s", json.dumps(stats, default=str))
 
@@ -469,6 +494,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["model", "bicubic"], default="model")
     p.add_argument("--model", default=None, help="model .pt (with .json sidecar)")
     _add_engine(p, 64, 16, 8)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--no-resume", dest="resume", action="store_false", help="ignore and keep no journal"
+    )
+    p.add_argument("--cog", action="store_true", help="write a Cloud-Optimised GeoTIFF")
+    p.add_argument("--overviews", action="store_true", help="add overviews (average)")
+    p.add_argument("--aoi", default=None, help="minx,miny,maxx,maxy (raster CRS) or 'full'")
+    p.add_argument("--aoi-margin", type=int, default=0, help="AOI margin in 10 m pixels")
     p.set_defaults(func=cmd_superres)
 
     p = sub.add_parser("fields", help="delineate fields on dr.tif or s2.tif into fields.gpkg")
@@ -586,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into an exception: outputs in progress unwind and resume state is kept."""
+    raise Terminated("SIGTERM (preemption or time limit); resume state kept, rerun to continue")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tilepipe`` command."""
     args = build_parser().parse_args(argv)
@@ -601,15 +640,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.update(proxy_environment(os.environ))
     func: Callable[[argparse.Namespace], None] = args.func
     started = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         func(args)
+    except Terminated as exc:
+        print(f"tilepipe {args.command}: terminated: {exc}", file=sys.stderr)
+        return 128 + signal.SIGTERM  # the status a shell reports for SIGTERM; Slurm requeues
     except TilepipeError as exc:
         print(f"tilepipe {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine's fault, not the data's: full disk, permissions, I/O
         where = context(getattr(args, "tile", None), getattr(args, "date", None))
-        print(f"tilepipe {args.command}: error: {where}{exc}", file=sys.stderr)
+        print(f"tilepipe {args.command}: error: {where}{redact(str(exc))}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     log.info("tilepipe %s finished in %.1f s", args.command, time.perf_counter() - started)
     return 0
 

@@ -29,3 +29,10 @@ def context(tile: str | None = None, date: str | None = None, path: object = Non
     if path is not None:
         parts.append(f"file {path}")
     return ", ".join(parts) + ": " if parts else ""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (Slurm preemption or time limit): unwind, keep resume state, exit non-zero.
+
+    A BaseException, so that no ``except Exception`` on the way swallows it.
+    """

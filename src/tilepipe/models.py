@@ -108,6 +108,10 @@ class FieldNet(nn.Module):
 ARCHITECTURES: dict[str, type[nn.Module]] = {"srnet": SRNet, "fieldnet": FieldNet}
 
 REQUIRED_META = ("id", "architecture", "arch_kwargs", "bands_in", "bands_out", "scale")
+#: Sidecar "architecture" of a TorchScript file (``torch.jit.save``): no constructor needed.
+TORCHSCRIPT = "torchscript"
+#: Numeric precisions of inference: "auto" is bf16 autocast on GPU and fp32 on CPU.
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -194,13 +198,19 @@ def load_model(
         raise ModelError(f"{where}model sidecar {meta_path.name} is unreadable ({exc})") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"{where}model sidecar {meta_path.name} is not a JSON object")
-    missing = [k for k in REQUIRED_META if k not in meta]
+    required = [
+        k
+        for k in REQUIRED_META
+        if not (k == "arch_kwargs" and meta.get("architecture") == TORCHSCRIPT)
+    ]
+    missing = [k for k in required if k not in meta]
     if missing:
         raise ModelError(f"{where}model sidecar lacks {', '.join(missing)}")
     arch = meta["architecture"]
-    if arch not in ARCHITECTURES:
+    if arch not in ARCHITECTURES and arch != TORCHSCRIPT:
         raise ModelError(
-            f"{where}unknown architecture {arch!r} (known: {', '.join(sorted(ARCHITECTURES))})"
+            f"{where}unknown architecture {arch!r} "
+            f"(known: {', '.join([*sorted(ARCHITECTURES), TORCHSCRIPT])})"
         )
     if expect_bands is not None and list(meta["bands_in"]) != list(expect_bands):
         raise ModelError(
@@ -212,6 +222,14 @@ def load_model(
     digest = sha256_file(path)
     if meta.get("sha256") and meta["sha256"] != digest:
         raise ModelError(f"{where}weights sha256 {digest[:12]}… differs from the sidecar's")
+    if arch == TORCHSCRIPT:
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch raises many types for damaged files
+            raise ModelError(
+                f"{where}cannot read TorchScript ({type(exc).__name__}: {exc})"
+            ) from exc
+        return _ready(module, meta, digest, path, device)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
@@ -222,6 +240,13 @@ def load_model(
     except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise ModelError(f"{where}weights do not fit {arch} {meta['arch_kwargs']}: {exc}") from exc
 
+    return _ready(module, meta, digest, path, device)
+
+
+def _ready(
+    module: nn.Module, meta: dict, digest: str, path: Path, device: str | torch.device
+) -> LoadedModel:
+    """Move a loaded module to its device in eval mode (channels_last on GPU)."""
     dev = resolve_device(device) if isinstance(device, str) else device
     module = module.to(dev).eval()
     if dev.type == "cuda":
@@ -229,15 +254,45 @@ def load_model(
     return LoadedModel(module, meta, str(meta["id"]), digest, path, dev)
 
 
+def check_patch(meta: dict, patch: int, overlap: int, where: str = "") -> None:
+    """Refuse a window size the model's sidecar rules out (``"patch": {"min", "multiple"}``)."""
+    rule = meta.get("patch") or {}
+    least, multiple = int(rule.get("min", 1)), int(rule.get("multiple", 1))
+    if patch < least or patch % multiple:
+        raise ModelError(
+            f"{where}model {meta.get('id')} needs patch >= {least} and a multiple of {multiple}, "
+            f"got patch {patch}"
+        )
+    if overlap % multiple:
+        raise ModelError(
+            f"{where}model {meta.get('id')} needs overlap a multiple of {multiple}, got {overlap}"
+        )
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """Pick "bf16" or "fp32": ``auto`` is bf16 autocast on GPU (no GradScaler) and fp32 on CPU."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"unknown precision {name!r}: use {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return name
+
+
+def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile`` the module when asked (compiles lazily, on the first batch)."""
+    return torch.compile(module, dynamic=False) if enabled else module
+
+
 def make_predict(
-    fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+    fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str = "auto"
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Wrap a tensor function as numpy (B, C, h, w) float32 -> numpy float32 for the tiler.
 
-    Runs under ``torch.inference_mode``; on GPU the input is channels_last and the network runs
-    under bf16 autocast (no GradScaler: nothing is trained here).
+    Runs under ``torch.inference_mode``; on GPU the input is channels_last; with precision bf16
+    (the GPU default) the network runs under bf16 autocast (no GradScaler: nothing is trained).
     """
     gpu = device.type == "cuda"
+    bf16 = resolve_precision(precision, device) == "bf16"
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -245,7 +300,8 @@ def make_predict(
             if gpu:
                 t = t.pin_memory().to(device, non_blocking=True)
                 t = t.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            if bf16:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
                     y = fn(t)
             else:
                 y = fn(t)

@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from tilepipe.errors import ConfigError, InputError, context
-from tilepipe.models import BANDS, load_model, make_predict, resolve_device
+from tilepipe.models import (
+    BANDS,
+    check_patch,
+    load_model,
+    make_predict,
+    maybe_compile,
+    resolve_device,
+    resolve_precision,
+)
 from tilepipe.raster import is_north_up
 from tilepipe.tiling import progress_logger, run_tiled
 
@@ -55,8 +63,19 @@ def run_superres(
     device: str = "auto",
     tile: str | None = None,
     date: str | None = None,
+    precision: str = "auto",
+    compile: bool = False,
+    resume: bool = True,
+    cog: bool = False,
+    overviews: bool = False,
+    aoi: tuple[float, float, float, float] | None = None,
+    aoi_margin: int = 0,
 ) -> dict[str, object]:
-    """Super-resolve ``s2_path`` 10x into ``dst_path`` (dr.tif contract); return run stats."""
+    """Super-resolve ``s2_path`` 10x into ``dst_path`` (dr.tif contract); return run stats.
+
+    With ``resume`` (the default) finished rows are journaled in ``<dst>.parts`` so that a
+    killed or preempted run continues where it stopped (see :mod:`tilepipe.journal`).
+    """
     s2_path = Path(s2_path)
     if method not in METHODS:
         raise ConfigError(f"unknown superres method {method!r}: use one of {', '.join(METHODS)}")
@@ -64,12 +83,14 @@ def run_superres(
     tile = tile or src_tags.get("TILE")
     date = date or src_tags.get("DATE")
     dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
 
     if method == "model":
         if model_path is None:
             raise ConfigError(f"{context(tile=tile, date=date)}method 'model' needs a model_path")
         model = load_model(model_path, expect_bands=BANDS, expect_scale=SCALE, device=dev)
-        divide, net = model.divide, model.module
+        check_patch(model.meta, patch, overlap, context(tile=tile, date=date, path=model_path))
+        divide, net = model.divide, maybe_compile(model.module, compile)
         model_id, sha = model.model_id, model.sha256
 
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -92,12 +113,18 @@ def run_superres(
         "DR_SCALE": SCALE,
         "DR_PATCH": patch,
         "DR_OVERLAP": overlap,
+        "DR_DEVICE": dev.type,
+        "DR_PRECISION": prec,
+        "DR_COMPILE": int(compile),
     }
+    if aoi is not None:
+        tags["DR_AOI"] = ",".join(str(v) for v in aoi)
+        tags["DR_AOI_MARGIN"] = aoi_margin
     log.info("superres %s %s: method=%s model=%s device=%s", tile, date, method, model_id, dev)
     stats = run_tiled(
         s2_path,
         dst_path,
-        make_predict(forward, dev),
+        make_predict(forward, dev, prec),
         scale=SCALE,
         out_bands=len(BANDS),
         out_dtype="uint16",
@@ -109,8 +136,15 @@ def run_superres(
         band_descriptions=list(BANDS),
         tags=tags,
         progress=progress_logger(log, f"superres {tile} {date}"),
+        resume=resume,
+        cog=cog,
+        overviews=overviews,
+        aoi=aoi,
+        aoi_margin=aoi_margin,
     )
-    stats.update(method=method, model_id=model_id, model_sha256=sha, device=str(dev))
+    stats.update(
+        method=method, model_id=model_id, model_sha256=sha, device=str(dev), precision=prec
+    )
     log.info(
         "superres %s %s: %d windows in %.1f s (%.2f Mpx/s)",
         tile,

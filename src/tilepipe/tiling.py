@@ -8,6 +8,7 @@ the destination strip by strip. Neither the source nor the output raster is ever
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.windows
 from affine import Affine
 from rasterio.windows import Window
 
 from tilepipe.errors import InputError, TilepipeError, context
+from tilepipe.journal import SlabJournal, fingerprint, finish_output
 from tilepipe.raster import atomic_output, gtiff_profile
 
 #: predict(patches (B, C, p, p) float32) -> (B, out_bands, p*scale, p*scale) float32
@@ -30,6 +33,10 @@ Progress = Callable[[int, int], None]
 
 #: Weight floor so that pixels covered by a single window edge still normalise cleanly.
 WEIGHT_EPS = 1e-3
+#: GDAL block cache of the engine in MB (GDAL's default is 5 % of the node's RAM).
+GDAL_CACHE_MB = 256
+#: Output width of one column panel (px): bounds the strip accumulator on wide rasters.
+PANEL_PX = 8192
 
 
 def window_origins(size: int, patch: int, overlap: int) -> list[int]:
@@ -74,12 +81,16 @@ def axis_weight_sum(origins: list[int], weights: np.ndarray, scale: int) -> np.n
 def read_strip(
     src: rasterio.io.DatasetReader, row0: int, col_origins: list[int], patch: int
 ) -> np.ndarray:
-    """Read source rows [row0, row0 + patch) across all windows as float32, reflect-padded."""
+    """Read source rows [row0, row0 + patch) across the given windows as float32.
+
+    Only the columns of those windows are read; beyond the image borders they are reflect-padded.
+    """
     height, width = src.height, src.width
     r0, r1 = max(row0, 0), min(row0 + patch, height)
     c_lo, c_hi = col_origins[0], col_origins[-1] + patch
-    data = src.read(window=Window(0, r0, width, r1 - r0), out_dtype="float32")
-    pad = ((0, 0), (r0 - row0, row0 + patch - r1), (-c_lo, c_hi - width))
+    c0, c1 = max(c_lo, 0), min(c_hi, width)
+    data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype="float32")
+    pad = ((0, 0), (r0 - row0, row0 + patch - r1), (c0 - c_lo, c_hi - c1))
     return np.pad(data, pad, mode="reflect") if any(p != (0, 0) for p in pad) else data
 
 
@@ -129,6 +140,28 @@ def progress_logger(logger: logging.Logger, label: str) -> Progress:
     return report
 
 
+def aoi_window(
+    src: rasterio.io.DatasetReader, aoi: tuple[float, float, float, float] | None, margin: int
+) -> tuple[int, int, int, int]:
+    """Source pixel rows/cols (r0, r1, c0, c1) of the AOI bounds (raster CRS) plus a margin."""
+    if aoi is None:
+        return 0, src.height, 0, src.width
+    win = rasterio.windows.from_bounds(*aoi, transform=src.transform)
+    r0 = max(math.floor(win.row_off) - margin, 0)
+    c0 = max(math.floor(win.col_off) - margin, 0)
+    r1 = min(math.ceil(win.row_off + win.height) + margin, src.height)
+    c1 = min(math.ceil(win.col_off + win.width) + margin, src.width)
+    if r1 <= r0 or c1 <= c0:
+        raise InputError(f"{context(path=src.name)}AOI {aoi} does not intersect the raster")
+    return r0, r1, c0, c1
+
+
+def column_panels(n_windows: int, stride_out: int, panel_px: int) -> list[tuple[int, int]]:
+    """Split window columns into panels of about ``panel_px`` output pixels: [(j0, j1), ...]."""
+    per = max(1, panel_px // stride_out)
+    return [(j, min(j + per, n_windows)) for j in range(0, n_windows, per)]
+
+
 def run_tiled(
     src_path: str | os.PathLike,
     dst_path: str | os.PathLike,
@@ -145,12 +178,27 @@ def run_tiled(
     band_descriptions: list[str] | None = None,
     tags: dict[str, object] | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
+    cog: bool = False,
+    overviews: bool = False,
+    aoi: tuple[float, float, float, float] | None = None,
+    aoi_margin: int = 0,
+    panel_px: int = PANEL_PX,
 ) -> dict[str, object]:
     """Run ``predict`` over a GeoTIFF in overlapping windows and write the blended result.
 
     The output grid is the source grid refined ``scale`` times (same CRS and origin). Source
     pixels that are nodata in every band (``src_nodata``, default the file's own nodata) come
-    out as ``nodata_out``; whole patches of nodata are skipped. Returns run statistics.
+    out as ``nodata_out``; whole patches of nodata are skipped. With ``aoi`` (bounds in the
+    raster's CRS) only windows meeting the AOI grown by ``aoi_margin`` source pixels are
+    computed, and output outside it is nodata. With ``resume`` finished rows are journaled in
+    ``<dst>.parts`` (see :mod:`tilepipe.journal`) and a rerun continues from there; ``cog``
+    writes a Cloud-Optimised GeoTIFF, ``overviews`` adds overviews.
+
+    Wide rasters are processed in column panels of about ``panel_px`` output pixels, each
+    streamed top to bottom, so memory depends on patch, batch and panel width, never on the
+    raster's size; the ``ceil(overlap / stride)`` window columns where panels meet are computed
+    in both, which makes the result identical to one full-width pass. Returns run statistics.
     """
     if patch <= 0 or not 0 <= overlap < patch or batch <= 0 or scale <= 0:
         raise TilepipeError(
@@ -164,13 +212,16 @@ def run_tiled(
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"{context(path=src_path)}cannot open raster ({exc})") from exc
 
-    with src:
+    # A bounded GDAL block cache: by default GDAL may take 5 % of the node's RAM.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), src:
         nodata = src.nodata if src_nodata is None else src_nodata
         height, width = src.height, src.width
         out_h, out_w = height * scale, width * scale
         row_origins = window_origins(height, patch, overlap)
         col_origins = window_origins(width, patch, overlap)
+        a_r0, a_r1, a_c0, a_c1 = aoi_window(src, aoi, aoi_margin)
         stride = patch - overlap
+        back = math.ceil(overlap / stride)  # earlier windows that reach into a window's stride
         p_out, s_out = patch * scale, stride * scale
         # Weights are constant over each source pixel's scale x scale block, so a blend of
         # predictions keeps whatever block means the individual predictions have.
@@ -178,8 +229,8 @@ def run_tiled(
         w2d = np.outer(w1, w1)
         wy, wx = axis_weight_sum(row_origins, w1, scale), axis_weight_sum(col_origins, w1, scale)
         y_base, x_base = row_origins[0] * scale, col_origins[0] * scale
-        x_crop = slice(-x_base, -x_base + out_w)
         total = len(row_origins) * len(col_origins)
+        panels = column_panels(len(col_origins), s_out, panel_px)
 
         profile = gtiff_profile(
             width=out_w,
@@ -191,99 +242,189 @@ def run_tiled(
             nodata=nodata_out,
         )
         block_h = int(profile["blockysize"])
-        stats = {"windows": 0, "windows_skipped": 0, "batches": 0}
-        # Strip accumulator: one window row of output, full (padded) output width.
-        acc = np.zeros((out_bands, p_out, len(wx)), dtype=np.float32)
+        stats = {"windows": 0, "windows_skipped": 0, "windows_resumed": 0, "batches": 0}
+        stats["panels"] = len(panels)
+        journal = None
+        if resume or cog or overviews or len(panels) > 1:
+            settings = {
+                "engine": [scale, out_bands, out_dtype, patch, overlap, batch, nodata_out],
+                "src_nodata": src_nodata,
+                "aoi": [aoi, aoi_margin],
+                "panel_px": panel_px,
+                "bands": band_descriptions,
+                "tags": tags,
+            }
+            fp = fingerprint(src_path, settings) if resume else f"once-{time.time_ns()}"
+            journal = SlabJournal(dst_path, fp, profile)
+        counted = {"done": 0}  # windows of the grid accounted for (computed, skipped, resumed)
 
-        with (
-            atomic_output(dst_path) as tmp,
-            rasterio.open(tmp, "w", **profile) as dst,
-            ThreadPoolExecutor(max_workers=1) as reader,
-            ThreadPoolExecutor(max_workers=1) as writer,
-        ):
-            if band_descriptions:
-                for i, desc in enumerate(band_descriptions[:out_bands], start=1):
-                    dst.set_band_description(i, desc)
-            if tags:
-                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        def tick(n: int) -> None:
+            """Account for ``n`` more windows of the grid and report progress."""
+            counted["done"] += n
+            if progress is not None:
+                progress(min(counted["done"], total), total)
 
-            pending: list[np.ndarray] = []  # finished output rows not yet written
-            written = 0  # output rows already written
+        with contextlib.ExitStack() as stack:
+            if journal is not None and not resume:
+                # Slabs of a run that cannot be resumed are of no use once it fails.
+                stack.callback(lambda: None if journal.complete else journal.remove())
+            reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            writer = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            dst = None
+            if journal is None:
+                tmp = stack.enter_context(atomic_output(dst_path))
+                dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
+                if band_descriptions:
+                    for i, desc in enumerate(band_descriptions[:out_bands], start=1):
+                        dst.set_band_description(i, desc)
+                if tags:
+                    dst.update_tags(**{k: str(v) for k, v in tags.items()})
 
-            def emit(rows: np.ndarray, bad_src: np.ndarray, row0: int) -> None:
-                """Normalise finished rows (from output row ``row0``) and queue them for writing."""
-                nonlocal written
-                lo, hi = max(row0, 0), min(row0 + rows.shape[1], out_h)
-                if hi <= lo:
-                    return
-                inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], 1.0 / wx[x_crop])
-                vals = to_dtype(rows[:, lo - row0 : hi - row0, x_crop] * inv, out_dtype, nodata_out)
-                if nodata_out is not None and bad_src.any():
-                    bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
-                    vals[:, bad[lo - row0 : hi - row0]] = nodata_out
-                pending.append(vals)
-                queued = sum(p.shape[1] for p in pending)
-                if queued >= block_h or written + queued == out_h:
-                    # Write in block-aligned slabs so GDAL never rewrites a compressed block.
-                    slab = np.concatenate(pending, axis=1)
-                    n = slab.shape[1] if written + queued == out_h else queued // block_h * block_h
-                    dst.write(slab[:, :n], window=Window(0, written, out_w, n))
-                    written += n
-                    pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
+            for j0, j1 in panels:
+                cols = col_origins[max(j0 - back, 0) : j1]  # computed window columns
+                c0 = cols[0]
+                # Output columns this panel finishes: those no window outside it reaches.
+                oc0 = 0 if j0 == 0 else col_origins[j0] * scale
+                oc1 = out_w if j1 == len(col_origins) else col_origins[j1] * scale
+                own = slice(oc0 - c0 * scale, oc1 - c0 * scale)  # in accumulator columns
+                inv_x = 1.0 / wx[oc0 - x_base : oc1 - x_base]
+                src_own = slice(oc0 // scale - c0, oc1 // scale - c0)  # in strip columns
+                # Strip accumulator: one window row of output across the panel.
+                acc = np.zeros((out_bands, p_out, (cols[-1] - c0) * scale + p_out), np.float32)
+                written, first_row = 0, 0
+                if journal is not None:
+                    written, first_row, carry = journal.resume_point(oc0)
+                    if written >= out_h:
+                        first_row = len(row_origins)
+                    elif carry is not None:
+                        acc[:, : p_out - s_out] = carry  # exactly where the killed run was
+                stats["windows_resumed"] += first_row * (j1 - j0)
+                tick(first_row * (j1 - j0))
+                outside = np.ones((patch, acc.shape[2] // scale), dtype=bool)  # AOI columns
+                outside[:, max(a_c0 - c0, 0) : max(a_c1 - c0, 0)] = False
+                # Writer-thread state: finished rows not yet written, rows written so far.
+                state: dict[str, object] = {"pending": [], "written": written}
 
-            write_job = None
-            future = reader.submit(read_strip, src, row_origins[0], col_origins, patch)
-            for ri, r_orig in enumerate(row_origins):
-                strip = future.result()
-                if ri + 1 < len(row_origins):
-                    future = reader.submit(read_strip, src, row_origins[ri + 1], col_origins, patch)
-                bad_strip = invalid_mask(strip, nodata)
-                c0 = col_origins[0]
-                jobs: list[tuple[int, np.ndarray]] = []
-                for c_orig in col_origins:
-                    cs = slice(c_orig - c0, c_orig - c0 + patch)
-                    bad = bad_strip[:, cs]
-                    if bad.all():
-                        stats["windows_skipped"] += 1
-                        continue
-                    jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
-                for b0 in range(0, len(jobs), batch):
-                    chunk = jobs[b0 : b0 + batch]
-                    x = np.ascontiguousarray(np.stack([p for _, p in chunk]), dtype=np.float32)
-                    y = np.asarray(predict(x), dtype=np.float32)
-                    want = (len(chunk), out_bands, p_out, p_out)
-                    if y.shape != want:
-                        raise TilepipeError(f"predict returned shape {y.shape}, expected {want}")
-                    if not y.flags.writeable:
-                        y = y.copy()
-                    y *= w2d
-                    for (c_orig, _), out in zip(chunk, y, strict=True):
-                        xs = c_orig * scale - x_base
-                        acc[:, :, xs : xs + p_out] += out
-                    stats["batches"] += 1
-                    stats["windows"] += len(chunk)
-                    if progress is not None:
-                        progress(stats["windows"] + stats["windows_skipped"], total)
+                def emit(
+                    rows: np.ndarray,
+                    bad_src: np.ndarray,
+                    row0: int,
+                    next_row: int,
+                    carry: np.ndarray | None,
+                    state=state,
+                    own=own,
+                    inv_x=inv_x,
+                    oc0=oc0,
+                    oc1=oc1,
+                ) -> None:
+                    """Normalise finished rows (from output row ``row0``) and write them.
 
-                # Rows above the next window row's origin are final: write them, shift the rest.
-                last = ri + 1 == len(row_origins)
-                n_src = patch if last else stride
-                src_rows = slice(max(0, -r_orig), min(n_src, height - r_orig))
-                bad_rows = np.ones((n_src, width), dtype=bool)
-                bad_rows[src_rows] = bad_strip[src_rows, -c0 : -c0 + width]
-                # Normalising, converting and compressing run in the writer thread while the
-                # next window row is predicted; at most one strip waits there.
+                    With a journal every window row becomes a slab plus the accumulator carry
+                    that window row ``next_row`` starts from; otherwise whole blocks are
+                    written into the output as they fill.
+                    """
+                    done = int(state["written"])
+                    pending: list[np.ndarray] = state["pending"]  # type: ignore[assignment]
+                    lo = max(row0, 0, done + sum(p.shape[1] for p in pending))
+                    hi = max(min(row0 + rows.shape[1], out_h), lo)
+                    if journal is None and hi == lo:
+                        return
+                    inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], inv_x)
+                    vals = to_dtype(
+                        rows[:, lo - row0 : hi - row0, own] * inv, out_dtype, nodata_out
+                    )
+                    if nodata_out is not None and bad_src.any():
+                        bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
+                        vals[:, bad[lo - row0 : hi - row0]] = nodata_out
+                    if journal is not None:
+                        journal.add(vals, lo, oc0, next_row=next_row, carry=carry)
+                        state["written"] = hi
+                        return
+                    pending.append(vals)
+                    queued = sum(p.shape[1] for p in pending)
+                    if queued >= block_h or done + queued == out_h:
+                        # Whole blocks only, so GDAL never rewrites a compressed block.
+                        slab = np.concatenate(pending, axis=1)
+                        end = done + queued == out_h
+                        n = slab.shape[1] if end else queued // block_h * block_h
+                        dst.write(slab[:, :n], window=Window(oc0, done, oc1 - oc0, n))
+                        state["written"] = done + n
+                        pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
+
+                def read(ri: int, cols=cols) -> np.ndarray | None:
+                    """Read window row ``ri`` of the panel, or None when it misses the AOI."""
+                    r = row_origins[ri]
+                    if r + patch <= a_r0 or r >= a_r1:
+                        return None
+                    return read_strip(src, r, cols, patch)
+
+                write_job = None
+                future = reader.submit(read, first_row) if first_row < len(row_origins) else None
+                for ri in range(first_row, len(row_origins)):
+                    r_orig = row_origins[ri]
+                    strip = future.result()
+                    if ri + 1 < len(row_origins):
+                        future = reader.submit(read, ri + 1)
+                    jobs: list[tuple[int, np.ndarray]] = []
+                    # Outside the AOI no window is computed and the output is nodata.
+                    aoi_bad = outside.copy()
+                    aoi_bad[: max(a_r0 - r_orig, 0)] = True
+                    aoi_bad[max(a_r1 - r_orig, 0) :] = True
+                    bad_strip = aoi_bad if strip is None else invalid_mask(strip, nodata)
+                    for c_orig in cols:
+                        cs = slice(c_orig - c0, c_orig - c0 + patch)
+                        bad = bad_strip[:, cs]
+                        if strip is None or bad.all() or aoi_bad[:, cs].all():
+                            stats["windows_skipped"] += 1
+                            continue
+                        jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
+                    bad_strip = bad_strip | aoi_bad
+                    for b0 in range(0, len(jobs), batch):
+                        chunk = jobs[b0 : b0 + batch]
+                        x = np.ascontiguousarray(np.stack([p for _, p in chunk]), np.float32)
+                        y = np.asarray(predict(x), dtype=np.float32)
+                        want = (len(chunk), out_bands, p_out, p_out)
+                        if y.shape != want:
+                            raise TilepipeError(
+                                f"predict returned shape {y.shape}, expected {want}"
+                            )
+                        if not y.flags.writeable:
+                            y = y.copy()
+                        y *= w2d
+                        for (c_orig, _), out in zip(chunk, y, strict=True):
+                            xs = (c_orig - c0) * scale
+                            acc[:, :, xs : xs + p_out] += out
+                        stats["batches"] += 1
+                        stats["windows"] += len(chunk)
+                    tick(j1 - j0)
+
+                    # Rows above the next window row's origin are final: write them, shift.
+                    last = ri + 1 == len(row_origins)
+                    n_src = patch if last else stride
+                    src_rows = slice(max(0, -r_orig), min(n_src, height - r_orig))
+                    bad_rows = np.ones((n_src, (oc1 - oc0) // scale), dtype=bool)
+                    bad_rows[src_rows] = bad_strip[src_rows, src_own]
+                    # Normalising, converting and compressing run in the writer thread while
+                    # the next window row is predicted; at most one strip waits there.
+                    if write_job is not None:
+                        write_job.result()
+                    # The writer may keep views of ``acc``: it is replaced below, never modified.
+                    carry = None if last else acc[:, s_out:]
+                    write_job = writer.submit(
+                        emit, acc[:, : n_src * scale], bad_rows, r_orig * scale, ri + 1, carry
+                    )
+                    if not last:
+                        nxt = np.zeros_like(acc)
+                        nxt[:, : p_out - s_out] = acc[:, s_out:]
+                        acc = nxt
                 if write_job is not None:
                     write_job.result()
-                write_job = writer.submit(emit, acc[:, : n_src * scale], bad_rows, r_orig * scale)
-                if not last:
-                    nxt = np.zeros_like(acc)
-                    nxt[:, : p_out - s_out] = acc[:, s_out:]
-                    acc = nxt
-            if write_job is not None:
-                write_job.result()
-            if progress is not None and (not stats["batches"] or not jobs):
-                progress(total, total)  # the last row was all nodata: still report completion
+        if journal is not None:
+            t_asm = time.perf_counter()
+            vrt = journal.write_vrt(band_descriptions, {k: str(v) for k, v in (tags or {}).items()})
+            finish_output(vrt, dst_path, profile, cog=cog, overviews=overviews)
+            journal.remove()
+            stats["assemble_seconds"] = round(time.perf_counter() - t_asm, 3)
 
     seconds = time.perf_counter() - t_start
     stats.update(

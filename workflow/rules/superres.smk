@@ -25,7 +25,13 @@ rule superres:
         overlap=SR["overlap"],
         batch=SR["batch"],
         device=SR["device"],
+        precision=SR["precision"],
+        flags=" ".join(
+            f"--{key}" for key in ("compile", "cog", "overviews") if SR[key]
+        )
+        + ("" if SR["resume"] else " --no-resume"),
     shell:
         "tilepipe superres --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
         " --out {output.dr} {params.method} {params.model} --patch {params.patch}"
-        " --overlap {params.overlap} --batch {params.batch} --device {params.device} > {log} 2>&1"
+        " --overlap {params.overlap} --batch {params.batch} --device {params.device}"
+        " --precision {params.precision} {params.flags} > {log} 2>&1"
