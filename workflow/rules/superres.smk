@@ -20,7 +20,7 @@ rule superres:
     threads: 2
     params:
         method=f"--method {SR['method']}",
-        model=lambda wildcards, input: f"--model {input.model}" if input.model else "",
+        model_flag="--model" if SR["method"] == "model" else "",
         patch=SR["patch"],
         overlap=SR["overlap"],
         batch=SR["batch"],
@@ -32,6 +32,7 @@ rule superres:
         + ("" if SR["resume"] else " --no-resume"),
     shell:
         "tilepipe superres --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
-        " --out {output.dr} {params.method} {params.model} --patch {params.patch}"
+        " --out {output.dr} {params.method} {params.model_flag} {input.model}"
+        " --patch {params.patch}"
         " --overlap {params.overlap} --batch {params.batch} --device {params.device}"
         " --precision {params.precision} {params.flags} > {log} 2>&1"
