@@ -117,7 +117,18 @@ def remote_run(loopback_server, demo, tmp_path_factory) -> dict:
     )
     logs = "\n".join(p.read_text() for p in (work / "logs").rglob("*.log"))
     assert run.returncode == 0, run.stderr[-4000:] + logs[-4000:]
-    return {"work": work, "stderr": run.stdout + run.stderr, "issued": server.stats()["issued"]}
+    # the report of the run, so that the secrets test reads it too
+    report = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", target, "--report", "report.html"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0 and (work / "report.html").is_file(), report.stderr[-3000:]
+    out = run.stdout + run.stderr + report.stdout + report.stderr
+    return {"work": work, "stderr": out, "issued": server.stats()["issued"]}
 
 
 @pytest.mark.workflow
@@ -152,3 +163,4 @@ def test_no_token_key_or_signed_url_reaches_any_file_of_the_run(remote_run):
             assert needle.encode() not in blob, f"{needle!r} found in {path}"
     with rasterio.open(work / "results/33UXP/2022-06-21/s2.tif") as src:
         assert "sig=" not in json.dumps(src.tags())
+    assert (work / "report.html").stat().st_size > 0  # read above with every other file

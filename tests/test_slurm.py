@@ -73,6 +73,8 @@ PATH_VARS = ("TMPDIR", "APPTAINER_CACHEDIR", "SINGULARITY_CACHEDIR")
 #: The scene whose download is made to fail in the LUMI run, and how: a truncated COG asset.
 BROKEN = ("31UFS", "2022-06-21")
 BROKEN_ASSET = "demo_data/stac/sentinel-2-l2a/S2B_31UFS_20220621_0_L2A/B04.tif"
+FAKE_SECRET = "fake-secret-7f3a9c"
+SEP = "<#>"  # sacct's field separator here: submit lines may hold `|`
 #: Hard limit for one campaign run: a lost job must not hang CI.
 RUN_TIMEOUT_S = 600
 
@@ -188,6 +190,9 @@ def _env(work: Path) -> dict[str, str]:
         "USER": os.environ.get("USER") or getpass.getuser(),
         "USERWORK": str(work / "userwork"),
         "TILEPIPE_SCRATCH": str(work / "scratch"),
+        # credentials as a user would export them: they must reach no job script or log
+        "CDSE_S3_SECRET_KEY": FAKE_SECRET,
+        "PC_SDK_SUBSCRIPTION_KEY": FAKE_SECRET,
     }
 
 
@@ -238,16 +243,17 @@ def _overrides(
 
 def _sacct(work: Path, since: datetime) -> list[dict]:
     fields = ("JobID", "Account", "Partition", "AllocTRES", "Timelimit", "State", "Comment")
-    fields += ("WorkDir", "Submit")
+    fields += ("WorkDir", "Submit", "SubmitLine")
     since_arg = f"{since:%Y-%m-%dT%H:%M:%S}"
+    query = ["sacct", "-a", "-X", "-n", "-P", "--delimiter", SEP, "-S", since_arg]
     out = subprocess.run(
-        ["sacct", "-a", "-X", "-n", "-P", "-S", since_arg, "--format", ",".join(fields)],
+        [*query, "--format", ",".join(fields)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     ).stdout
-    jobs = [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines()]
+    jobs = [dict(zip(fields, line.split(SEP), strict=True)) for line in out.splitlines()]
     # `-S` also lists older jobs still known to slurmdbd: keep this run's submissions only
     ours = [j for j in jobs if j["WorkDir"] == str(work) and j["Submit"] >= since_arg]
     return sorted(ours, key=lambda j: int(j["JobID"].split("_")[0]))
@@ -477,11 +483,12 @@ def _requeue_when_journaled(work: Path, done: dict, stop: threading.Event) -> No
     journal = work / "results" / tile / date / "dr.tif.parts" / "journal.jsonl"
     while not stop.is_set():
         lines = journal.read_text().splitlines() if journal.is_file() else []
-        steps = _steps(work, b"superres", date.encode()) if lines else []
+        slabs = [line for line in lines[1:] if '"file": "' in line]  # line 1: the fingerprint
+        steps = _steps(work, b"superres", date.encode()) if slabs else []
         if steps:
             for pid, _ in steps:
                 os.kill(pid, signal.SIGSTOP)  # no more progress until Slurm kills it
-            done["slabs"], done["job"] = len(lines), steps[0][1]
+            done["slabs"], done["job"] = len(slabs), steps[0][1]
             subprocess.run(["scontrol", "requeue", done["job"]], check=True, timeout=60)
             return
         time.sleep(0.02)
@@ -545,3 +552,16 @@ def test_a_requeued_superres_job_resumes_from_its_journal_and_the_campaign_compl
     report = json.loads((scene / "qc.json").read_text())
     checks = {c["name"]: c["status"] for c in report["checks"]}
     assert checks["dr_consistency"] == "pass", report
+
+
+def test_no_credential_reaches_a_job_script_or_a_slurm_log(campaign):
+    # sbatch passes the environment (--export=ALL); the job's command line and logs must not
+    # carry it: Slurm stores submit lines in its accounting database for every admin to read
+    assert campaign.jobs
+    for job in campaign.jobs:
+        assert FAKE_SECRET not in job["SubmitLine"], job["JobID"]
+    for path in (campaign.work / ".snakemake").rglob("*"):
+        if path.is_file():
+            assert FAKE_SECRET.encode() not in path.read_bytes(), path
+    for path in (campaign.work / "logs").rglob("*.log"):
+        assert FAKE_SECRET not in path.read_text(errors="replace"), path
