@@ -1,8 +1,9 @@
 """Dry-run time of tilepipe's workflow against a bare Snakemake workflow of the same DAG shape.
 
 Both plan the same campaign (default 1,000 tiles × 10 dates from a ready scene manifest): the
-same rules, wildcards, checkpoint and file patterns; the bare one has trivial shell commands
-and no input functions beyond reading the manifest. Target (issue 7): tilepipe ≤ 1.2× bare.
+same rules, wildcards, checkpoint and files (inputs, outputs, logs, benchmarks); the bare one
+has trivial shell commands and no params, resources, containers or input functions beyond
+reading the manifest. Target (issue 7): tilepipe ≤ 1.2× bare.
 
     .venv/bin/python benchmarks/bench_planning.py [--tiles 1000] [--dates 10] [--repeat 1]
 """
@@ -97,6 +98,34 @@ rule qc_summary:
 """
 
 
+#: Log and benchmark files of each rule, as in workflow/rules/*.smk (part of the DAG's files).
+LOGGED = {
+    "download": "{tile}/{date}",
+    "superres": "{tile}/{date}",
+    "fields": "{tile}/{date}",
+    "qc": "{tile}/{date}",
+    "quicklook": "{tile}/{date}",
+    "embeddings": "{tile}/{year}",
+    "train_classifier": "classifier",
+    "classify": "{tile}/{date}",
+    "qc_classification": "{tile}/{date}",
+    "qc_summary": "summary",
+    "search_scenes": "search",
+}
+
+
+def with_logs(snakefile: str) -> str:
+    """Give every rule of `snakefile` the log and benchmark files tilepipe's rule has."""
+    out = []
+    for line in snakefile.splitlines():
+        out.append(line)
+        name = line.removeprefix("rule ").removeprefix("checkpoint ").rstrip(":")
+        if line.endswith(":") and name in LOGGED:
+            out.append(f'    log: "logs/{name}/{LOGGED[name]}.log"')
+            out.append(f'    benchmark: "benchmarks/rules/{name}/{LOGGED[name]}.tsv"')
+    return "\n".join(out) + "\n"
+
+
 def tile_ids(n: int) -> list[str]:
     """`n` valid MGRS tile ids (zones 29-38 over Europe's latitude bands)."""
     out = []
@@ -180,7 +209,7 @@ def main() -> None:
         }
         (ours / "campaign.yaml").write_text(yaml.safe_dump(campaign))
         (bare / "campaign.yaml").write_text(yaml.safe_dump({"tiles": tiles, "year": 2022}))
-        (bare / "Snakefile").write_text(BARE_SNAKEFILE)
+        (bare / "Snakefile").write_text(with_logs(BARE_SNAKEFILE))
         for work in (ours, bare):
             write_manifest(work / "manifests" / "scenes.csv", tiles, args.dates)
         jobs = args.tiles * args.dates
