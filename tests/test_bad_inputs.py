@@ -223,8 +223,7 @@ def test_full_cloud_fails_qc_on_cloud(good, tmp_path):
 @pytest.fixture
 def tessera(demo, tmp_path) -> Path:
     """A private copy of the demo's TESSERA source, safe to break."""
-    root = Path(demo["registry"]).parent if "registry" in demo else Path(demo["root"]) / "tessera"
-    return Path(shutil.copytree(root, tmp_path / "tessera"))
+    return Path(shutil.copytree(demo["tessera"], tmp_path / "tessera"))
 
 
 def _rehash(tessera: Path, changed: Path) -> None:

@@ -385,11 +385,10 @@ STATES = ("done", "failed", "incomplete", "pending")
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    import csv
-
     import yaml
 
     from tilepipe import plan as planning
+    from tilepipe.status import read_scenes
 
     config = yaml.safe_load(Path(args.configfile).read_text()) or {}
     profile = planning.load_profile(args.profile)
@@ -414,8 +413,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         config["tiles"] = sorted({t for t, _ in scenes})
         source = f"{args.tiles_count} tiles × {args.dates_per_tile} dates (hypothetical)"
     elif manifest.is_file():
-        with open(manifest, newline="") as fh:
-            scenes = [(r["tile"], r["date"]) for r in csv.DictReader(fh)]
+        scenes = read_scenes(manifest)
         source = f"{len(scenes)} tile-dates from {manifest}"
     else:
         per_tile = config.get("source", {}).get("max_dates_per_tile") or 1

@@ -18,16 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from tilepipe.status import SCENE_STEPS
+
 #: Rules per scope: how many jobs each makes.
-SCENE_RULES = (
-    "download",
-    "superres",
-    "fields",
-    "qc",
-    "quicklook",
-    "classify",
-    "qc_classification",
-)
+SCENE_RULES = tuple(step for step, _ in SCENE_STEPS)  # the per-scene steps, in order
 CAMPAIGN_RULES = ("search_scenes", "train_classifier", "qc_summary", "all")
 #: Rules that never go to Slurm, and those that go to the login node with `network_local`.
 ALWAYS_LOCAL = frozenset({"all", "demo_campaign", "qc_summary"})
