@@ -1,12 +1,14 @@
 """The tiled inference engine at scale: efficiency, peak memory and resume, with figures.
 
-    python benchmarks/bench_engine.py efficiency --size 240     # engine vs pure model forward
+    python benchmarks/bench_engine.py efficiency --size 400     # engine vs pure model forward
     python benchmarks/bench_engine.py rss --sizes 1000 2000 4000 --method bicubic
     python benchmarks/bench_engine.py resume --size 400          # kill -9 at ~50 %, rerun
 
 efficiency: windows per second of the whole engine (read + infer + blend + write, including the
 journal and the final GeoTIFF) divided by windows per second of the model forward alone on the
-same windows and batches, in one process. rss: peak RSS of `tilepipe superres` on growing inputs
+same windows and batches, in one process, for the demo DR model and for random SRNets of
+production cost (``--models demo 64x6 128x24``); also the model's GFLOP per output Mpx and the
+engine's own CPU seconds per output Mpx. rss: peak RSS of `tilepipe superres` on growing inputs
 (10x outputs), each in a fresh process, and the ratio from the smallest to the largest. resume:
 a real `kill -9` once about half of the output is journaled, then the rerun; prints the fraction
 of windows the rerun computed and whether its file is byte-identical to an uninterrupted run.
@@ -112,71 +114,83 @@ def forward_batches(s2: Path, patch: int, overlap: int, batch: int) -> list[np.n
     return batches
 
 
-def model_file(work: Path, features: int, depth: int) -> Path:
-    """The demo DR model, or a randomly initialised SRNet of the given width and depth.
+def model_file(work: Path, spec: str) -> Path:
+    """``demo`` (the demo DR model) or ``FxD``: a randomly initialised SRNet, F features, D layers.
 
-    A wider, deeper SRNet stands in for production DR networks, whose forward pass costs far
-    more per pixel than the tiny demo model's (the engine's own cost per pixel is the same).
+    Wider, deeper SRNets stand in for production DR networks, whose forward pass costs far more
+    per pixel than the tiny demo model's (the engine's own cost per pixel is the same).
     """
-    if not features:
+    if spec == "demo":
         return MODEL
+    features, depth = (int(v) for v in spec.split("x"))
     meta = json.loads(MODEL.with_suffix(".json").read_text())
     kwargs = {**meta["arch_kwargs"], "features": features, "depth": depth}
     torch.manual_seed(0)
     net = SRNet(**kwargs)
     torch.nn.init.normal_(net.body[-1].weight, std=1e-3)
-    path = work / f"srnet_{features}x{depth}.pt"
-    save_model(net, path, {**meta, "id": f"srnet-{features}x{depth}", "arch_kwargs": kwargs})
+    path = work / f"srnet_{spec}.pt"
+    save_model(net, path, {**meta, "id": f"srnet-{spec}", "arch_kwargs": kwargs})
     return path
 
 
+def gflop_per_mpx(net: torch.nn.Module, patch: int) -> float:
+    """The model's convolution FLOPs per output megapixel (torch's FLOP counter, one window)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.rand(1, len(BANDS), patch, patch)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        out = net(x)
+    return counter.get_total_flops() / (out.shape[-1] * out.shape[-2]) / 1e3
+
+
 def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
-    """Engine windows/s over pure forward windows/s (DR model on CPU)."""
+    """Engine windows/s over pure forward windows/s (DR model on CPU), per model."""
     s2 = make_input(work / "s2.tif", args.size)
     dev = resolve_device("cpu")
-    path = model_file(work, args.features, args.depth)
-    model = load_model(path, expect_bands=BANDS, expect_scale=10, device=dev)
-    net, divide = model.module, model.divide
-    predict = make_predict(lambda x: (net(x / divide) * divide).clamp_(1.0, 65535.0), dev)
     batches = forward_batches(s2, args.patch, args.overlap, args.batch)
     n_windows = sum(len(b) for b in batches)
-    predict(batches[0])  # warm-up
-    fwd, eng = [], []
-    for i in range(args.repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for b in batches:
-            predict(b)
-        fwd.append((time.perf_counter() - t0, time.process_time() - c0))
-        c0 = time.process_time()
-        out = work / f"dr{i}.tif"
-        stats = run_superres(
-            s2,
-            out,
-            model_path=path,
-            patch=args.patch,
-            overlap=args.overlap,
-            batch=args.batch,
-            device="cpu",
-        )
-        assert stats["windows"] == n_windows, (stats["windows"], n_windows)
-        cpu = time.process_time() - c0
-        eng.append((float(stats["seconds"]), float(stats.get("assemble_seconds", 0.0)), cpu))
-        out.unlink()
     out_mpx = (args.size * 10) ** 2 / 1e6
-    (t_f, c_f), (t_e, t_asm, c_e) = min(fwd), min(eng)
     print(
-        f"model {model.model_id}: input {args.size}² -> output {args.size * 10}², "
-        f"{n_windows} windows"
+        f"input {args.size}² -> output {args.size * 10}² ({out_mpx:.1f} Mpx, 4 bands), "
+        f"{n_windows} windows, patch {args.patch} overlap {args.overlap} batch {args.batch}, "
+        f"{torch.get_num_threads()} torch threads, best of {args.repeats}, "
+        f"journal {'on' if args.resume else 'off'}"
     )
-    threads = torch.get_num_threads()
-    print(
-        f"  patch {args.patch} overlap {args.overlap} batch {args.batch}, {threads} torch threads"
-    )
-    for name, t in (("forward only", t_f), ("whole engine", t_e)):
-        print(f"  {name} : {t:7.2f} s  {n_windows / t:7.2f} windows/s  {out_mpx / t:.2f} Mpx/s")
-    print(f"  of which final GeoTIFF assembly from the journal: {t_asm:.2f} s")
-    print(f"  efficiency (engine / forward throughput): {t_f / t_e:.3f}  (best of {args.repeats})")
-    print(f"  CPU seconds: forward {c_f:.2f}, engine {c_e:.2f}; CPU-time ratio {c_f / c_e:.3f}")
+    head = f"{'model':>12} {'GFLOP/Mpx':>9} {'forward s':>9} {'engine s':>8} {'fwd Mpx/s':>9}"
+    print(f"{head} {'eng Mpx/s':>9} {'efficiency':>10} {'CPU ratio':>9} {'overhead CPU s/Mpx':>18}")
+    for spec in args.models:
+        path = model_file(work, spec)
+        model = load_model(path, expect_bands=BANDS, expect_scale=10, device=dev)
+        net, divide = model.module, model.divide
+        predict = make_predict(lambda x, n=net, d=divide: (n(x / d) * d).clamp_(1.0, 65535.0), dev)
+        predict(batches[0])  # warm-up
+        fwd, eng = [], []
+        for i in range(args.repeats):  # alternated, so that both see the same machine
+            t0, c0 = time.perf_counter(), time.process_time()
+            for b in batches:
+                predict(b)
+            fwd.append((time.perf_counter() - t0, time.process_time() - c0))
+            c0 = time.process_time()
+            out = work / f"dr{i}.tif"
+            stats = run_superres(
+                s2,
+                out,
+                model_path=path,
+                patch=args.patch,
+                overlap=args.overlap,
+                batch=args.batch,
+                device="cpu",
+                resume=args.resume,
+            )
+            assert stats["windows"] == n_windows, (stats["windows"], n_windows)
+            eng.append((float(stats["seconds"]), time.process_time() - c0))
+            out.unlink()
+        (t_f, c_f), (t_e, c_e) = min(fwd), min(eng)
+        print(
+            f"{spec:>12} {gflop_per_mpx(net, args.patch):9.1f} {t_f:9.2f} {t_e:8.2f} "
+            f"{out_mpx / t_f:9.2f} {out_mpx / t_e:9.2f} {t_f / t_e:10.3f} {c_f / c_e:9.3f} "
+            f"{(c_e - c_f) / out_mpx:18.3f}"
+        )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -263,7 +277,7 @@ def main() -> None:
     """Parse arguments and run one benchmark (or all of them) in a temporary directory."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["efficiency", "rss", "resume", "all"])
-    parser.add_argument("--size", type=int, default=240, help="input side (10 m px)")
+    parser.add_argument("--size", type=int, default=400, help="input side (10 m px)")
     parser.add_argument("--sizes", nargs="+", default=["1000", "2000", "4000"], help="N or WxH")
     parser.add_argument("--method", choices=["model", "bicubic"], default="bicubic")
     parser.add_argument("--patch", type=int, default=64)
@@ -271,8 +285,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--kill-at", type=float, default=0.5)
-    parser.add_argument("--features", type=int, default=0, help="efficiency: random SRNet width")
-    parser.add_argument("--depth", type=int, default=3, help="efficiency: random SRNet depth")
+    parser.add_argument(
+        "--no-resume", dest="resume", action="store_false", help="efficiency: no journal"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["demo", "64x6", "128x24"],
+        help="efficiency: 'demo' and/or FxD (random SRNet, F features, D layers)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_engine_", dir="/tmp") as tmp:
         work = Path(tmp)

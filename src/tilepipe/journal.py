@@ -1,11 +1,14 @@
-"""Resume state of the tiling engine: finished output row slabs journaled beside the output.
+"""Resume state of the tiling engine: finished output rows journaled beside the output.
 
-A long run writes each finished slab of output rows (whole blocks, full width) as its own small
-GeoTIFF in ``<output>.parts/`` and appends one line to ``<output>.parts/journal.jsonl`` once the
+The engine writes the final GeoTIFF directly, block row by block row, in its writer thread. GDAL
+cannot make a GeoTIFF that is still being written readable after a ``kill -9`` (its directory is
+only written on close, and a reopened file loses its compression level), so for resume each
+finished window row of output is also kept as a small scratch GeoTIFF (a *slab*, ZSTD level 1)
+in ``<output>.parts/``, and one line is appended to ``<output>.parts/journal.jsonl`` once the
 slab is on disk. The directory is not a declared output, so Snakemake's handling of incomplete
-outputs never deletes it; a rerun with the same fingerprint (input, model, settings) continues
-after the last journaled slab, any other rerun starts over. The final output is assembled from
-the slabs through a VRT by GDAL (plain tiled GeoTIFF or COG) and only then renamed into place.
+outputs never deletes it. A rerun with the same fingerprint (input, model, settings) writes the
+journaled rows into a fresh output and recomputes only from the last journaled window rows on;
+any other rerun starts over. The slabs go once the output is in place.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import logging
 import os
 import shutil
-import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +50,11 @@ def fingerprint(src: str | os.PathLike, settings: dict[str, object]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (survives a node crash, not just kill)."""
+def _fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries (renames, new files), to storage.
+
+    A journal line must never name a slab that a node crash could still lose.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -70,7 +76,7 @@ class SlabJournal:
         self.fp = fp
         self.slabs: list[dict[str, object]] = []  # {"col0", "col1", "row0", "row1", "file"}
         self._done: dict[int, int] = {}  # panel's first output column -> rows on disk
-        self._next: dict[int, tuple[int, str | None]] = {}  # panel -> (next window row, carry)
+        self._next: dict[int, int] = {}  # panel's first output column -> next window row
         if self.dir.is_dir():
             self._load()
         if not self.slabs:
@@ -82,11 +88,16 @@ class SlabJournal:
         """Output rows already on disk for the panel starting at output column ``col0``."""
         return self._done.get(col0, 0)
 
-    def resume_point(self, col0: int = 0) -> tuple[int, int, np.ndarray | None]:
-        """(rows on disk, next window row, accumulator carry) of a panel; carry None at start."""
-        next_row, carry = self._next.get(col0, (0, None))
-        acc = np.load(self.dir / carry) if carry else None
-        return self.rows_done(col0), next_row, acc
+    def next_row(self, col0: int = 0) -> int:
+        """The window row after the last journaled one of the panel at output column ``col0``."""
+        return self._next.get(col0, 0)
+
+    def read_rows(self, col0: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (output row, rows) of the panel's journaled slabs, top to bottom."""
+        for slab in self.slabs:
+            if slab["col0"] == col0:
+                with rasterio.open(self.dir / str(slab["file"])) as src:
+                    yield int(slab["row0"]), src.read()
 
     @property
     def complete(self) -> bool:
@@ -114,7 +125,7 @@ class SlabJournal:
             try:
                 raw = json.loads(line)
                 rec = {k: int(raw[k]) for k in ("col0", "col1", "row0", "row1", "next_row")}
-                rec |= {"file": raw["file"], "carry": raw["carry"]}
+                rec["file"] = raw["file"]
             except (ValueError, KeyError, TypeError):
                 break  # a line cut by a kill: everything after it is unknown
             slab_lost = rec["file"] and not (self.dir / rec["file"]).is_file()
@@ -124,17 +135,13 @@ class SlabJournal:
             if rec["file"]:
                 self.slabs.append(rec)
             self._done[rec["col0"]] = rec["row1"]
-            self._next[rec["col0"]] = (rec["next_row"], rec["carry"])
+            self._next[rec["col0"]] = rec["next_row"]
         if len(kept) < len(lines):
             # Drop the unusable tail, so that records appended from now on are read next time.
             with atomic_output(self.dir / JOURNAL) as tmp, open(tmp, "w") as fh:
                 fh.write("\n".join(kept) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        # Only the latest carry of each panel is kept; without it the panel cannot continue.
-        if any(c and not (self.dir / c).is_file() for _, c in self._next.values()):
-            log.warning("%s: accumulator carry missing, starting over", self.dir)
-            self.slabs, self._done, self._next = [], {}, {}
         if self.slabs:
             log.info("%s: resuming after %d journaled slabs", self.dir, len(self.slabs))
 
@@ -145,19 +152,10 @@ class SlabJournal:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def add(
-        self,
-        data: np.ndarray,
-        row0: int,
-        col0: int = 0,
-        *,
-        next_row: int = 0,
-        carry: np.ndarray | None = None,
-    ) -> None:
+    def add(self, data: np.ndarray, row0: int, col0: int = 0, *, next_row: int = 0) -> None:
         """Write a slab (bands, rows, cols) at output row ``row0``, column ``col0``; journal it.
 
-        ``carry`` is the accumulator part that the panel's window row ``next_row`` continues
-        from; with it a resumed run recomputes nothing that was journaled.
+        ``next_row`` is the window row the panel continues with after this slab.
         """
         if row0 != self.rows_done(col0):
             raise AssertionError(f"slab at row {row0}, journal is at {self.rows_done(col0)}")
@@ -165,7 +163,7 @@ class SlabJournal:
         name = f"c{col0:09d}_r{row0:09d}_{row0 + n:09d}.tif" if n else None
         if name:
             prof = dict(self.profile)
-            for key in ("blockxsize", "blockysize"):
+            for key in ("blockxsize", "blockysize", "zlevel", "sparse_ok"):
                 prof.pop(key, None)
             # Untiled 16-row strips: any slab size works and GDAL reads them back row-wise.
             shift = Affine.translation(col0, row0)
@@ -173,99 +171,53 @@ class SlabJournal:
             prof["transform"] = prof["transform"] * shift
             with atomic_output(self.dir / name) as tmp, rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(data)
-        carry_name = None
-        if carry is not None:
-            carry_name = f"carry_c{col0:09d}_w{next_row:06d}.npy"
-            with atomic_output(self.dir / carry_name) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, carry)
-        _fsync_dir(self.dir)
+            _fsync(self.dir / name)
+            _fsync(self.dir)
         rec = {"col0": col0, "col1": col0 + w, "row0": row0, "row1": row0 + n, "file": name}
-        rec |= {"next_row": next_row, "carry": carry_name}
+        rec["next_row"] = next_row
         self._append(rec)
-        previous = self._next.get(col0, (0, None))[1]
-        if previous and previous != carry_name:
-            (self.dir / previous).unlink(missing_ok=True)  # superseded by this record
         if name:
             self.slabs.append(rec)
         self._done[col0] = row0 + n
-        self._next[col0] = (next_row, carry_name)
-
-    def write_vrt(self, descriptions: list[str] | None, tags: dict[str, object]) -> Path:
-        """Write a VRT mosaic of the slabs that carries band descriptions, nodata and tags."""
-        p = self.profile
-        width, height = int(p["width"]), int(p["height"])
-        if not self.complete:
-            raise AssertionError(f"journal in {self.dir} does not cover the output")
-        root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
-        ET.SubElement(root, "SRS").text = rasterio.crs.CRS.from_user_input(p["crs"]).to_wkt()
-        ET.SubElement(root, "GeoTransform").text = ", ".join(
-            repr(v) for v in Affine.to_gdal(p["transform"])
-        )
-        meta = ET.SubElement(root, "Metadata")
-        for key, value in (tags or {}).items():
-            ET.SubElement(meta, "MDI", key=str(key)).text = str(value)
-        dtype = {"uint16": "UInt16", "uint8": "Byte", "float32": "Float32", "int16": "Int16"}
-        for b in range(1, int(p["count"]) + 1):
-            band = ET.SubElement(
-                root, "VRTRasterBand", dataType=dtype[str(p["dtype"])], band=str(b)
-            )
-            if descriptions and b <= len(descriptions):
-                ET.SubElement(band, "Description").text = descriptions[b - 1]
-            if p.get("nodata") is not None:
-                ET.SubElement(band, "NoDataValue").text = repr(float(p["nodata"]))
-            for slab in self.slabs:
-                src = ET.SubElement(band, "SimpleSource")
-                ET.SubElement(src, "SourceFilename", relativeToVRT="1").text = str(slab["file"])
-                ET.SubElement(src, "SourceBand").text = str(b)
-                w, h = int(slab["col1"]) - int(slab["col0"]), int(slab["row1"]) - int(slab["row0"])
-                rect = {"xOff": "0", "yOff": "0", "xSize": str(w), "ySize": str(h)}
-                ET.SubElement(src, "SrcRect", **rect)
-                dst = {**rect, "xOff": str(slab["col0"]), "yOff": str(slab["row0"])}
-                ET.SubElement(src, "DstRect", **dst)
-        path = self.dir / "mosaic.vrt"
-        ET.ElementTree(root).write(path)
-        return path
+        self._next[col0] = next_row
 
     def remove(self) -> None:
         """Delete the resume state once the final output is in place."""
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def finish_output(
-    vrt: Path,
-    dst: str | os.PathLike,
-    profile: dict[str, object],
-    *,
-    cog: bool = False,
-    overviews: bool = False,
+def finish_in_place(
+    path: Path, profile: dict[str, object], *, cog: bool = False, overviews: bool = False
 ) -> None:
-    """Copy the slab mosaic into the final GeoTIFF (or COG), atomically; optional overviews."""
-    predictor = int(profile["predictor"])
-    if cog:
-        opts: dict[str, object] = {
-            "driver": "COG",
-            "compress": "DEFLATE",
-            "predictor": "YES" if predictor > 1 else "NO",
-            "blocksize": int(profile["blockxsize"]),
-            "bigtiff": "IF_SAFER",
-            "num_threads": "ALL_CPUS",
-            "overviews": "AUTO" if overviews else "NONE",
-            "overview_resampling": "AVERAGE",
-        }
-    else:
-        keys = ("tiled", "blockxsize", "blockysize", "compress", "bigtiff", "num_threads")
-        opts = {"driver": "GTiff", "predictor": predictor, **{k: profile[k] for k in keys}}
+    """Give a finished GeoTIFF overviews, or rewrite it as a COG; the path stays the same."""
+    level = int(profile["zlevel"])
     try:
-        with atomic_output(dst) as tmp:
-            rasterio.shutil.copy(str(vrt), str(tmp), **opts)
-            if overviews and not cog:
-                with rasterio.open(tmp, "r+") as ds:
-                    factors = overview_factors(ds.width, ds.height, int(profile["blockxsize"]))
-                    ds.build_overviews(factors, rasterio.enums.Resampling.average)
+        if cog:
+            opts = {
+                "driver": "COG",
+                "compress": "DEFLATE",
+                "level": level,
+                "predictor": "YES" if int(profile["predictor"]) > 1 else "NO",
+                "blocksize": int(profile["blockxsize"]),
+                "bigtiff": "IF_SAFER",
+                "num_threads": "ALL_CPUS",
+                "overviews": "AUTO" if overviews else "NONE",
+                "overview_resampling": "AVERAGE",
+            }
+            cog_path = path.with_name(f"{path.name}.cog.tif")
+            try:
+                rasterio.shutil.copy(str(path), str(cog_path), **opts)
+                os.replace(cog_path, path)
+            finally:
+                cog_path.unlink(missing_ok=True)
+        elif overviews:
+            env = rasterio.Env(ZLEVEL_OVERVIEW=str(level))
+            with env, rasterio.open(path, "r+") as ds:
+                factors = overview_factors(ds.width, ds.height, int(profile["blockxsize"]))
+                ds.build_overviews(factors, rasterio.enums.Resampling.average)
     except rasterio.errors.RasterioError as exc:
-        raise InputError(
-            f"{context(path=dst)}cannot assemble the output from {vrt}: {exc}"
-        ) from exc
+        what = "a COG" if cog else "overviews"
+        raise InputError(f"{context(path=path)}cannot make {what}: {exc}") from exc
 
 
 def overview_factors(width: int, height: int, block: int) -> list[int]:

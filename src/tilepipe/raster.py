@@ -18,6 +18,7 @@ GTIFF_OPTIONS: dict[str, object] = {
     "blockxsize": 256,
     "blockysize": 256,
     "compress": "deflate",
+    "zlevel": 1,
     "bigtiff": "if_safer",
     "num_threads": "all_cpus",
 }

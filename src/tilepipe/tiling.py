@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.windows
+import torch
 from affine import Affine
 from rasterio.windows import Window
 
 from tilepipe.errors import InputError, TilepipeError, context
-from tilepipe.journal import SlabJournal, fingerprint, finish_output
+from tilepipe.journal import SlabJournal, fingerprint, finish_in_place
 from tilepipe.raster import atomic_output, gtiff_profile
 
 #: predict(patches (B, C, p, p) float32) -> (B, out_bands, p*scale, p*scale) float32
@@ -37,6 +38,10 @@ WEIGHT_EPS = 1e-3
 GDAL_CACHE_MB = 256
 #: Output width of one column panel (px): bounds the strip accumulator on wide rasters.
 PANEL_PX = 8192
+#: Version of the journal's meaning; a journal of another version is not resumed from.
+JOURNAL_FORMAT = 2
+#: The output being written, inside the resume directory (``<dst>.parts``) when journaling.
+PARTIAL = "output.tif"
 
 
 def window_origins(size: int, patch: int, overlap: int) -> list[int]:
@@ -113,7 +118,10 @@ def fill_invalid(patch: np.ndarray, bad: np.ndarray) -> np.ndarray:
 
 
 def to_dtype(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
-    """Convert blended float output to ``dtype``: round and clip integers, keep nodata distinct."""
+    """Convert blended float output to ``dtype``: round and clip integers, keep nodata distinct.
+
+    ``values`` (float32) is used as scratch space and may be overwritten.
+    """
     dt = np.dtype(dtype)
     if not np.issubdtype(dt, np.integer):
         return values.astype(dt)
@@ -123,7 +131,7 @@ def to_dtype(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray
         lo += 1  # a valid pixel must never read back as nodata
     elif nodata is not None and nodata == hi:
         hi -= 1
-    values = np.rint(values)
+    np.rint(values, out=values)
     return np.clip(values, lo, hi, out=values).astype(dt)
 
 
@@ -156,10 +164,20 @@ def aoi_window(
     return r0, r1, c0, c1
 
 
-def column_panels(n_windows: int, stride_out: int, panel_px: int) -> list[tuple[int, int]]:
-    """Split window columns into panels of about ``panel_px`` output pixels: [(j0, j1), ...]."""
-    per = max(1, panel_px // stride_out)
-    return [(j, min(j + per, n_windows)) for j in range(0, n_windows, per)]
+def column_panels(out_w: int, unit: int, panel_px: int) -> list[tuple[int, int]]:
+    """Output column ranges [(b0, b1), ...] of about ``panel_px``, cut at multiples of ``unit``.
+
+    ``unit`` is a multiple of the output block width and of the scale, so that no output block
+    and no source pixel is shared by two panels.
+    """
+    step = max(unit, panel_px // unit * unit)
+    return [(b, min(b + step, out_w)) for b in range(0, out_w, step)]
+
+
+def panel_windows(col_origins: list[int], scale: int, patch: int, b0: int, b1: int) -> slice:
+    """The window columns whose output reaches into output columns [b0, b1)."""
+    js = [j for j, c in enumerate(col_origins) if c * scale < b1 and (c + patch) * scale > b0]
+    return slice(js[0], js[-1] + 1)
 
 
 def run_tiled(
@@ -197,8 +215,10 @@ def run_tiled(
 
     Wide rasters are processed in column panels of about ``panel_px`` output pixels, each
     streamed top to bottom, so memory depends on patch, batch and panel width, never on the
-    raster's size; the ``ceil(overlap / stride)`` window columns where panels meet are computed
-    in both, which makes the result identical to one full-width pass. Returns run statistics.
+    raster's size. Every window that reaches into a panel is computed for it (the few window
+    columns where panels meet are computed twice), which makes the result identical to one
+    full-width pass. Output is written block row by block row while the next rows are being
+    predicted. Returns run statistics.
     """
     if patch <= 0 or not 0 <= overlap < patch or batch <= 0 or scale <= 0:
         raise TilepipeError(
@@ -221,16 +241,15 @@ def run_tiled(
         col_origins = window_origins(width, patch, overlap)
         a_r0, a_r1, a_c0, a_c1 = aoi_window(src, aoi, aoi_margin)
         stride = patch - overlap
-        back = math.ceil(overlap / stride)  # earlier windows that reach into a window's stride
+        back = math.ceil(overlap / stride)  # earlier window rows that reach into a row's stride
         p_out, s_out = patch * scale, stride * scale
         # Weights are constant over each source pixel's scale x scale block, so a blend of
         # predictions keeps whatever block means the individual predictions have.
         w1 = np.repeat(blend_weights(patch, overlap), scale)
-        w2d = np.outer(w1, w1)
+        w2d = torch.from_numpy(np.outer(w1, w1))
         wy, wx = axis_weight_sum(row_origins, w1, scale), axis_weight_sum(col_origins, w1, scale)
         y_base, x_base = row_origins[0] * scale, col_origins[0] * scale
         total = len(row_origins) * len(col_origins)
-        panels = column_panels(len(col_origins), s_out, panel_px)
 
         profile = gtiff_profile(
             width=out_w,
@@ -241,12 +260,14 @@ def run_tiled(
             transform=src.transform @ Affine.scale(1 / scale),
             nodata=nodata_out,
         )
-        block_h = int(profile["blockysize"])
+        block_w, block_h = int(profile["blockxsize"]), int(profile["blockysize"])
+        panels = column_panels(out_w, math.lcm(block_w, scale), panel_px)
         stats = {"windows": 0, "windows_skipped": 0, "windows_resumed": 0, "batches": 0}
         stats["panels"] = len(panels)
         journal = None
-        if resume or cog or overviews or len(panels) > 1:
+        if resume:
             settings = {
+                "journal": JOURNAL_FORMAT,
                 "engine": [scale, out_bands, out_dtype, patch, overlap, batch, nodata_out],
                 "src_nodata": src_nodata,
                 "aoi": [aoi, aoi_margin],
@@ -254,8 +275,7 @@ def run_tiled(
                 "bands": band_descriptions,
                 "tags": tags,
             }
-            fp = fingerprint(src_path, settings) if resume else f"once-{time.time_ns()}"
-            journal = SlabJournal(dst_path, fp, profile)
+            journal = SlabJournal(dst_path, fingerprint(src_path, settings), profile)
         counted = {"done": 0}  # windows of the grid accounted for (computed, skipped, resumed)
 
         def tick(n: int) -> None:
@@ -264,167 +284,179 @@ def run_tiled(
             if progress is not None:
                 progress(min(counted["done"], total), total)
 
-        with contextlib.ExitStack() as stack:
-            if journal is not None and not resume:
-                # Slabs of a run that cannot be resumed are of no use once it fails.
-                stack.callback(lambda: None if journal.complete else journal.remove())
-            reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-            writer = stack.enter_context(ThreadPoolExecutor(max_workers=1))
-            dst = None
+        with contextlib.ExitStack() as outer:
             if journal is None:
-                tmp = stack.enter_context(atomic_output(dst_path))
-                dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
+                out_path = outer.enter_context(atomic_output(dst_path))
+            else:
+                out_path = journal.dir / PARTIAL
+            with contextlib.ExitStack() as stack:
+                # Entered before the threads, so closed only once they are done with it.
+                dst = stack.enter_context(rasterio.open(out_path, "w", **profile))
                 if band_descriptions:
                     for i, desc in enumerate(band_descriptions[:out_bands], start=1):
                         dst.set_band_description(i, desc)
                 if tags:
                     dst.update_tags(**{k: str(v) for k, v in tags.items()})
+                reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+                writer = stack.enter_context(ThreadPoolExecutor(max_workers=1))
 
-            for j0, j1 in panels:
-                cols = col_origins[max(j0 - back, 0) : j1]  # computed window columns
-                c0 = cols[0]
-                # Output columns this panel finishes: those no window outside it reaches.
-                oc0 = 0 if j0 == 0 else col_origins[j0] * scale
-                oc1 = out_w if j1 == len(col_origins) else col_origins[j1] * scale
-                own = slice(oc0 - c0 * scale, oc1 - c0 * scale)  # in accumulator columns
-                inv_x = 1.0 / wx[oc0 - x_base : oc1 - x_base]
-                src_own = slice(oc0 // scale - c0, oc1 // scale - c0)  # in strip columns
-                # Strip accumulator: one window row of output across the panel.
-                acc = np.zeros((out_bands, p_out, (cols[-1] - c0) * scale + p_out), np.float32)
-                written, first_row = 0, 0
-                if journal is not None:
-                    written, first_row, carry = journal.resume_point(oc0)
-                    if written >= out_h:
-                        first_row = len(row_origins)
-                    elif carry is not None:
-                        acc[:, : p_out - s_out] = carry  # exactly where the killed run was
-                stats["windows_resumed"] += first_row * (j1 - j0)
-                tick(first_row * (j1 - j0))
-                outside = np.ones((patch, acc.shape[2] // scale), dtype=bool)  # AOI columns
-                outside[:, max(a_c0 - c0, 0) : max(a_c1 - c0, 0)] = False
-                # Writer-thread state: finished rows not yet written, rows written so far.
-                state: dict[str, object] = {"pending": [], "written": written}
+                for b0, b1 in panels:
+                    cols = col_origins[panel_windows(col_origins, scale, patch, b0, b1)]
+                    c0 = cols[0]
+                    # Windows this panel accounts for in progress (each window in one panel).
+                    owned = sum(1 for c in col_origins if b0 <= max(c * scale, 0) < b1)
+                    own = slice(b0 - c0 * scale, b1 - c0 * scale)  # in accumulator columns
+                    inv_x = 1.0 / wx[b0 - x_base : b1 - x_base]
+                    src_own = slice(b0 // scale - c0, b1 // scale - c0)  # in strip columns
+                    # Strip accumulator: one window row of output across the panel.
+                    shape = (out_bands, p_out, (cols[-1] - c0) * scale + p_out)
+                    # Two accumulators in turn: the writer reads one while the other fills.
+                    accs = [torch.zeros(shape), torch.zeros(shape)]
+                    acc = accs[0]
+                    # Writer-thread state: rows finished (journaled or not), rows in the output,
+                    # finished rows waiting for a whole block row.
+                    state: dict[str, object] = {"done": 0, "written": 0, "pending": []}
 
-                def emit(
-                    rows: np.ndarray,
-                    bad_src: np.ndarray,
-                    row0: int,
-                    next_row: int,
-                    carry: np.ndarray | None,
-                    state=state,
-                    own=own,
-                    inv_x=inv_x,
-                    oc0=oc0,
-                    oc1=oc1,
-                ) -> None:
-                    """Normalise finished rows (from output row ``row0``) and write them.
+                    def put(vals: np.ndarray, state=state, b0=b0, b1=b1) -> None:
+                        """Queue finished rows; write every whole block row (and the last rows)."""
+                        pending: list[np.ndarray] = state["pending"]  # type: ignore[assignment]
+                        pending.append(vals)
+                        queued = sum(p.shape[1] for p in pending)
+                        written = int(state["written"])
+                        end = written + queued == out_h
+                        if queued < block_h and not end:
+                            return
+                        rows = np.concatenate(pending, axis=1) if len(pending) > 1 else vals
+                        n = queued if end else queued // block_h * block_h
+                        # One write per block row, so the calls are the same however rows arrive.
+                        for r in range(0, n, block_h):
+                            h = min(block_h, n - r)
+                            win = Window(b0, written + r, b1 - b0, h)
+                            dst.write(rows[:, r : r + h], window=win)
+                        state["written"] = written + n
+                        pending[:] = [rows[:, n:]] if n < queued else []
 
-                    With a journal every window row becomes a slab plus the accumulator carry
-                    that window row ``next_row`` starts from; otherwise whole blocks are
-                    written into the output as they fill.
-                    """
-                    done = int(state["written"])
-                    pending: list[np.ndarray] = state["pending"]  # type: ignore[assignment]
-                    lo = max(row0, 0, done + sum(p.shape[1] for p in pending))
-                    hi = max(min(row0 + rows.shape[1], out_h), lo)
-                    if journal is None and hi == lo:
-                        return
-                    inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], inv_x)
-                    vals = to_dtype(
-                        rows[:, lo - row0 : hi - row0, own] * inv, out_dtype, nodata_out
-                    )
-                    if nodata_out is not None and bad_src.any():
-                        bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
-                        vals[:, bad[lo - row0 : hi - row0]] = nodata_out
+                    first_row = 0
                     if journal is not None:
-                        journal.add(vals, lo, oc0, next_row=next_row, carry=carry)
-                        state["written"] = hi
-                        return
-                    pending.append(vals)
-                    queued = sum(p.shape[1] for p in pending)
-                    if queued >= block_h or done + queued == out_h:
-                        # Whole blocks only, so GDAL never rewrites a compressed block.
-                        slab = np.concatenate(pending, axis=1)
-                        end = done + queued == out_h
-                        n = slab.shape[1] if end else queued // block_h * block_h
-                        dst.write(slab[:, :n], window=Window(oc0, done, oc1 - oc0, n))
-                        state["written"] = done + n
-                        pending[:] = [slab[:, n:]] if n < slab.shape[1] else []
+                        for _, rows in journal.read_rows(b0):
+                            put(rows)  # rows journaled by an earlier run go into the output
+                        state["done"] = journal.rows_done(b0)
+                        if state["done"] >= out_h:
+                            first_row = len(row_origins)
+                        elif journal.next_row(b0):
+                            # The last ``back`` journaled window rows are computed again: they
+                            # rebuild the accumulator below the journaled rows exactly.
+                            first_row = max(journal.next_row(b0) - back, 0)
+                    stats["windows_resumed"] += first_row * owned
+                    tick(first_row * owned)
+                    outside = np.ones((patch, shape[2] // scale), dtype=bool)  # AOI columns
+                    outside[:, max(a_c0 - c0, 0) : max(a_c1 - c0, 0)] = False
 
-                def read(ri: int, cols=cols) -> np.ndarray | None:
-                    """Read window row ``ri`` of the panel, or None when it misses the AOI."""
-                    r = row_origins[ri]
-                    if r + patch <= a_r0 or r >= a_r1:
-                        return None
-                    return read_strip(src, r, cols, patch)
+                    def emit(
+                        rows: np.ndarray,
+                        bad_src: np.ndarray,
+                        row0: int,
+                        next_row: int,
+                        state=state,
+                        own=own,
+                        inv_x=inv_x,
+                        b0=b0,
+                        put=put,
+                    ) -> None:
+                        """Normalise the finished rows from output row ``row0`` on, journal them
+                        (window row ``next_row`` continues after them) and write them."""
+                        lo = max(row0, 0, int(state["done"]))
+                        hi = max(min(row0 + rows.shape[1], out_h), lo)
+                        inv = np.outer(1.0 / wy[lo - y_base : hi - y_base], inv_x)
+                        vals = to_dtype(
+                            rows[:, lo - row0 : hi - row0, own] * inv, out_dtype, nodata_out
+                        )
+                        if nodata_out is not None and bad_src.any():
+                            bad = np.repeat(np.repeat(bad_src, scale, axis=0), scale, axis=1)
+                            vals[:, bad[lo - row0 : hi - row0]] = nodata_out
+                        if journal is not None and (hi > lo or next_row > journal.next_row(b0)):
+                            journal.add(vals, lo, b0, next_row=next_row)
+                        state["done"] = hi
+                        if hi > lo:
+                            put(vals)
 
-                write_job = None
-                future = reader.submit(read, first_row) if first_row < len(row_origins) else None
-                for ri in range(first_row, len(row_origins)):
-                    r_orig = row_origins[ri]
-                    strip = future.result()
-                    if ri + 1 < len(row_origins):
-                        future = reader.submit(read, ri + 1)
-                    jobs: list[tuple[int, np.ndarray]] = []
-                    # Outside the AOI no window is computed and the output is nodata.
-                    aoi_bad = outside.copy()
-                    aoi_bad[: max(a_r0 - r_orig, 0)] = True
-                    aoi_bad[max(a_r1 - r_orig, 0) :] = True
-                    bad_strip = aoi_bad if strip is None else invalid_mask(strip, nodata)
-                    for c_orig in cols:
-                        cs = slice(c_orig - c0, c_orig - c0 + patch)
-                        bad = bad_strip[:, cs]
-                        if strip is None or bad.all() or aoi_bad[:, cs].all():
-                            stats["windows_skipped"] += 1
-                            continue
-                        jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
-                    bad_strip = bad_strip | aoi_bad
-                    for b0 in range(0, len(jobs), batch):
-                        chunk = jobs[b0 : b0 + batch]
-                        x = np.ascontiguousarray(np.stack([p for _, p in chunk]), np.float32)
-                        y = np.asarray(predict(x), dtype=np.float32)
-                        want = (len(chunk), out_bands, p_out, p_out)
-                        if y.shape != want:
-                            raise TilepipeError(
-                                f"predict returned shape {y.shape}, expected {want}"
-                            )
-                        if not y.flags.writeable:
-                            y = y.copy()
-                        y *= w2d
-                        for (c_orig, _), out in zip(chunk, y, strict=True):
-                            xs = (c_orig - c0) * scale
-                            acc[:, :, xs : xs + p_out] += out
-                        stats["batches"] += 1
-                        stats["windows"] += len(chunk)
-                    tick(j1 - j0)
+                    def read(ri: int, cols=cols) -> np.ndarray | None:
+                        """Read window row ``ri`` of the panel, or None when it misses the AOI."""
+                        r = row_origins[ri]
+                        if r + patch <= a_r0 or r >= a_r1:
+                            return None
+                        return read_strip(src, r, cols, patch)
 
-                    # Rows above the next window row's origin are final: write them, shift.
-                    last = ri + 1 == len(row_origins)
-                    n_src = patch if last else stride
-                    src_rows = slice(max(0, -r_orig), min(n_src, height - r_orig))
-                    bad_rows = np.ones((n_src, (oc1 - oc0) // scale), dtype=bool)
-                    bad_rows[src_rows] = bad_strip[src_rows, src_own]
-                    # Normalising, converting and compressing run in the writer thread while
-                    # the next window row is predicted; at most one strip waits there.
+                    write_job = None
+                    n_rows = len(row_origins)
+                    future = reader.submit(read, first_row) if first_row < n_rows else None
+                    for ri in range(first_row, n_rows):
+                        r_orig = row_origins[ri]
+                        strip = future.result()
+                        if ri + 1 < n_rows:
+                            future = reader.submit(read, ri + 1)
+                        jobs: list[tuple[int, np.ndarray]] = []
+                        # Outside the AOI no window is computed and the output is nodata.
+                        aoi_bad = outside.copy()
+                        aoi_bad[: max(a_r0 - r_orig, 0)] = True
+                        aoi_bad[max(a_r1 - r_orig, 0) :] = True
+                        bad_strip = aoi_bad if strip is None else invalid_mask(strip, nodata)
+                        for c_orig in cols:
+                            cs = slice(c_orig - c0, c_orig - c0 + patch)
+                            bad = bad_strip[:, cs]
+                            if strip is None or bad.all() or aoi_bad[:, cs].all():
+                                stats["windows_skipped"] += 1
+                                continue
+                            jobs.append((c_orig, fill_invalid(strip[:, :, cs], bad)))
+                        bad_strip = bad_strip | aoi_bad
+                        for k in range(0, len(jobs), batch):
+                            chunk = jobs[k : k + batch]
+                            x = np.ascontiguousarray(np.stack([p for _, p in chunk]), np.float32)
+                            y = np.asarray(predict(x), dtype=np.float32)
+                            want = (len(chunk), out_bands, p_out, p_out)
+                            if y.shape != want:
+                                raise TilepipeError(
+                                    f"predict returned shape {y.shape}, expected {want}"
+                                )
+                            # Weighting and summing in one pass, on torch's threads.
+                            for (c_orig, _), out in zip(chunk, torch.from_numpy(y), strict=True):
+                                xs = (c_orig - c0) * scale
+                                acc[:, :, xs : xs + p_out].addcmul_(out, w2d)
+                            stats["batches"] += 1
+                            stats["windows"] += len(chunk)
+                        tick(owned)
+
+                        # Rows above the next window row's origin are final: write them, shift.
+                        last = ri + 1 == n_rows
+                        n_src = patch if last else stride
+                        src_rows = slice(max(0, -r_orig), min(n_src, height - r_orig))
+                        bad_rows = np.ones((n_src, (b1 - b0) // scale), dtype=bool)
+                        bad_rows[src_rows] = bad_strip[src_rows, src_own]
+                        # Normalising, converting, journaling and compressing run in the writer
+                        # thread while the next window row is predicted; at most one strip waits.
+                        if write_job is not None:
+                            write_job.result()
+                        # The writer reads ``acc`` until its job is done; the next window row
+                        # fills the other accumulator, which that job no longer uses.
+                        write_job = writer.submit(
+                            emit, acc[:, : n_src * scale].numpy(), bad_rows, r_orig * scale, ri + 1
+                        )
+                        if not last:
+                            nxt = accs[1] if acc is accs[0] else accs[0]
+                            nxt[:, : p_out - s_out] = acc[:, s_out:]
+                            nxt[:, p_out - s_out :] = 0.0
+                            acc = nxt
                     if write_job is not None:
                         write_job.result()
-                    # The writer may keep views of ``acc``: it is replaced below, never modified.
-                    carry = None if last else acc[:, s_out:]
-                    write_job = writer.submit(
-                        emit, acc[:, : n_src * scale], bad_rows, r_orig * scale, ri + 1, carry
-                    )
-                    if not last:
-                        nxt = np.zeros_like(acc)
-                        nxt[:, : p_out - s_out] = acc[:, s_out:]
-                        acc = nxt
-                if write_job is not None:
-                    write_job.result()
+                    if state["pending"]:
+                        raise AssertionError(f"panel at column {b0} ended with rows unwritten")
+            t_fin = time.perf_counter()
+            finish_in_place(out_path, profile, cog=cog, overviews=overviews)
         if journal is not None:
-            t_asm = time.perf_counter()
-            vrt = journal.write_vrt(band_descriptions, {k: str(v) for k, v in (tags or {}).items()})
-            finish_output(vrt, dst_path, profile, cog=cog, overviews=overviews)
+            with atomic_output(dst_path) as tmp:
+                os.replace(out_path, tmp)
             journal.remove()
-            stats["assemble_seconds"] = round(time.perf_counter() - t_asm, 3)
+        stats["finish_seconds"] = round(time.perf_counter() - t_fin, 3)
 
     seconds = time.perf_counter() - t_start
     stats.update(
