@@ -11,11 +11,11 @@ PINS := containers/requirements-cpu.txt
 $(BIN)/.installed: pyproject.toml $(PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# the runtime pins the container images use, so the tests run exactly what the images ship;
+	# all but the torch line itself (torch is $(TORCH): the +cpu local version is the images')
+	grep -v '^torch==' $(PINS) > $(VENV)/constraints.txt
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
-	$(BIN)/pip install --quiet $(TORCH)
-	# the runtime pins the container images use (less their torch block: torch is $(TORCH)),
-	# so the tests run exactly what the images ship
-	sed '/^# --- torch/,$$d' $(PINS) > $(VENV)/constraints.txt
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt $(TORCH)
 	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[workflow,dev]'
 	touch $@
 

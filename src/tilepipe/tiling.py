@@ -311,7 +311,7 @@ def run_tiled(
                     # Strip accumulator: one window row of output across the panel.
                     shape = (out_bands, p_out, (cols[-1] - c0) * scale + p_out)
                     # Two accumulators in turn: the writer reads one while the other fills.
-                    accs = [torch.zeros(shape), torch.zeros(shape)]
+                    accs = [torch.zeros(shape, dtype=torch.float32) for _ in range(2)]
                     acc = accs[0]
                     # Writer-thread state: rows finished (journaled or not), rows in the output,
                     # finished rows waiting for a whole block row.
