@@ -68,6 +68,7 @@ class ServerState:
     asset_names: dict[str, str] = field(default_factory=dict)  # rename assets (Earth Search)
     bytes_sent: int = 0
     slow_all_s: float = 0.0
+    gather: int = 0  # file requests wait (5 s at most) until this many have been in flight at once
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status)
     proxied: list[str] = field(default_factory=list)
     token_requests: int = 0
@@ -169,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
                 state.issued.clear()
                 state.asset_names = {}
                 state.bytes_sent = 0
-                state.require_token, state.slow_all_s = False, 0.0
+                state.require_token, state.slow_all_s, state.gather = False, 0.0, 0
                 state.token_lifetime_s = 3600.0
                 state.token_requests = state.max_in_flight = 0
             stats = {
@@ -291,6 +292,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.state.slow_all_s:
             time.sleep(self.state.slow_all_s)
+        deadline = time.monotonic() + 5
+        while self.state.max_in_flight < self.state.gather and time.monotonic() < deadline:
+            time.sleep(0.005)  # concurrency made certain, not left to the scheduler
         fault = self.state.take_fault(rel, self.command)
         if fault and fault.kind == "status":
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after else {}

@@ -4,8 +4,10 @@ Real Snakemake runs of the demo campaign (64 px, `profiles/local`) in a temporar
 
 - kill trials: SIGKILL the Snakemake process, or one running `tilepipe` step, at a random moment
   (seeded, `TILEPIPE_KILL_TRIALS` trials each, 2 by default); then every declared output on
-  disk must be complete (rasters read to the last block, vectors and JSON parse), rerunning the
-  same command must finish the campaign, and outputs Snakemake had finished must not be redone;
+  disk (the files Snakemake's `--summary` lists for the campaign, never resume state such as
+  `dr.tif.parts/`) must be complete (rasters read to the last block, vectors and JSON parse),
+  rerunning the same command must finish the campaign, resume from any journaled slabs and
+  remove them, and outputs Snakemake had finished must not be redone;
 - containment: one scene's B04 asset truncated; the other scenes finish, `tilepipe status`
   names the failed scene and the cause, and after the asset is repaired the targets `tilepipe
   status --targets failed` prints redo that scene alone.
@@ -43,7 +45,6 @@ CONFIG = (
 BROKEN = ("31UFS", "2022-06-21")
 BROKEN_ASSET = "demo_data/stac/sentinel-2-l2a/S2B_31UFS_20220621_0_L2A/B04.tif"
 TRIALS = int(os.environ.get("TILEPIPE_KILL_TRIALS", "2"))
-SUFFIXES = (".tif", ".gpkg", ".json", ".png", ".csv", ".cbm", ".html", ".tsv")
 
 
 def _env() -> dict[str, str]:
@@ -69,11 +70,34 @@ def _copy_workflow(work: Path) -> Path:
     return work
 
 
-def _outputs(work: Path) -> list[Path]:
-    """Every declared output of the campaign that is on disk now."""
-    found = [p for p in (work / "results").rglob("*") if p.suffix in SUFFIXES and p.is_file()]
-    others = ["manifests/scenes.csv", "demo_data/stac/catalog.json", "demo_data/labels.gpkg"]
-    return found + [work / p for p in others if (work / p).is_file()]
+def _declared_outputs(work: Path) -> list[str]:
+    """Every output file the campaign's rules declare, as Snakemake's `--summary` lists them."""
+    run = _snakemake(work, "--summary")
+    assert run.returncode == 0, run.stderr[-4000:]
+    rows = [line.split("\t") for line in run.stdout.splitlines()]
+    assert rows and rows[0][0] == "output_file", run.stdout[:2000]
+    return [row[0] for row in rows[1:] if row and row[0]]
+
+
+def _outputs(work: Path, declared: list[str]) -> list[Path]:
+    """The declared outputs that are on disk now."""
+    return [work / p for p in declared if (work / p).is_file()]
+
+
+def _journaled(work: Path) -> dict[Path, int]:
+    """Resume directories left in `results/` with the number of slabs their journals hold."""
+    found = {}
+    for parts in (work / "results").rglob("*.parts"):
+        journal = parts / "journal.jsonl"
+        lines = journal.read_text().splitlines()[1:] if journal.is_file() else []
+        found[parts] = sum(1 for line in lines if '"file": "' in line)  # line 1: the fingerprint
+    return found
+
+
+def _step_log(work: Path, parts: Path) -> Path:
+    """The step log of the superres job that owns a `results/<tile>/<date>/dr.tif.parts`."""
+    date, tile = parts.parent.name, parts.parent.parent.name
+    return work / "logs" / "superres" / tile / f"{date}.log"
 
 
 def _assert_complete(path: Path) -> None:
@@ -93,11 +117,11 @@ def _assert_complete(path: Path) -> None:
         assert path.stat().st_size > 0, path
 
 
-def _finished(work: Path) -> dict[Path, int]:
+def _finished(work: Path, declared: list[str]) -> dict[Path, int]:
     """Outputs Snakemake considers finished (no incomplete marker), with their mtimes."""
     return {
         p: p.stat().st_mtime_ns
-        for p in _outputs(work)
+        for p in _outputs(work, declared)
         if not incomplete_marker(work, str(p.relative_to(work))).exists()
     }
 
@@ -125,17 +149,22 @@ def _wait_steps_gone(work: Path, timeout: float = 120) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference_seconds(tmp_path_factory) -> float:
-    """How long an uninterrupted campaign takes here (kill moments are drawn within it)."""
+def reference(tmp_path_factory) -> dict:
+    """An uninterrupted campaign: how long it takes here (kill moments are drawn within it) and
+    the outputs its rules declare."""
     work = _copy_workflow(tmp_path_factory.mktemp("reference"))
     started = time.monotonic()
     run = _snakemake(work)
     assert run.returncode == 0, run.stderr[-4000:]
-    return time.monotonic() - started
+    seconds = time.monotonic() - started
+    declared = _declared_outputs(work)
+    assert all((work / p).is_file() for p in declared)
+    return {"seconds": seconds, "declared": declared}
 
 
-def _kill_and_rerun(work: Path, kill, rng: random.Random, seconds: float) -> str:
+def _kill_and_rerun(work: Path, kill, rng: random.Random, reference: dict) -> str:
     """Start the campaign, `kill` it at a random moment, check what is left, rerun; a summary."""
+    seconds, declared = reference["seconds"], reference["declared"]
     proc = subprocess.Popen(
         _command(), cwd=work, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -144,17 +173,25 @@ def _kill_and_rerun(work: Path, kill, rng: random.Random, seconds: float) -> str
     what = kill(proc, work)
     proc.wait(timeout=1200)
     _wait_steps_gone(work)  # a killed Snakemake's running step may still finish its file
-    for path in _outputs(work):
+    for path in _outputs(work, declared):
         _assert_complete(path)
-    before = _finished(work)
+    before = _finished(work, declared)
+    journaled = _journaled(work)
     rerun = _snakemake(work)
     assert rerun.returncode == 0, (what, rerun.stderr[-4000:])
-    for tile in TILES:
-        for date in DATES:
-            assert (work / "results" / tile / date / "fields_classified.gpkg").is_file()
+    assert all((work / p).is_file() for p in declared), what
     redone = [p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime]
     assert not redone, (what, redone)
-    return f"{what} at {moment:.1f} s: {len(before)} finished outputs kept, rerun completed"
+    # resume state keeps its promise: the rerun resumed from the slabs and removed them
+    for parts, slabs in journaled.items():
+        assert not parts.exists(), (what, parts)
+        if slabs:
+            assert "resuming after" in _step_log(work, parts).read_text(), (what, parts)
+    resumed = sum(1 for slabs in journaled.values() if slabs)
+    return (
+        f"{what} at {moment:.1f} s: {len(before)} finished outputs kept, "
+        f"{resumed} journaled output(s) resumed, rerun completed"
+    )
 
 
 def _kill_snakemake(proc: subprocess.Popen, work: Path) -> str:
@@ -167,8 +204,11 @@ def _kill_a_step(proc: subprocess.Popen, work: Path) -> str:
     while time.monotonic() < deadline:
         steps = _steps_running(work)
         if steps:
+            try:  # the command line first: a killed process has none
+                cmd = Path(f"/proc/{steps[0]}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                cmd = []
             os.kill(steps[0], signal.SIGKILL)
-            cmd = (Path(f"/proc/{steps[0]}/cmdline").read_bytes() or b"").split(b"\0")
             return "SIGKILL step " + " ".join(c.decode() for c in cmd[1:3])
         if proc.poll() is not None:
             break
@@ -178,13 +218,13 @@ def _kill_a_step(proc: subprocess.Popen, work: Path) -> str:
 
 @pytest.mark.parametrize("kill", [_kill_snakemake, _kill_a_step], ids=["snakemake", "step"])
 def test_a_killed_campaign_resumes_losing_nothing_and_redoing_only_unfinished_jobs(
-    kill, reference_seconds, tmp_path
+    kill, reference, tmp_path
 ):
     rng = random.Random(f"{kill.__name__}-7")
     outcomes = []
     for trial in range(TRIALS):
         work = _copy_workflow(tmp_path / f"trial{trial}")
-        outcomes.append(_kill_and_rerun(work, kill, rng, reference_seconds))
+        outcomes.append(_kill_and_rerun(work, kill, rng, reference))
     print("\n".join(outcomes))
 
 
@@ -235,7 +275,7 @@ def test_rerunning_the_failed_targets_redoes_that_scene_alone(broken):
         check=True,
     ).stdout.split()
     assert targets and all("/".join(BROKEN) in t for t in targets)
-    before = _finished(work)
+    before = _finished(work, _declared_outputs(work))
     run = _snakemake(work, *targets)
     assert run.returncode == 0, run.stderr[-4000:]
     assert (work / "results" / BROKEN[0] / BROKEN[1] / "fields_classified.gpkg").is_file()

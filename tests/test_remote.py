@@ -161,8 +161,9 @@ def test_a_truncated_body_is_read_again(server, demo, tmp_path):
 
 def test_a_slow_response_times_out_and_is_retried(server, demo, tmp_path):
     row = _row(_manifest(server, tmp_path, make_source({})))
-    server.inject(Fault("slow", 2, delay=2.0, match="B03"))
-    policy = RetryPolicy(attempts=3, base_delay_s=0.01, timeout_s=0.5, gdal_retries=0)
+    # the slow answers take 3x the timeout, and the healthy third attempt has a whole second
+    server.inject(Fault("slow", 2, delay=3.0, match="B03"))
+    policy = RetryPolicy(attempts=3, base_delay_s=0.01, timeout_s=1.0, gdal_retries=0)
     s2, _ = _download(demo, row, tmp_path / "out", policy=policy)
     assert s2.is_file()
 
@@ -206,7 +207,9 @@ def test_the_connection_cap_holds_while_assets_are_read_in_parallel(
 ):
     row = _row(_manifest(server, tmp_path, make_source({})))
     server.reset()
-    server.settings(slow_all_s=0.1)
+    # each read waits until `connections` reads are in flight: a cap below it would show as
+    # fewer, a cap not held as more, whatever the load on this machine
+    server.settings(gather=connections)
     _download(demo, row, tmp_path / "out", connections=connections)
     assert server.stats()["max_in_flight"] == connections
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from affine import Affine
 from tilepipe.checksum import sha256_file
 from tilepipe.demo import render_scene
 from tilepipe.errors import ConfigError, InputError, ModelError
+from tilepipe.journal import STOP_AFTER_SLABS_ENV
 from tilepipe.models import BANDS, FieldNet, SRNet, save_model
 from tilepipe.raster import gtiff_profile
 from tilepipe.superres import run_superres
@@ -150,23 +151,27 @@ def test_wrong_band_count_is_an_input_error(tmp_path):
         run_superres(path, tmp_path / "dr.tif", method="bicubic")
 
 
-def start_superres(s2_path: str, out, model: str) -> subprocess.Popen:
-    """Start ``tilepipe superres`` as its own process, as a Slurm job runs it."""
+def start_superres(s2_path: str, out, model: str, stop_after: int = 0) -> subprocess.Popen:
+    """Start ``tilepipe superres`` as its own process, as a Slurm job runs it.
+
+    With ``stop_after`` the step stops itself (SIGSTOP) once that many slabs are journaled.
+    """
     exe = Path(sys.executable).parent / "tilepipe"
     args = ["--tile", "33UXP", "--date", "2022-06-21", "--s2", s2_path, "--out", str(out)]
     args += ["--model", model, "--patch", "16", "--overlap", "4", "--batch", "2"]
-    return subprocess.Popen([str(exe), "superres", *args], stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != STOP_AFTER_SLABS_ENV}
+    if stop_after:
+        env[STOP_AFTER_SLABS_ENV] = str(stop_after)
+    cmd = [str(exe), "superres", *args]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def wait_for_slabs(proc: subprocess.Popen, out, n: int) -> int:
-    """Poll the journal beside ``out`` until ``n`` slabs are recorded; return how many there are."""
-    journal = Path(f"{out}.parts") / "journal.jsonl"
-    while proc.poll() is None:
-        lines = journal.read_text().splitlines() if journal.exists() else []
-        if len(lines) > n:
-            return len(lines) - 1
-        time.sleep(0.002)
-    raise AssertionError(f"superres finished before {n} slabs were journaled: {proc.stderr.read()}")
+def wait_stopped(proc: subprocess.Popen, out) -> int:
+    """Wait until the step has stopped itself; return how many slabs its journal holds."""
+    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status), f"superres ended before stopping: {proc.stderr.read()}"
+    lines = (Path(f"{out}.parts") / "journal.jsonl").read_text().splitlines()
+    return len(lines) - 1  # line 1: the fingerprint
 
 
 @pytest.fixture
@@ -181,12 +186,12 @@ def test_killed_run_resumes_from_its_journal_to_an_identical_file(tmp_path, big_
     """A real kill -9 in the middle; the rerun continues and writes the same bytes."""
     whole, dr = tmp_path / "whole" / "dr.tif", tmp_path / "dr.tif"
     assert start_superres(big_s2, whole, sr_model).wait() == 0
-    proc = start_superres(big_s2, dr, sr_model)
     # Three window rows journaled: the rerun computes the last one again and goes on from there.
-    slabs = wait_for_slabs(proc, dr, 3)
+    proc = start_superres(big_s2, dr, sr_model, stop_after=3)
+    slabs = wait_stopped(proc, dr)
     proc.kill()  # SIGKILL: no handler, no cleanup
     proc.wait()
-    assert not dr.exists() and slabs >= 3
+    assert not dr.exists() and slabs == 3
     rerun = start_superres(big_s2, dr, sr_model)
     _, err = rerun.communicate()
     assert rerun.returncode == 0, err
@@ -200,9 +205,10 @@ def test_killed_run_resumes_from_its_journal_to_an_identical_file(tmp_path, big_
 def test_sigterm_keeps_the_journal_and_exits_143(tmp_path, big_s2, sr_model):
     """Slurm preemption sends SIGTERM: the step unwinds, keeps its slabs and exits non-zero."""
     dr = tmp_path / "dr.tif"
-    proc = start_superres(big_s2, dr, sr_model)
-    wait_for_slabs(proc, dr, 1)
-    proc.send_signal(signal.SIGTERM)
+    proc = start_superres(big_s2, dr, sr_model, stop_after=1)
+    wait_stopped(proc, dr)
+    proc.send_signal(signal.SIGTERM)  # pending until the step runs again
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "terminated" in err and not dr.exists()

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 JOURNAL = "journal.jsonl"
 #: Slabs are scratch: a fast codec, recompressed once into the final output.
 SLAB_OPTIONS = {"compress": "zstd", "zstd_level": 1}
+#: Fault-injection point for tests: a step stops itself (SIGSTOP) once it has journaled this many
+#: slabs, so a test kills or signals it at an exact point instead of racing it.
+STOP_AFTER_SLABS_ENV = "TILEPIPE_STOP_AFTER_SLABS"
 
 
 def parts_dir(dst: str | os.PathLike) -> Path:
@@ -178,12 +182,20 @@ class SlabJournal:
         self._append(rec)
         if name:
             self.slabs.append(rec)
+            _stop_point(len(self.slabs))
         self._done[col0] = row0 + n
         self._next[col0] = next_row
 
     def remove(self) -> None:
         """Delete the resume state once the final output is in place."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _stop_point(slabs: int) -> None:
+    """Stop this process when the test hook asks to be stopped after exactly ``slabs`` slabs."""
+    wanted = os.environ.get(STOP_AFTER_SLABS_ENV, "")
+    if wanted.isdigit() and int(wanted) == slabs:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def finish_in_place(
