@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint clean-demo
+.PHONY: demo test test-fast lint clean-demo
 
 PINS := containers/requirements-cpu.txt
 
@@ -24,8 +24,13 @@ demo: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local --report report.html
 	@echo "Done: outputs in results/, open report.html (see README: 'Looking at the outputs')."
 
+# the whole suite (CI): every tier, real Snakemake, Slurm and kill trials included
 test: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+# the fast tier for development: no whole-workflow runs, no Slurm cluster (docs/testing.md)
+test-fast: $(BIN)/.installed
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not workflow and not slurm"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests scripts benchmarks

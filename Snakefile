@@ -3,7 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from tilepipe.config import coerce_types, config_problems, load_schema
+from tilepipe.campaign.config import coerce_types, config_problems, load_schema
 
 min_version("9.0")
 

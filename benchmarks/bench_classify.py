@@ -26,8 +26,8 @@ import rasterio
 import shapely
 from affine import Affine
 
-from tilepipe.classify import train_classifier
-from tilepipe.raster import gtiff_profile
+from tilepipe.classify.train import train_classifier
+from tilepipe.core.raster import gtiff_profile
 
 TILE, CRS, DIM, FIELD, GAP = "33UXP", "EPSG:32633", 64, 16, 4
 ORIGIN = (600000.0, 5400000.0)

@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.loopback import Loopback  # noqa: E402
-from tilepipe.download import download_scene  # noqa: E402
-from tilepipe.grid import tile_grid  # noqa: E402
-from tilepipe.transfer import RetryPolicy  # noqa: E402
+from tilepipe.acquire.download import download_scene  # noqa: E402
+from tilepipe.acquire.transfer import RetryPolicy  # noqa: E402
+from tilepipe.core.grid import tile_grid  # noqa: E402
 
 TILE, DATE = "33UXP", "2022-06-21"
 

@@ -32,11 +32,12 @@ import rasterio
 import torch
 from affine import Affine
 
-from tilepipe.demo import render_scene
-from tilepipe.models import BANDS, SRNet, load_model, make_predict, resolve_device, save_model
-from tilepipe.raster import gtiff_profile
+from tilepipe.core.raster import gtiff_profile
+from tilepipe.demo.campaign import render_scene
+from tilepipe.engine.tiling import fill_invalid, invalid_mask, read_strip, window_origins
+from tilepipe.models.loading import BANDS, load_model, make_predict, resolve_device, save_model
+from tilepipe.models.nets import SRNet
 from tilepipe.superres import run_superres
-from tilepipe.tiling import fill_invalid, invalid_mask, read_strip, window_origins
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "dr_demo.pt"

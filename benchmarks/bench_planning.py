@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from tilepipe.grid import validate_tile
+from tilepipe.core.grid import validate_tile
 
 REPO = Path(__file__).resolve().parents[1]
 LETTERS_COL = "ABCDEFGHJKLMNPQRSTUVWXYZ"

@@ -1,7 +1,7 @@
 """Peak memory and time of block-wise field polygonisation against the probability raster size.
 
 For each side length, a probability raster of the demo world's field layout (extent plus a
-boundary band, 1 m pixels) is written, then :func:`tilepipe.polygons.delineate` runs on it in
+boundary band, 1 m pixels) is written, then :func:`tilepipe.fields.polygons.delineate` runs on it in
 its own process, once with ``--block`` px blocks and once as a single block (the whole raster
 in memory, as before block-wise polygonisation). Prints seconds, peak RSS and fields per run,
 and the ratio of peak RSS from the smallest to the largest raster: bounded memory shows a
@@ -29,8 +29,8 @@ def make_raster(path: Path, size: int, seed: int) -> None:
     from skimage.morphology import dilation, disk
     from skimage.segmentation import find_boundaries
 
-    from tilepipe.demo import field_layout
-    from tilepipe.polygons import write_probabilities
+    from tilepipe.demo.campaign import field_layout
+    from tilepipe.fields.polygons import write_probabilities
 
     ids, _ = field_layout(seed, size, size)
     extent = (ids > 0).astype(np.float32)
@@ -42,7 +42,7 @@ def make_raster(path: Path, size: int, seed: int) -> None:
 
 def polygonise(path: Path, block: int) -> None:
     """Run delineate on ``path`` and print its stats as JSON (one process)."""
-    from tilepipe.polygons import Params, delineate
+    from tilepipe.fields.polygons import Params, delineate
 
     table = delineate(path, Params(block=block, halo=32, min_area_m2=2000))
     print(json.dumps(table.stats))

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train the two small demo models (SRNet for DR, FieldNet for fields) on synthetic scenes.
 
-Scenes come from ``tilepipe.demo.render_scene``; held-out scenes (other seeds) measure SRNet
-against bicubic (L1, PSNR) and FieldNet, on the true 1 m image and on SRNet's output (what the
+Scenes come from ``tilepipe.demo.campaign.render_scene``; held-out scenes (other seeds) measure
+SRNet against bicubic (L1, PSNR) and FieldNet, on the true 1 m image and on SRNet's output (what the
 fields step really sees): extent IoU, and field instances (watershed from extent minus
 boundary, as the fields step does) matched to the true fields.
 FieldNet is multitask: field extent, field boundary and distance to the boundary. Writes
@@ -27,10 +27,11 @@ from scipy.ndimage import distance_transform_edt
 from skimage.morphology import dilation, disk
 from skimage.segmentation import find_boundaries
 
-from tilepipe.demo import render_scene
-from tilepipe.fieldmetrics import instance_scores
-from tilepipe.instances import instance_labels
-from tilepipe.models import BANDS, FieldNet, SRNet, load_model, resolve_device, save_model
+from tilepipe.demo.campaign import render_scene
+from tilepipe.fields.instances import instance_labels
+from tilepipe.fields.metrics import instance_scores
+from tilepipe.models.loading import BANDS, load_model, resolve_device, save_model
+from tilepipe.models.nets import FieldNet, SRNet
 
 SCALE = 10
 DIVIDE = 10000.0

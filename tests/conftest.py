@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tilepipe.demo import generate_campaign
-from tilepipe.stac import find_items, select_scenes, write_manifest
+from tilepipe.acquire.stac import find_items, select_scenes, write_manifest
+from tilepipe.demo.campaign import generate_campaign
 
 from .loopback import Loopback
 

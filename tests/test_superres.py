@@ -15,12 +15,13 @@ import rasterio
 import torch
 from affine import Affine
 
-from tilepipe.checksum import sha256_file
-from tilepipe.demo import render_scene
-from tilepipe.errors import ConfigError, InputError, ModelError
-from tilepipe.journal import STOP_AFTER_SLABS_ENV
-from tilepipe.models import BANDS, FieldNet, SRNet, save_model
-from tilepipe.raster import gtiff_profile
+from tilepipe.core.checksum import sha256_file
+from tilepipe.core.errors import ConfigError, InputError, ModelError
+from tilepipe.core.raster import gtiff_profile
+from tilepipe.demo.campaign import render_scene
+from tilepipe.engine.journal import STOP_AFTER_SLABS_ENV
+from tilepipe.models.loading import BANDS, save_model
+from tilepipe.models.nets import FieldNet, SRNet
 from tilepipe.superres import run_superres
 
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)

@@ -10,8 +10,10 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-from tilepipe.errors import ConfigError, InputError, context
-from tilepipe.models import (
+from tilepipe.core.errors import ConfigError, InputError, context
+from tilepipe.core.raster import is_north_up
+from tilepipe.engine.tiling import progress_logger, run_tiled
+from tilepipe.models.loading import (
     BANDS,
     check_patch,
     load_model,
@@ -20,8 +22,6 @@ from tilepipe.models import (
     resolve_device,
     resolve_precision,
 )
-from tilepipe.raster import is_north_up
-from tilepipe.tiling import progress_logger, run_tiled
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def run_superres(
     """Super-resolve ``s2_path`` 10x into ``dst_path`` (dr.tif contract); return run stats.
 
     With ``resume`` (the default) finished rows are journaled in ``<dst>.parts`` so that a
-    killed or preempted run continues where it stopped (see :mod:`tilepipe.journal`).
+    killed or preempted run continues where it stopped (see :mod:`tilepipe.engine.journal`).
     """
     s2_path = Path(s2_path)
     if method not in METHODS:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tilepipe.config import (
+from tilepipe.campaign.config import (
     apply_cluster_env,
     campaign_tiles,
     cluster_problems,
     window_arg,
 )
-from tilepipe.locks import clear_stale_locks, write_owner
+from tilepipe.campaign.locks import clear_stale_locks, write_owner
 
 
 wildcard_constraints:

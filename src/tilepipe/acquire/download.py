@@ -1,0 +1,267 @@
+"""Download: read a scene's band assets over the tile window, harmonise, write s2.tif and scl.tif.
+
+Reads are windowed (only the tile window is fetched, through GDAL's /vsicurl/ or /vsis3/ for
+remote COGs), run a few at a time (the job's share of the source's connections), are retried
+and re-signed as tilepipe.acquire.transfer decides, and every band lands on the tile's 10 m grid
+with the baseline-04.00 reflectance offset removed, so every scene, old or new, from whichever
+source, carries the same bands, grid and reflectance scale. Each raster is checked (readable,
+band count, size, not all nodata) before it is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window, from_bounds
+
+from tilepipe.acquire.sources import Source, is_remote, make_source
+from tilepipe.acquire.transfer import RetryPolicy, retry_read
+from tilepipe.core.errors import InputError, context
+from tilepipe.core.grid import tile_grid
+from tilepipe.core.raster import atomic_output, gtiff_profile, is_north_up
+
+log = logging.getLogger(__name__)
+
+REFLECTANCE_BANDS = ("B02", "B03", "B04", "B08")
+
+
+def harmonise(dn: np.ndarray, offset_dn: int) -> np.ndarray:
+    """Remove the BOA_ADD_OFFSET from L2A digital numbers; 0 stays nodata, valid stays ≥ 1."""
+    if offset_dn == 0:
+        return dn.astype(np.uint16, copy=False)
+    out = np.clip(dn.astype(np.int32) - offset_dn, 1, 65535).astype(np.uint16)
+    out[dn == 0] = 0
+    return out
+
+
+def read_window(
+    path: str, transform: Affine, width: int, height: int, crs: str, *, where: str
+) -> np.ndarray:
+    """Read band 1 of a raster over a target 10 m window (nearest resampling, 0 outside)."""
+    with rasterio.open(path) as src:
+        if src.crs is None or src.crs.to_string() != crs:
+            raise InputError(f"{where}asset CRS {src.crs} differs from the tile's {crs}")
+        if not is_north_up(src.transform):
+            raise InputError(f"{where}asset is not north-up (transform {tuple(src.transform)})")
+        left, top = transform.c, transform.f
+        right, bottom = left + transform.a * width, top + transform.e * height
+        want = from_bounds(left, bottom, right, top, src.transform)
+        # read only the part inside the asset and place it: a boundless read would open the
+        # file a second time (a VRT over it), which doubles the requests for a remote asset
+        sx, sy = want.width / width, want.height / height
+        c0, r0 = max(want.col_off, 0.0), max(want.row_off, 0.0)
+        c1 = min(want.col_off + want.width, float(src.width))
+        r1 = min(want.row_off + want.height, float(src.height))
+        out = np.zeros((height, width), dtype=src.dtypes[0])
+        tc0, tc1 = round((c0 - want.col_off) / sx), round((c1 - want.col_off) / sx)
+        tr0, tr1 = round((r0 - want.row_off) / sy), round((r1 - want.row_off) / sy)
+        if tc1 <= tc0 or tr1 <= tr0:
+            return out
+        out[tr0:tr1, tc0:tc1] = src.read(
+            1,
+            window=Window(c0, r0, c1 - c0, r1 - r0),
+            out_shape=(tr1 - tr0, tc1 - tc0),
+            resampling=Resampling.nearest,
+        )
+        return out
+
+
+def read_asset(
+    href: str,
+    transform: Affine,
+    width: int,
+    height: int,
+    crs: str,
+    *,
+    where: str,
+    source: Source | None = None,
+    policy: RetryPolicy | None = None,
+) -> np.ndarray:
+    """Read an asset href over a target window, signed, retried and re-signed as needed."""
+    source = source or make_source({})
+    policy = policy or RetryPolicy()
+    if not is_remote(href):
+        policy = RetryPolicy(attempts=1, gdal_retries=0)  # a local file does not heal
+    return retry_read(
+        lambda path: read_window(path, transform, width, height, crs, where=where),
+        lambda resign: source.read_path(href, resign=resign),
+        policy=policy,
+        where=where,
+        can_resign=source.can_resign,
+        options=source.gdal_options(),
+    )
+
+
+SCL_CLOUD = (3, 8, 9, 10)  # cloud shadow, cloud medium/high probability, thin cirrus
+
+
+def aoi_scene_stats(
+    item: Any,
+    windows: Mapping[str, tuple[int, int, int, int] | None],
+    *,
+    source: Source | None = None,
+    policy: RetryPolicy | None = None,
+) -> tuple[float, float]:
+    """(cloud %, nodata %) of a STAC item over its tile's window, from its SCL asset.
+
+    Cloud is the share of valid SCL pixels that are cloud, shadow or cirrus; one small
+    windowed read of the 20 m SCL per candidate scene.
+    """
+    from tilepipe.acquire.stac import item_tile
+
+    tile = item_tile(item) or ""
+    grid = tile_grid(tile)
+    window = windows.get(tile)
+    transform, width, height = (
+        grid.window(*window) if window else (grid.transform, grid.size, grid.size)
+    )
+    asset = item.assets.get("SCL") or item.assets.get("scl")
+    if asset is None:
+        raise InputError(f"{context(tile, None, item.id)}item has no SCL asset")
+    href = asset.get_absolute_href() or asset.href
+    day = item.datetime.date().isoformat() if item.datetime else None
+    scl = read_asset(
+        href,
+        transform,
+        width,
+        height,
+        grid.crs,
+        where=f"{context(tile, day, href)}asset SCL: ",
+        source=source,
+        policy=policy,
+    )
+    valid = scl != 0
+    nodata = 100.0 * (1.0 - valid.mean())
+    cloud = 100.0 * np.isin(scl[valid], SCL_CLOUD).mean() if valid.any() else 100.0
+    return float(cloud), float(nodata)
+
+
+def policy_from(settings: Mapping[str, Any]) -> RetryPolicy:
+    """The retry policy of the config's ``source.retry`` mapping (defaults where left out)."""
+    return RetryPolicy(**dict(settings.get("retry") or {}))
+
+
+def check_written(path: Path, *, count: int, width: int, height: int, where: str) -> None:
+    """Raise InputError unless ``path`` reads back with ``count`` bands of width x height and
+    some valid pixels (run on the temporary file, before it is renamed into place)."""
+    try:
+        with rasterio.open(path) as src:
+            shape = (src.count, src.width, src.height)
+            if shape != (count, width, height):
+                raise InputError(
+                    f"{where}written raster has shape {shape}, expected {count, width, height}"
+                )
+            if not src.read(1).any():
+                raise InputError(f"{where}written raster holds only nodata")
+    except RasterioError as exc:
+        raise InputError(f"{where}written raster does not read back: {exc}") from exc
+
+
+def download_scene(
+    row: dict[str, str],
+    s2_dst: str | Path,
+    scl_dst: str | Path,
+    *,
+    window: tuple[int, int, int, int] | None = None,
+    source: Source | None = None,
+    policy: RetryPolicy | None = None,
+    connections: int = 2,
+) -> dict[str, object]:
+    """Write ``s2.tif`` and ``scl.tif`` for one manifest row; return what was applied.
+
+    ``window`` is (col_off, row_off, width, height) in the tile's 10 m pixels; None = full tile.
+    At most ``connections`` assets are read at once.
+    """
+    source = source or make_source({})
+    tile, date = row["tile"], row["date"]
+    grid = tile_grid(tile)
+    transform, width, height = (
+        grid.window(*window) if window else (grid.transform, grid.size, grid.size)
+    )
+    hrefs = json.loads(row["assets"])
+    offset = int(row["boa_offset_dn"])
+
+    for band in (*REFLECTANCE_BANDS, "SCL"):
+        if band not in hrefs:
+            where = context(tile, date, f"<{band} missing>")
+            raise InputError(f"{where}band {band} has no asset in the manifest")
+
+    def fetch(band: str) -> np.ndarray:
+        where = f"{context(tile, date, hrefs[band])}asset {band}: "
+        return read_asset(
+            hrefs[band],
+            transform,
+            width,
+            height,
+            grid.crs,
+            where=where,
+            source=source,
+            policy=policy,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, connections)) as pool:
+        arrays = dict(
+            zip(
+                ("SCL", *REFLECTANCE_BANDS),
+                pool.map(fetch, ("SCL", *REFLECTANCE_BANDS)),
+                strict=True,
+            )
+        )
+    dn = np.stack([arrays[band] for band in REFLECTANCE_BANDS])
+    if not dn.any():
+        raise InputError(f"{context(tile, date)}all reflectance pixels are nodata in the window")
+    s2 = harmonise(dn, offset)
+    s2[:, (dn == 0).any(axis=0)] = 0  # a pixel missing in any band is nodata in all
+    scl = arrays["SCL"].astype(np.uint8)
+
+    applied = (
+        f"subtracted BOA_ADD_OFFSET {offset} DN (baseline {row['baseline']})"
+        if offset
+        else f"none (baseline {row['baseline']} has no offset)"
+    )
+    tags = {
+        "TILE": tile,
+        "DATE": date,
+        "SOURCE_ITEM": row["item_id"],
+        "SOURCE_COLLECTION": row["collection"],
+        "PROCESSING_BASELINE": row["baseline"],
+        "HARMONISATION": applied,
+        "HARMONISATION_FROM": row.get("offset_source") or "processing baseline",
+        "SOURCE_PROVIDER": source.name,
+        "REFLECTANCE_SCALE": "0.0001",
+    }
+    profile = gtiff_profile(
+        width=width,
+        height=height,
+        count=4,
+        dtype="uint16",
+        crs=grid.crs,
+        transform=transform,
+        nodata=0,
+    )
+    with atomic_output(s2_dst) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(s2)
+            dst.update_tags(**tags)
+            for i, band in enumerate(REFLECTANCE_BANDS, start=1):
+                dst.set_band_description(i, band)
+        check_written(tmp, count=4, width=width, height=height, where=context(tile, date, s2_dst))
+    profile.update(count=1, dtype="uint8", predictor=2)
+    with atomic_output(scl_dst) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(scl[None])
+            dst.update_tags(**tags)
+            dst.set_band_description(1, "SCL")
+        check_written(tmp, count=1, width=width, height=height, where=context(tile, date, scl_dst))
+    log.info("%s%dx%d px, harmonisation: %s", context(tile, date), width, height, applied)
+    return {"width": width, "height": height, "harmonisation": applied}

@@ -1,0 +1,285 @@
+"""Scene search: STAC items for tiles and dates → the scene manifest the workflow is planned from.
+
+pystac-client opens the catalog whatever it is: a STAC API (searched server-side with the item
+search endpoint) or a static catalog such as the demo's (its items are walked and filtered with
+the same predicates). Both paths end in the same selection and the same manifest rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import date as Date
+from pathlib import Path
+
+import pystac
+from pystac_client import Client
+from pystac_client.conformance import ConformanceClasses
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from requests.exceptions import RequestException
+from urllib3.util.retry import Retry
+
+from tilepipe.acquire.sources import Source, make_source
+from tilepipe.acquire.transfer import RETRYABLE_STATUS, RetryPolicy, redact
+from tilepipe.core.errors import InputError
+from tilepipe.core.raster import atomic_output
+
+log = logging.getLogger(__name__)
+
+BAND_ASSETS = ("B02", "B03", "B04", "B08", "SCL")
+# Earth Search names its assets by colour; the manifest always uses band ids.
+ASSET_ALIASES = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"}
+MANIFEST_COLUMNS = (
+    "tile",
+    "date",
+    "item_id",
+    "collection",
+    "cloud_cover",
+    "nodata_pct",
+    "baseline",
+    "boa_offset_dn",
+    "offset_source",
+    "assets",
+    "reason",
+)
+
+
+@dataclass
+class SceneRecord:
+    """One chosen scene: a row of ``manifests/scenes.csv``."""
+
+    tile: str
+    date: str
+    item_id: str
+    collection: str
+    cloud_cover: float
+    nodata_pct: float
+    baseline: str
+    boa_offset_dn: int
+    offset_source: str  # "raster:bands" or "processing baseline"
+    assets: str  # JSON object: band id -> unsigned href
+    reason: str
+
+
+def item_tile(item: pystac.Item) -> str | None:
+    """The MGRS tile of an item, from whichever convention its catalog uses."""
+    props = item.properties
+    if "grid:code" in props and str(props["grid:code"]).startswith("MGRS-"):
+        return str(props["grid:code"])[5:]
+    if "s2:mgrs_tile" in props:
+        return str(props["s2:mgrs_tile"])
+    if {"mgrs:utm_zone", "mgrs:latitude_band", "mgrs:grid_square"} <= props.keys():
+        zone, band = int(props["mgrs:utm_zone"]), props["mgrs:latitude_band"]
+        return f"{zone:02d}{band}{props['mgrs:grid_square']}"
+    return None
+
+
+def boa_offset_dn(item: pystac.Item) -> int:
+    """Digital numbers to subtract to harmonise reflectance (1000 from baseline 04.00 on).
+
+    Prefer the ``raster:bands`` offset the item publishes; fall back to the processing baseline.
+    """
+    return offset_and_origin(item)[0]
+
+
+def offset_and_origin(item: pystac.Item) -> tuple[int, str]:
+    """(offset in DN, where it came from: 'raster:bands' or 'processing baseline')."""
+    for key in BAND_ASSETS[:4]:
+        asset = item.assets.get(key) or item.assets.get(ASSET_ALIASES[key])
+        bands = (asset.extra_fields.get("raster:bands") if asset else None) or []
+        if bands and "offset" in bands[0] and "scale" in bands[0] and bands[0]["scale"]:
+            return round(-float(bands[0]["offset"]) / float(bands[0]["scale"])), "raster:bands"
+    baseline = str(item.properties.get("s2:processing_baseline", "00.00"))
+    return (1000 if baseline >= "04.00" else 0), "processing baseline"
+
+
+def _asset_hrefs(item: pystac.Item) -> dict[str, str]:
+    hrefs = {}
+    for key in BAND_ASSETS:
+        asset = item.assets.get(key) or item.assets.get(ASSET_ALIASES[key])
+        if asset is None:
+            raise InputError(f"item {item.id}: asset {key} is missing")
+        hrefs[key] = asset.get_absolute_href() or asset.href
+    return hrefs
+
+
+def api_io(policy: RetryPolicy) -> StacApiIO:
+    """pystac-client I/O that retries 429/5xx with backoff, honouring Retry-After."""
+    retry = Retry(
+        total=policy.attempts - 1,
+        backoff_factor=policy.base_delay_s,
+        backoff_max=policy.max_delay_s,
+        backoff_jitter=policy.base_delay_s / 2,
+        status_forcelist=sorted(RETRYABLE_STATUS),
+        allowed_methods=None,  # item search is a POST: safe to repeat
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    return StacApiIO(max_retries=retry, timeout=policy.timeout_s)
+
+
+def find_items(
+    catalog: str,
+    *,
+    collection: str,
+    tiles: Iterable[str],
+    start: str,
+    end: str,
+    source: Source | None = None,
+    max_cloud: float = 100.0,
+    policy: RetryPolicy | None = None,
+) -> list[pystac.Item]:
+    """Items of ``collection`` over ``tiles`` between ``start`` and ``end`` (inclusive dates)."""
+    tiles = set(tiles)
+    source = source or make_source({})
+    policy = policy or RetryPolicy()
+    with warnings.catch_warnings():
+        # a static catalog advertises no conformance classes: walking it is the intended path
+        warnings.simplefilter("ignore")
+        try:
+            return _find_items(
+                catalog,
+                collection=collection,
+                tiles=tiles,
+                start=start,
+                end=end,
+                source=source,
+                max_cloud=max_cloud,
+                policy=policy,
+            )
+        except (APIError, RequestException) as exc:
+            raise InputError(
+                f"catalog {redact(catalog)}: search failed after {policy.attempts} attempt(s): "
+                f"{redact(str(exc))[:500]}"
+            ) from exc
+
+
+def _find_items(
+    catalog: str,
+    *,
+    collection: str,
+    tiles: set[str],
+    start: str,
+    end: str,
+    source: Source,
+    max_cloud: float,
+    policy: RetryPolicy,
+) -> list[pystac.Item]:
+    remote = catalog.startswith(("http://", "https://"))
+    client = Client.open(catalog, stac_io=api_io(policy)) if remote else Client.open(catalog)
+    if client.conforms_to(ConformanceClasses.ITEM_SEARCH):
+        search = client.search(
+            collections=[collection],
+            datetime=f"{start}T00:00:00Z/{end}T23:59:59Z",
+            **source.search_filter(sorted(tiles), max_cloud),
+        )
+        candidates: Iterable[pystac.Item] = search.items()
+    else:
+        coll = client.get_collection(collection)
+        if coll is None:
+            raise InputError(f"catalog {catalog}: collection {collection!r} not found")
+        candidates = coll.get_items(recursive=True)
+    lo, hi = Date.fromisoformat(start), Date.fromisoformat(end)
+    items = []
+    for item in candidates:
+        day = item.datetime.date() if item.datetime else None
+        if item_tile(item) in tiles and day is not None and lo <= day <= hi:
+            items.append(item)
+    return items
+
+
+def select_scenes(
+    items: Iterable[pystac.Item],
+    *,
+    max_cloud: float,
+    max_dates_per_tile: int | None,
+    aoi_stats: Callable[[pystac.Item], tuple[float, float]] | None = None,
+) -> list[SceneRecord]:
+    """Choose, per tile, the clearest scene of each day and the N clearest days under max_cloud.
+
+    With ``aoi_stats`` (item → cloud %, nodata % over the processed window) days are judged
+    over the window, not the whole tile: a clear AOI under a cloudy tile is kept, and the
+    other way round.
+    """
+    per_day: dict[tuple[str, str], pystac.Item] = {}
+    for item in items:
+        key = (item_tile(item), item.datetime.date().isoformat())
+        cloud = float(item.properties.get("eo:cloud_cover", 100.0))
+        best = per_day.get(key)
+        if best is None or cloud < float(best.properties.get("eo:cloud_cover", 100.0)):
+            per_day[key] = item
+    by_tile: dict[str, list[pystac.Item]] = {}
+    for (tile, _), item in per_day.items():
+        by_tile.setdefault(tile, []).append(item)
+
+    records = []
+    for tile, tile_items in sorted(by_tile.items()):
+
+        def tile_rank(it: pystac.Item) -> tuple[float, float]:
+            props = it.properties
+            return (
+                float(props.get("eo:cloud_cover", 100.0)),
+                float(props.get("s2:nodata_pixel_percentage", 0.0)),
+            )
+
+        measured = {it.id: aoi_stats(it) for it in tile_items} if aoi_stats else {}
+
+        def rank(it: pystac.Item, measured: dict = measured) -> tuple[float, float]:
+            return measured.get(it.id) or tile_rank(it)
+
+        over = "window " if aoi_stats else ""
+
+        eligible = sorted((it for it in tile_items if rank(it)[0] <= max_cloud), key=rank)
+        chosen = eligible[:max_dates_per_tile] if max_dates_per_tile else eligible
+        for position, item in enumerate(chosen, start=1):
+            cloud, nodata = rank(item)
+            offset, origin = offset_and_origin(item)
+            records.append(
+                SceneRecord(
+                    tile=tile,
+                    date=item.datetime.date().isoformat(),
+                    item_id=item.id,
+                    collection=item.collection_id or "",
+                    cloud_cover=round(cloud, 2),
+                    nodata_pct=round(nodata, 2),
+                    baseline=str(item.properties.get("s2:processing_baseline", "")),
+                    boa_offset_dn=offset,
+                    offset_source=origin,
+                    assets=json.dumps(_asset_hrefs(item), sort_keys=True),
+                    reason=(
+                        f"{over}cloud {cloud:.1f}% <= {max_cloud:g}%, {over}nodata {nodata:.1f}%"
+                        + (f" (tile cloud {tile_rank(item)[0]:.1f}%)" if aoi_stats else "")
+                        + f"; rank {position} of {len(eligible)} eligible of {len(tile_items)} days"
+                    ),
+                )
+            )
+    records.sort(key=lambda r: (r.tile, r.date))
+    return records
+
+
+def write_manifest(records: list[SceneRecord], path: str | Path) -> None:
+    """Write the scene manifest CSV atomically."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for record in records:
+            writer.writerow(asdict(record))
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    """Read the scene manifest as a list of row dicts."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def manifest_row(path: str | Path, tile: str, date: str) -> dict[str, str]:
+    """The manifest row of one tile-date, or InputError if the manifest has none."""
+    for row in read_manifest(path):
+        if row["tile"] == tile and row["date"] == date:
+            return row
+    raise InputError(f"tile {tile}, date {date}: not in scene manifest {path}")

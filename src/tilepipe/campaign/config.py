@@ -1,0 +1,245 @@
+"""Campaign configuration checks that speak the user's language: key, bad value, allowed values.
+
+The workflow validates its config with Snakemake's ``validate()`` against the JSON schema; this
+module runs first on the same schema and turns each violation into one readable line, and adds
+the checks a schema cannot express (real calendar dates, MGRS lettering, model files present).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date as Date
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from tilepipe.core.errors import ConfigError
+from tilepipe.core.grid import validate_tile
+
+
+def load_schema(path: str | Path) -> dict[str, Any]:
+    """Read a YAML JSON-schema."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+_NULLS = {"null", "Null", "NULL", "~", "None", ""}
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref", "")
+    if ref.startswith("#/"):
+        for part in ref[2:].split("/"):
+            root = root[part]
+        return root
+    return node
+
+
+def _coerce_scalar(value: str, types: list[str]) -> Any:
+    if "null" in types and value in _NULLS:
+        return None
+    if "boolean" in types and value in _BOOLS:
+        return _BOOLS[value]
+    if "integer" in types:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if "number" in types:
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def coerce_types(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """Give strings the type the schema expects (``--config`` and profiles pass nested values
+    as strings: ``cluster={network_local: true}`` arrives as ``'true'``)."""
+    root = root or schema
+    schema = _resolve(schema, root)
+    for alternative in schema.get("oneOf", []):
+        alternative = _resolve(alternative, root)
+        if alternative.get("type") == "object" and isinstance(value, dict):
+            schema = alternative
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {
+            k: coerce_types(v, props.get(k) or (extra if isinstance(extra, dict) else {}), root)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [coerce_types(v, schema.get("items", {}), root) for v in value]
+    if isinstance(value, str):
+        types = schema.get("type", [])
+        return _coerce_scalar(value, [types] if isinstance(types, str) else list(types))
+    return value
+
+
+def _key(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    key, value = _key(error.absolute_path), error.instance
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        where = "" if key == "<top level>" else f"{key}."
+        return "; ".join(
+            f"unknown config key '{where}{name}' (allowed keys here: {', '.join(allowed)})"
+            for name in extra
+        )
+    if kind == "enum":
+        return f"config key '{key}': {value!r} is not allowed; allowed values: " + ", ".join(
+            map(str, error.validator_value)
+        )
+    if kind == "required":
+        missing = re.findall(r"'([^']+)' is a required property", error.message)
+        where = "" if key == "<top level>" else f"{key}."
+        return f"config key '{where}{missing[0] if missing else '?'}' is required"
+    if kind == "pattern" and "C-HJ-NP-X" in str(error.validator_value):
+        return f"config key '{key}': {value!r} is not an MGRS tile id like '33UXP'"
+    if kind == "pattern" and r"\d{4}-\d{2}-\d{2}" in str(error.validator_value):
+        return f"config key '{key}': {value!r} is not a date written YYYY-MM-DD"
+    if kind == "oneOf" and key == "window":
+        return "config key 'window': must be 'full' or {col_off, row_off, width, height} (integers)"
+    return f"config key '{key}': {error.message}"
+
+
+def config_problems(
+    config: dict[str, Any], schema: dict[str, Any], *, base: str | Path = "."
+) -> list[str]:
+    """Every problem with ``config``, one readable line each (empty when the config is good)."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [_message(e) for e in sorted(validator.iter_errors(config), key=str)]
+    if problems:
+        return problems
+    for i, tile in enumerate(config.get("tiles", [])):
+        try:
+            validate_tile(tile)
+        except ConfigError as exc:
+            problems.append(f"config key 'tiles[{i}]': {exc}")
+    days = {}
+    for name in ("start", "end"):
+        text = config["dates"][name]
+        try:
+            days[name] = Date.fromisoformat(text)
+        except ValueError:
+            problems.append(f"config key 'dates.{name}': {text!r} is not a calendar date")
+    if len(days) == 2 and days["start"] > days["end"]:
+        problems.append("config key 'dates': start is after end")
+    problems += _demo_window_problems(config)
+    models = [("fields.model", config.get("fields", {}).get("model"))]
+    if config.get("superres", {}).get("method", "model") == "model":
+        models.append(("superres.model", config["superres"].get("model")))
+    for key, model in models:
+        if model is None:
+            continue
+        weights = Path(base) / model
+        for needed in (weights, weights.with_suffix(".json")):
+            if not needed.is_file():
+                problems.append(f"config key '{key}': model file {needed} does not exist")
+    return problems
+
+
+def _demo_window_problems(config: dict[str, Any]) -> list[str]:
+    """With a generated demo, the window must lie inside the demo's window of each tile."""
+    demo, window = config.get("demo") or {}, config.get("window", "full")
+    if not demo.get("generate") or config.get("aoi"):  # an AOI outside the demo reads nodata
+        return []
+    from tilepipe.demo.campaign import (
+        DEMO_OFFSET,  # only demo campaigns pay for importing the generator
+    )
+
+    size = demo.get("size", 160)
+    lo, hi = DEMO_OFFSET, DEMO_OFFSET + size
+    if window == "full" or not (
+        lo <= window["col_off"]
+        and window["col_off"] + window["width"] <= hi
+        and lo <= window["row_off"]
+        and window["row_off"] + window["height"] <= hi
+    ):
+        return [
+            f"config key 'window': the generated demo covers tile pixels {lo}..{hi} in rows and "
+            f"columns (demo.size {size}); set window inside it, e.g. "
+            f"{{col_off: {lo}, row_off: {lo}, width: {size}, height: {size}}}"
+        ]
+    return []
+
+
+def check_config(config: dict[str, Any], schema: dict[str, Any], *, base: str | Path = ".") -> None:
+    """Raise ConfigError listing every problem with ``config``."""
+    problems = config_problems(config, schema, base=base)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def window_arg(window: Any, aoi: dict[str, Any] | None = None) -> str:
+    """The ``--window`` argument of the CLI for a config ``window`` (or ``aoi``) value."""
+    if aoi:
+        return f"aoi:{aoi.get('margin_m', 320):g}:{aoi_spec(aoi)}"
+    if window in (None, "full"):
+        return "full"
+    return ",".join(str(window[k]) for k in ("col_off", "row_off", "width", "height"))
+
+
+def aoi_spec(aoi: dict[str, Any]) -> str:
+    """The AOI as the CLI takes it: ``w,s,e,n`` or a GeoJSON path."""
+    if "bbox" in aoi:
+        return ",".join(f"{float(v):g}" for v in aoi["bbox"])
+    return str(aoi["geojson"])
+
+
+def campaign_tiles(config: dict[str, Any]) -> list[str]:
+    """The campaign's tiles: ``tiles`` as given, else those of the AOI (computed offline)."""
+    if config.get("tiles"):
+        return list(config["tiles"])
+    from tilepipe.core.grid import load_aoi, tiles_for_aoi
+
+    tiles = tiles_for_aoi(load_aoi(aoi_spec(config["aoi"])))
+    if not tiles:
+        raise ConfigError(f"config key 'aoi': {aoi_spec(config['aoi'])} meets no Sentinel-2 tile")
+    return tiles
+
+
+def apply_cluster_env(env: dict[str, str], *, create_dirs: bool = True) -> list[str]:
+    """Export a cluster's job environment (``$VARS`` expanded); return the keys left unresolved.
+
+    TMPDIR and the Apptainer/Singularity caches are created, so jobs never fall back to a small
+    home or RAM-disk area. A value whose variables are not set here is neither exported nor
+    created: the caller decides whether that is an error (a real run) or not (a dry-run).
+    """
+    unresolved = []
+    for key, value in env.items():
+        expanded = os.path.expanduser(os.path.expandvars(value))
+        if "$" in expanded:
+            unresolved.append(f"{key}={value}")
+            continue
+        os.environ[key] = expanded
+        if create_dirs and key in ("TMPDIR", "APPTAINER_CACHEDIR", "SINGULARITY_CACHEDIR"):
+            Path(expanded).mkdir(parents=True, exist_ok=True)
+    return unresolved
+
+
+def cluster_problems(cluster: dict[str, Any], environ: dict[str, str]) -> list[str]:
+    """What keeps a campaign from being submitted to a cluster (checked before any job)."""
+    if cluster.get("name", "local") == "local":
+        return []
+    var = cluster.get("account_env", "TILEPIPE_ACCOUNT")
+    if environ.get(var, "").strip():
+        return []
+    return [
+        f"the {cluster['name']} profile submits to Slurm but ${var} is not set: "
+        f"export {var}=<your project account> (e.g. nn1234k on Saga/Betzy, "
+        f"project_465000123 on LUMI, a grant id like pl0896-03 on Eagle); "
+        f"a dry-run (-n) plans without it"
+    ]

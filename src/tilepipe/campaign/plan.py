@@ -1,0 +1,326 @@
+"""What a campaign will cost before anything is submitted: jobs, sbatch calls, GPU-hours, storage.
+
+The job counts follow the workflow's DAG shape (DESIGN.md: per tile-date, per tile-year, per
+campaign; checked against `snakemake --dry-run` in the tests); resources come from a cluster
+profile; runtimes from a per-rule model (seconds = base + per_mpx × megapixels of the 10 m
+window), billing from each centre's published rules. Every figure is an estimate: `assumptions()`
+says on what it rests.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tilepipe.campaign.status import SCENE_STEPS
+
+#: Rules per scope: how many jobs each makes.
+SCENE_RULES = tuple(step for step, _ in SCENE_STEPS)  # the per-scene steps, in order
+CAMPAIGN_RULES = ("search_scenes", "train_classifier", "qc_summary", "all")
+#: Rules that never go to Slurm, and those that go to the login node with `network_local`.
+ALWAYS_LOCAL = frozenset({"all", "demo_campaign", "qc_summary"})
+NETWORK_RULES = frozenset({"search_scenes", "download", "embeddings"})
+
+#: Runtime model, seconds = base_s + per_mpx_s × Mpx of the scene's 10 m window (the rule's
+#: input). GPU rules: tilepipe's engine on one H100 (superres ~19 Mpx/s and fields ~12 Mpx/s
+#: of 1 m output, benchmarks/bench_chain.py via the device tool); CPU rules: 2 cores here.
+DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
+    "search_scenes": {"base_s": 30, "per_mpx_s": 0.0},
+    "download": {"base_s": 20, "per_mpx_s": 1.5},
+    "superres": {"base_s": 60, "per_mpx_s": 5.3},
+    "fields": {"base_s": 60, "per_mpx_s": 8.5},
+    "qc": {"base_s": 10, "per_mpx_s": 5.0},
+    "quicklook": {"base_s": 5, "per_mpx_s": 2.0},
+    "embeddings": {"base_s": 30, "per_mpx_s": 2.0},
+    "classify": {"base_s": 10, "per_mpx_s": 1.0},
+    "qc_classification": {"base_s": 5, "per_mpx_s": 0.0},
+    "class_raster": {"base_s": 30, "per_mpx_s": 2.0},
+    "train_classifier": {"base_s": 300, "per_mpx_s": 0.0},
+    "qc_summary": {"base_s": 5, "per_mpx_s": 0.0},
+    "demo_campaign": {"base_s": 20, "per_mpx_s": 0.0},
+    "all": {"base_s": 0, "per_mpx_s": 0.0},
+}
+
+#: Bytes written per Mpx of 10 m window, uncompressed upper bounds (DEFLATE usually halves
+#: rasters): s2 4 × uint16 (+ SCL 1 byte); DR 100 × the pixels × 4 × uint16; TESSERA embeddings
+#: 128 × float32 per tile-year; vectors and PNGs a rough allowance.
+STORAGE_PER_MPX = {
+    "download": 9e6,
+    "superres": 800e6,
+    "fields": 2e6,
+    "qc": 0.0,
+    "quicklook": 0.0,
+    "classify": 2e6,
+    "embeddings": 512e6,
+    "class_raster": 1e6,
+}
+STORAGE_FIXED = {"quicklook": 3e6, "qc": 2e4}
+
+#: Billing: units per hour of a job, by cluster (REFERENCE.md; `None`: not published).
+BILLING_NOTES = {
+    "lumi": "LUMI small-g: 0.5 GPU-h per GCD-hour × max(GCDs, cores/8, mem/64 GB); "
+    "small (CPU): core-hours × max(cores, mem/2 GB) (assumed 2 GB per core)",
+    "saga": "NRIS Saga: units/h = max(CPUs, mem/4 GB (assumed), 8 per A100 GPU)",
+    "betzy": "NRIS Betzy: accel 16 units per GPU-hour; preproc units/h = max(CPUs, mem/2 GB) "
+    "(assumed); normal (never used) 128 units per node-hour",
+    "poznan": "Eagle: no published billing; GPU-hours only",
+    "local": "local run: nothing billed",
+}
+
+
+@dataclass
+class RulePlan:
+    """One rule's share of the campaign."""
+
+    rule: str
+    jobs: int
+    where: str  # slurm | local
+    partition: str
+    gpus: int
+    cpus: int
+    mem_mb: int
+    runtime_limit_min: int
+    arrayed: bool
+    submissions: int
+    hours: float  # expected wall-clock hours of all its jobs together
+    gpu_hours: float
+    billing: float | None
+    storage_bytes: float
+
+
+_OPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+}
+
+
+def profile_value(value: object, attempt: int = 1) -> object:
+    """A profile resource as Snakemake reads it: a Python literal or arithmetic on `attempt`."""
+    if not isinstance(value, str):
+        return value
+
+    def ev(node: ast.AST) -> object:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name) and node.id == "attempt":
+            return attempt
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        raise ValueError(f"unsupported expression in profile: {value!r}")
+
+    try:
+        return ev(ast.parse(value, mode="eval"))
+    except (SyntaxError, ValueError):
+        return value  # a bare word, e.g. an unquoted partition name
+
+
+def load_profile(path: str | Path | None) -> dict:
+    """A profile's config.yaml (a directory or the file), or the local defaults."""
+    if path is None:
+        return {"executor": "local", "config": {"cluster": {"name": "local"}}}
+    path = Path(path)
+    path = path / "config.yaml" if path.is_dir() else path
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _resource(profile: Mapping, rule: str, key: str, default: object = None) -> object:
+    value = profile.get("set-resources", {}).get(rule, {}).get(key)
+    if value is None:
+        value = profile.get("default-resources", {}).get(key, default)
+    return profile_value(value)
+
+
+def rule_gpus(profile: Mapping, rule: str) -> int:
+    """GPUs a profile gives a rule (`gpu: N` or `gres: gpu[:type]:N`)."""
+    gres = _resource(profile, rule, "gres")
+    if isinstance(gres, str) and gres.startswith("gpu"):
+        return int(gres.rsplit(":", 1)[1])
+    return int(_resource(profile, rule, "gpu", 0) or 0)
+
+
+def billing_units(
+    cluster: str, partition: str, gpus: int, cpus: int, mem_mb: float, hours: float
+) -> float | None:
+    """Billing units of `hours` of one job's allocation, per the centre's rule."""
+    mem_gb = mem_mb / 1024
+    if cluster == "lumi":
+        if gpus:
+            return 0.5 * hours * max(gpus, cpus / 8, mem_gb / 64)
+        return hours * max(cpus, mem_gb / 2)
+    if cluster == "saga":
+        return hours * max(cpus, mem_gb / 4, 8 * gpus)
+    if cluster == "betzy":
+        if gpus:
+            return hours * 16 * gpus
+        if partition == "normal":
+            return hours * 128
+        return hours * max(cpus, mem_gb / 2)
+    return None
+
+
+def count_jobs(
+    scenes: list[tuple[str, str]],
+    tiles: list[str],
+    year: int,
+    demo: bool,
+    class_raster: bool = False,
+) -> dict[str, int]:
+    """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them."""
+    tile_years = {(t, str(year)) for t in tiles} | {(t, d[:4]) for t, d in scenes}
+    counts = {rule: len(scenes) for rule in SCENE_RULES}
+    counts |= {rule: 1 for rule in CAMPAIGN_RULES}
+    counts["embeddings"] = len(tile_years)
+    if class_raster:
+        counts["class_raster"] = len(set(tiles))
+    if demo:
+        counts["demo_campaign"] = 1
+    return counts
+
+
+def window_mpx(window: Mapping | str | None) -> float:
+    """Megapixels of a scene's 10 m window (a full tile: 10,980²)."""
+    if not isinstance(window, Mapping):
+        return 10980 * 10980 / 1e6
+    return window["width"] * window["height"] / 1e6
+
+
+def plan(
+    config: Mapping,
+    profile: Mapping,
+    scenes: list[tuple[str, str]],
+    runtime: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[RulePlan]:
+    """The campaign's plan, rule by rule."""
+    runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
+    cluster = profile.get("config", {}).get("cluster", config.get("cluster", {}))
+    name = cluster.get("name", "local")
+    network_local = cluster.get("network_local", False)
+    on_slurm = profile.get("executor") == "slurm"
+    arrayed_rules = set(str(profile.get("slurm-array-jobs", "") or "").split(",")) - {""}
+    array_limit = int(profile.get("slurm-array-limit", 1000))
+    queue_cap = int(profile.get("jobs", 1))
+    mpx = window_mpx(config.get("window"))
+    counts = count_jobs(
+        scenes,
+        list(config.get("tiles", [])),
+        int(config.get("classify", {}).get("year", 0)),
+        bool(config.get("demo", {}).get("generate", False)),
+        bool(config.get("classify", {}).get("class_raster", False)),
+    )
+    plans = []
+    for rule, jobs in counts.items():
+        local = not on_slurm or rule in ALWAYS_LOCAL or (network_local and rule in NETWORK_RULES)
+        model = runtime.get(rule, {"base_s": 60, "per_mpx_s": 0})
+        per_job_mpx = mpx if rule in (*SCENE_RULES, "embeddings", "class_raster") else 0.0
+        hours = jobs * (model["base_s"] + model["per_mpx_s"] * per_job_mpx) / 3600
+        gpus = 0 if local else rule_gpus(profile, rule)
+        cpus = int(_resource(profile, rule, "cpus_per_task", 1) or 1)
+        mem = float(_resource(profile, rule, "mem_mb", 0) or 0)
+        partition = "" if local else str(_resource(profile, rule, "slurm_partition", ""))
+        arrayed = not local and ("all" in arrayed_rules or rule in arrayed_rules) and jobs > 1
+        if local:
+            submissions = 0
+        elif arrayed:
+            submissions = math.ceil(jobs / max(1, min(array_limit, queue_cap)))
+        else:
+            submissions = jobs
+        storage = STORAGE_FIXED.get(rule, 0.0) * jobs
+        storage += STORAGE_PER_MPX.get(rule, 0.0) * per_job_mpx * jobs
+        plans.append(
+            RulePlan(
+                rule=rule,
+                jobs=jobs,
+                where="local" if local else "slurm",
+                partition=partition,
+                gpus=gpus,
+                cpus=cpus,
+                mem_mb=int(mem),
+                runtime_limit_min=int(_resource(profile, rule, "runtime", 0) or 0),
+                arrayed=arrayed,
+                submissions=submissions,
+                hours=hours,
+                gpu_hours=hours * gpus,
+                billing=None if local else billing_units(name, partition, gpus, cpus, mem, hours),
+                storage_bytes=storage,
+            )
+        )
+    return plans
+
+
+def assumptions(profile: Mapping, config: Mapping, scenes_from: str) -> list[str]:
+    """What the figures of a plan rest on, in words."""
+    cluster = profile.get("config", {}).get("cluster", {}).get("name", "local")
+    return [
+        f"scenes: {scenes_from}",
+        "runtimes: base + per-Mpx model per rule (config `plan.runtime`, defaults measured: GPU "
+        "rules on one H100, CPU rules on 2 cores); real runtimes vary with I/O and load",
+        "sbatch calls: a rule in `slurm-array-jobs` submits arrays of up to "
+        "min(slurm-array-limit, jobs) tasks when that many are ready together (the best case; "
+        "jobs that become ready one by one are submitted one by one); other rules one per job",
+        "retries are not counted (each retry is one more job with a longer time limit)",
+        "storage: uncompressed upper bounds; DEFLATE typically halves rasters",
+        f"billing: {BILLING_NOTES.get(cluster, 'unknown cluster: not estimated')}",
+    ]
+
+
+def format_plan(plans: list[RulePlan], notes: list[str]) -> str:
+    """The plan as a table with totals and assumptions, for a terminal."""
+    head = (
+        f"{'rule':<17}{'jobs':>7} {'where':<6}{'partition':<10}{'gpu':>4}{'cpu':>4}"
+        f"{'mem GB':>7}{'limit':>7}{'sbatch':>8}{'hours':>9}{'GPU-h':>8}{'units':>9}{'GB':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for p in plans:
+        units = "-" if p.billing is None else f"{p.billing:.1f}"
+        limit = f"{p.runtime_limit_min}m" if p.where == "slurm" else "-"
+        lines.append(
+            f"{p.rule:<17}{p.jobs:>7} {p.where:<6}{p.partition or '-':<10}{p.gpus:>4}"
+            f"{p.cpus:>4}{p.mem_mb / 1024:>7.1f}{limit:>7}{p.submissions:>8}"
+            f"{p.hours:>9.2f}{p.gpu_hours:>8.2f}{units:>9}{p.storage_bytes / 1e9:>9.2f}"
+        )
+    billed = [p.billing for p in plans if p.billing is not None]
+    lines.append("-" * len(head))
+    totals = [
+        f"{sum(p.jobs for p in plans)} jobs",
+        f"{sum(p.submissions for p in plans)} sbatch calls",
+        f"{sum(p.hours for p in plans):.2f} job-hours",
+        f"{sum(p.gpu_hours for p in plans):.2f} GPU-hours",
+    ]
+    if billed:
+        totals.append(f"{sum(billed):.1f} billing units")
+    totals.append(f"storage {sum(p.storage_bytes for p in plans) / 1e9:.2f} GB")
+    lines.append("total: " + ", ".join(totals))
+    lines.append("assumptions:")
+    lines += [f"  - {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def merge(base: Mapping, overlay: Mapping) -> dict:
+    """`overlay` deep-merged over `base` (a profile's `config:` over the config file)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def hypothetical_scenes(tiles: int, dates_per_tile: int, year: int) -> list[tuple[str, str]]:
+    """Placeholder tile-dates for sizing a campaign that has not been searched yet."""
+    return [
+        (f"T{t:05d}", f"{year}-{1 + d % 12:02d}-{1 + d // 12:02d}")
+        for t in range(tiles)
+        for d in range(dates_per_tile)
+    ]

@@ -1,0 +1,1 @@
+"""Crop classification of fields from embeddings with CatBoost, and its quality checks."""

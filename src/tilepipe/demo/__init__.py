@@ -1,0 +1,1 @@
+"""The embedded demo campaign: a synthetic world written in the real published layouts."""

@@ -1,0 +1,1 @@
+"""Foundation-model embeddings (TESSERA, AlphaEarth) mosaicked onto a tile's grid."""

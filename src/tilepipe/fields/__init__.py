@@ -1,0 +1,1 @@
+"""Field delineation: model heads to instances to polygons, and field-level metrics."""

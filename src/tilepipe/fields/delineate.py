@@ -1,0 +1,219 @@
+"""Field delineation: a multitask FieldNet through the tiling engine, then block-wise polygons.
+
+The network runs on ``dr.tif`` (1 m) or ``s2.tif`` (10 m), whichever the model was trained for,
+and gives per-pixel field extent, boundary and (optionally) distance-to-boundary probabilities,
+stored as a temporary uint8 raster. :func:`tilepipe.fields.polygons.delineate` turns it into field
+instances (watershed seeded from extent minus boundary, so touching fields stay apart) and
+polygons, block by block with bounded memory. Output: ``fields.gpkg`` and optionally GeoParquet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import rasterio
+import shapely
+import torch
+
+from tilepipe.core.errors import InputError, ModelError, context
+from tilepipe.core.geoparquet import write_geoparquet
+from tilepipe.core.raster import atomic_output, is_north_up
+from tilepipe.engine.tiling import progress_logger, run_tiled
+from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
+from tilepipe.models.loading import BANDS, load_model, make_predict, resolve_device
+
+log = logging.getLogger(__name__)
+
+LAYER = "fields"
+COLUMNS = (
+    "field_id",
+    "area_m2",
+    "perimeter_m",
+    "score",
+    "boundary_score",
+    "tile",
+    "date",
+)
+#: Model output names (sidecar ``bands_out``) -> probability band of the fields step.
+HEADS = {
+    "field_interior_logit": "extent",
+    "extent_logit": "extent",
+    "boundary_logit": "boundary",
+    "distance_logit": "distance",
+}
+#: Relative difference between the input's pixel size and the model's ``gsd_m`` that is refused.
+GSD_TOLERANCE = 0.25
+
+
+def check_input(path: Path, tile: str | None, date: str | None) -> tuple[dict[str, str], float]:
+    """Check the image (4 bands in BANDS order, north-up); return its tags and pixel size (m)."""
+    where = context(tile=tile, date=date, path=path)
+    try:
+        with rasterio.open(path) as src:
+            count, desc, transform, tags = src.count, src.descriptions, src.transform, src.tags()
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{where}cannot open image ({exc})") from exc
+    if count != len(BANDS) or (any(desc) and tuple(desc) != BANDS):
+        raise InputError(f"{where}expected bands {list(BANDS)}, found {count} {list(desc)}")
+    if not is_north_up(transform):
+        raise InputError(f"{where}raster is not north-up")
+    return tags, abs(transform.a)
+
+
+def model_heads(meta: dict, where: str) -> list[str]:
+    """Probability band per model output (extent first), from the sidecar's ``bands_out``."""
+    outs = list(meta.get("bands_out") or [])
+    unknown = [o for o in outs if o not in HEADS]
+    heads = [HEADS[o] for o in outs if o in HEADS]
+    if unknown or not heads or heads[0] != "extent" or len(set(heads)) != len(heads):
+        raise ModelError(
+            f"{where}fields model outputs {outs}: need extent first, then optionally "
+            f"boundary and distance (known names: {sorted(HEADS)})"
+        )
+    return heads
+
+
+def check_gsd(meta: dict, pixel_m: float, where: str) -> None:
+    """Refuse an image whose pixel size is not the one the model was trained on (``gsd_m``)."""
+    gsd = meta.get("gsd_m")
+    if gsd and abs(pixel_m / float(gsd) - 1.0) > GSD_TOLERANCE:
+        raise ModelError(
+            f"{where}model was trained on {gsd:g} m pixels but the image has {pixel_m:g} m "
+            "pixels: set fields.input to the matching image (dr = 1 m, s2 = 10 m) or give a "
+            "model trained for it"
+        )
+
+
+def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) -> dict:
+    """The contract columns in COLUMNS order: per-field values plus ``tile`` and ``date``."""
+    out = {k: np.asarray(columns[k]) for k in COLUMNS if k in columns}
+    out["tile"] = np.array([tile] * n, dtype=object)
+    out["date"] = np.array([date] * n, dtype=object)
+    return {k: out[k] for k in COLUMNS}
+
+
+def write_fields(
+    path: str | os.PathLike,
+    geoms: list,
+    columns: dict[str, np.ndarray],
+    *,
+    crs: str | None,
+    tile: str,
+    date: str,
+    metadata: dict[str, str] | None = None,
+    parquet_path: str | os.PathLike | None = None,
+) -> None:
+    """Write the fields layer (GeoPackage, and GeoParquet when asked) atomically.
+
+    An empty list gives an empty layer with the full schema.
+    """
+    n = len(geoms)
+    cols = field_columns(columns, n, tile, date)
+    if parquet_path is not None:
+        write_geoparquet(parquet_path, geoms, cols, crs)
+    multi = any(g.geom_type == "MultiPolygon" for g in geoms)
+    wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if n else np.array([], dtype=object)
+    with atomic_output(path) as tmp:
+        pyogrio.raw.write(
+            tmp,
+            wkb,
+            list(cols.values()),
+            list(cols),
+            layer=LAYER,
+            driver="GPKG",
+            geometry_type="MultiPolygon" if multi else "Polygon",
+            promote_to_multi=multi,
+            crs=crs,
+            layer_metadata=metadata,
+        )
+
+
+def run_fields(
+    image_path: str | os.PathLike,
+    dst_path: str | os.PathLike,
+    *,
+    model_path: str | os.PathLike,
+    params: Params | None = None,
+    patch: int = 256,
+    overlap: int = 32,
+    batch: int = 4,
+    device: str = "auto",
+    tile: str | None = None,
+    date: str | None = None,
+    parquet_path: str | os.PathLike | None = None,
+) -> int:
+    """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many."""
+    params = params or Params()
+    check_params(params)
+    image_path, dst_path = Path(image_path), Path(dst_path)
+    tags, pixel_m = check_input(image_path, tile, date)
+    tile = tile or tags.get("TILE") or ""
+    date = date or tags.get("DATE") or ""
+    where = context(tile=tile, date=date, path=model_path)
+    dev = resolve_device(device)
+    model = load_model(model_path, expect_bands=BANDS, expect_scale=1, device=dev)
+    heads = model_heads(model.meta, where)
+    check_gsd(model.meta, pixel_m, where)
+    divide, net = model.divide, model.module
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(net(x / divide).float()) * PROB_SCALE
+
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dst_path.name}.prob-", suffix=".tif", dir=dst_path.parent
+    )
+    os.close(fd)
+    prob_path = Path(tmp_name)
+    try:
+        stats = run_tiled(
+            image_path,
+            prob_path,
+            make_predict(forward, dev),
+            scale=1,
+            out_bands=len(heads),
+            out_dtype="uint8",
+            patch=patch,
+            overlap=overlap,
+            batch=batch,
+            nodata_out=PROB_NODATA,
+            src_nodata=0,
+            band_descriptions=heads,
+            progress=progress_logger(log, f"fields {tile} {date}"),
+        )
+        log.info("fields %s %s: probabilities in %.1f s", tile, date, stats["seconds"])
+        table = delineate(prob_path, params, tile=tile, date=date)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            prob_path.unlink()
+    log.info("fields %s %s: %s", tile, date, table.stats)
+    meta = {
+        "FIELDS_MODEL_ID": model.model_id,
+        "FIELDS_MODEL_SHA256": model.sha256,
+        "HEADS": ",".join(heads),
+        "THRESHOLD": str(params.threshold),
+        "SEED_THRESHOLD": str(params.seed_threshold),
+        "MIN_AREA_M2": str(params.min_area_m2),
+        "MAX_AREA_M2": str(params.max_area_m2),
+        "SIMPLIFY_M": str(params.simplify_m),
+        "FILL_HOLES_M2": str(params.fill_holes_m2),
+        "SOURCE": image_path.name,
+    }
+    write_fields(
+        dst_path,
+        table.geoms,
+        table.columns,
+        crs=table.crs,
+        tile=tile,
+        date=date,
+        metadata=meta,
+        parquet_path=parquet_path,
+    )
+    log.info("fields %s %s: %d polygons", tile, date, len(table.geoms))
+    return len(table.geoms)

@@ -1,0 +1,396 @@
+"""Block-wise field polygons from a probability raster, with bounded memory and global labels.
+
+The probability raster (uint8 bands ``extent``, ``boundary``, optionally ``distance``; value /
+PROB_SCALE, PROB_NODATA = nodata) is never read whole. Two passes over blocks:
+
+1. **Seeds.** Each block's seed pixels (:func:`tilepipe.fields.instances.seed_mask`) are labelled
+   locally and written to a temporary label raster under provisional ids; ids that touch across a
+   block border are merged with a union-find. Each merged seed component gets a global id ranked
+   by its first pixel in raster order, so ids do not depend on the block size.
+2. **Grow and polygonise.** Each block is read with a ``halo`` of context, its seeds (global ids)
+   are grown by watershed over the extent mask, and only the block's core is kept, so every
+   pixel is decided exactly once. The core is polygonised (pixel coordinates, exact integer
+   edges); pieces of a field from different blocks are unioned when no later block can hold
+   more of it (its seed ends more than ``halo`` rows above the next block row). Fields that
+   cross block borders therefore come out whole and once.
+
+Memory is one padded block plus the pieces of fields still open, one small polygon per
+finished field; GDAL's block cache is off meanwhile (GDAL_CACHE_BYTES).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+from shapely.geometry import MultiPolygon, Polygon, shape
+from skimage.measure import label
+
+from tilepipe.core.errors import ConfigError, InputError, context
+from tilepipe.core.raster import atomic_output, gtiff_profile
+from tilepipe.fields.instances import grow, seed_mask
+
+#: Probabilities are stored as round(p * PROB_SCALE) in uint8; PROB_NODATA marks no data.
+PROB_SCALE, PROB_NODATA = 250.0, 255
+#: Band descriptions of the probability raster, in this order (distance optional).
+PROB_BANDS = ("extent", "boundary", "distance")
+#: GDAL block cache while polygonising: none. Blocks are read about once per pass and written
+#: whole (tile-aligned), so a cache saves little; GDAL's default (5 % of RAM) grows with the
+#: raster up to gigabytes on big nodes, and even a 16-64 MB budget let the RSS creep up with the
+#: raster size (benchmarks/bench_polygons.py), while none keeps it flat.
+GDAL_CACHE_BYTES = 0
+
+
+@dataclass
+class Params:
+    """How probabilities become fields (areas in m², lengths in map units = m)."""
+
+    threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_area_m2: float = 2000.0
+    max_area_m2: float | None = None
+    simplify_m: float = 1.0
+    fill_holes_m2: float = 0.0
+    block: int = 1024
+    halo: int = 32
+
+
+@dataclass
+class FieldTable:
+    """Finished fields in field_id order: geometries (map CRS) and per-field columns."""
+
+    geoms: list
+    columns: dict[str, np.ndarray]
+    crs: str | None
+    stats: dict[str, int]
+
+
+def check_params(params: Params) -> None:
+    """Refuse parameters that cannot make fields, naming each (ConfigError, one line)."""
+    problems = []
+    if not 0 < params.threshold < 1:
+        problems.append(f"threshold {params.threshold} must be in (0, 1)")
+    if not 0 < params.seed_threshold <= 1:
+        problems.append(f"seed_threshold {params.seed_threshold} must be in (0, 1]")
+    if params.min_area_m2 < 0 or params.simplify_m < 0 or params.fill_holes_m2 < 0:
+        problems.append("min_area_m2, simplify_m and fill_holes_m2 must be >= 0")
+    if params.max_area_m2 is not None and params.max_area_m2 <= params.min_area_m2:
+        problems.append(f"max_area_m2 {params.max_area_m2} must exceed min_area_m2")
+    if params.block < 16 or params.block % 16:
+        problems.append(f"block {params.block} must be a multiple of 16 (>= 16)")
+    if params.halo < 0:
+        problems.append(f"halo {params.halo} must be >= 0")
+    if problems:
+        raise ConfigError("fields parameters: " + "; ".join(problems))
+
+
+def encode_prob(p: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] (NaN = nodata) as the raster's uint8 code."""
+    code = np.rint(np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0) * PROB_SCALE).astype(np.uint8)
+    code[~np.isfinite(p)] = PROB_NODATA
+    return code
+
+
+def decode_prob(code: np.ndarray) -> np.ndarray:
+    """The raster's uint8 code back to float32 probabilities, NaN where nodata."""
+    p = code.astype(np.float32) / PROB_SCALE
+    p[code == PROB_NODATA] = np.nan
+    return p
+
+
+def write_probabilities(path: str | os.PathLike, probs: dict[str, np.ndarray], transform, crs):
+    """Write ``{'extent': …, 'boundary': …[, 'distance': …]}`` as a probability raster."""
+    names = [b for b in PROB_BANDS if b in probs]
+    h, w = probs["extent"].shape
+    profile = gtiff_profile(
+        width=w, height=h, count=len(names), dtype="uint8", crs=crs, transform=transform
+    )
+    profile["nodata"] = PROB_NODATA
+    with atomic_output(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for i, name in enumerate(names, start=1):
+            dst.write(encode_prob(probs[name]), i)
+            dst.set_band_description(i, name)
+
+
+def blocks(height: int, width: int, size: int) -> Iterator[tuple[int, list[tuple[int, int]]]]:
+    """Yield (row offset, [(col offset, …)]) of a row-major grid of ``size`` px blocks."""
+    for r0 in range(0, height, size):
+        yield r0, list(range(0, width, size))
+
+
+class _UnionFind:
+    """Union-find over provisional ids 1..n (path halving), growing as ids are added."""
+
+    def __init__(self) -> None:
+        self.parent = [0]
+
+    def add(self, n: int) -> None:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union_pairs(self, a: np.ndarray, b: np.ndarray) -> None:
+        both = (a > 0) & (b > 0) & (a != b)
+        if not both.any():
+            return
+        for x, y in np.unique(np.stack([a[both], b[both]], axis=1), axis=0):
+            rx, ry = self.find(int(x)), self.find(int(y))
+            if rx != ry:
+                self.parent[max(rx, ry)] = min(rx, ry)
+
+
+def _read_bands(src, names: list[str], window: Window) -> dict[str, np.ndarray | None]:
+    """Read the probability bands of a window (decoded); absent heads are None."""
+    out: dict[str, np.ndarray | None] = dict.fromkeys(PROB_BANDS[1:])
+    for i, name in enumerate(names, start=1):
+        out[name] = decode_prob(src.read(i, window=window))
+    return out
+
+
+def _band_names(src, path: Path) -> list[str]:
+    """Band roles from the descriptions (the first band is the extent when undescribed)."""
+    desc = [d or "" for d in src.descriptions]
+    if src.count == 1 and not desc[0]:
+        return ["extent"]
+    if not desc or desc[0] != "extent" or any(d not in PROB_BANDS for d in desc):
+        raise InputError(
+            f"{context(path=path)}probability bands must be described as {list(PROB_BANDS)} "
+            f"(extent first), found {desc}"
+        )
+    return desc
+
+
+def _seed_pass(src, names, params: Params, prov_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: provisional seed labels to ``prov_path``; return (lut prov->global, seed max row)."""
+    height, width = src.height, src.width
+    tile_px = math.gcd(params.block, 256)
+    profile = gtiff_profile(
+        width=width,
+        height=height,
+        count=1,
+        dtype="int32",
+        crs=src.crs,
+        transform=src.transform,
+    )
+    profile.update(blockxsize=tile_px, blockysize=tile_px, predictor=2)
+    uf = _UnionFind()
+    first: list[np.ndarray] = [np.array([np.iinfo(np.int64).max])]
+    last_row: list[np.ndarray] = [np.array([-1])]
+    above = np.zeros(width, dtype=np.int32)  # bottom row of the previous block row
+    offset = 0
+    with rasterio.open(prov_path, "w", **profile) as dst:
+        for r0, cols in blocks(height, width, params.block):
+            h = min(params.block, height - r0)
+            bottom = np.zeros(width, dtype=np.int32)
+            left = np.zeros(h, dtype=np.int32)
+            for c0 in cols:
+                w = min(params.block, width - c0)
+                win = Window(c0, r0, w, h)
+                b = _read_bands(src, names, win)
+                seeds = seed_mask(
+                    b["extent"],
+                    b["boundary"],
+                    threshold=params.threshold,
+                    seed_threshold=params.seed_threshold,
+                )
+                local = label(seeds, connectivity=1).astype(np.int32)
+                n = int(local.max())
+                prov = np.where(local > 0, local + offset, 0).astype(np.int32)
+                if n:
+                    flat = local.ravel()
+                    labs, idx = np.unique(flat, return_index=True)
+                    rr, cc = np.divmod(idx[labs > 0], w)
+                    first.append((r0 + rr).astype(np.int64) * width + c0 + cc)
+                    _, ridx = np.unique(flat[::-1], return_index=True)
+                    last_row.append(r0 + (flat.size - 1 - ridx[labs > 0]) // w)
+                    uf.add(n)
+                    offset += n
+                if c0 > 0:
+                    uf.union_pairs(left, prov[:, 0])
+                if r0 > 0:
+                    uf.union_pairs(above[c0 : c0 + w], prov[0])
+                left = prov[:, -1].copy()
+                bottom[c0 : c0 + w] = prov[-1]
+                dst.write(prov, 1, window=win)
+            above = bottom
+    first_all, last_all = np.concatenate(first), np.concatenate(last_row)
+    roots = np.array([uf.find(i) for i in range(offset + 1)], dtype=np.int64)
+    root_first = np.full(offset + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(root_first, roots, first_all)
+    root_last = np.full(offset + 1, -1, dtype=np.int64)
+    np.maximum.at(root_last, roots, last_all)
+    uniq = np.unique(roots[1:])
+    order = uniq[np.argsort(root_first[uniq], kind="stable")]
+    global_of_root = np.zeros(offset + 1, dtype=np.int32)
+    global_of_root[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    lut = global_of_root[roots]
+    lut[0] = 0
+    seed_last = np.full(len(order) + 1, -1, dtype=np.int64)
+    seed_last[1:] = root_last[order]
+    return lut, seed_last
+
+
+def _to_map(geom, transform: Affine):
+    """Pixel-coordinate geometry to map coordinates through ``transform``."""
+    a, b, c, d, e, f = transform[:6]
+
+    def apply(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.stack([a * x + b * y + c, d * x + e * y + f], axis=1)
+
+    return shapely.transform(geom, apply)
+
+
+def _fill_holes(poly: Polygon, max_hole: float) -> Polygon:
+    """Drop interior rings smaller than ``max_hole`` (map units²)."""
+    keep = [r for r in poly.interiors if Polygon(r).area >= max_hole]
+    return Polygon(poly.exterior, keep) if len(keep) != len(poly.interiors) else poly
+
+
+def clean_geometry(geom, params: Params):
+    """Fill small holes, simplify, repair; return a valid (Multi)Polygon or None if nothing left."""
+    polys = [p for p in shapely.get_parts(geom) if isinstance(p, Polygon) and not p.is_empty]
+    if params.fill_holes_m2 > 0:
+        polys = [_fill_holes(p, params.fill_holes_m2) for p in polys]
+    geom = polys[0] if len(polys) == 1 else MultiPolygon(polys)
+    if params.simplify_m > 0:
+        geom = shapely.simplify(geom, params.simplify_m, preserve_topology=True)
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    polys = [p for p in shapely.get_parts(geom) if isinstance(p, Polygon) and p.area > 0]
+    if not polys:
+        return None
+    return polys[0] if len(polys) == 1 else MultiPolygon(polys)
+
+
+def delineate(
+    prob_path: str | os.PathLike,
+    params: Params,
+    *,
+    tile: str | None = None,
+    date: str | None = None,
+) -> FieldTable:
+    """Fields of a probability raster, block by block (see the module docstring)."""
+    prob_path = Path(prob_path)
+    check_params(params)
+    try:
+        src = rasterio.open(prob_path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{context(tile, date, prob_path)}cannot open ({exc})") from exc
+    # the temporary label raster lives beside the probabilities (same, large filesystem)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{prob_path.stem}.seeds-", suffix=".tif", dir=prob_path.parent
+    )
+    os.close(fd)
+    prov_path = Path(tmp)
+    try:
+        with src, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            names = _band_names(src, prob_path)
+            lut, seed_last = _seed_pass(src, names, params, prov_path)
+            with rasterio.open(prov_path) as prov:
+                return _grow_pass(src, prov, names, lut, seed_last, params)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            prov_path.unlink()
+
+
+def _grow_pass(src, prov, names, lut, seed_last, params: Params) -> FieldTable:
+    """Pass 2: grow seeds per padded block, polygonise cores, finish fields as they close."""
+    height, width, halo = src.height, src.width, params.halo
+    transform = src.transform
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    n_seeds = len(seed_last) - 1
+    count = np.zeros(n_seeds + 1, dtype=np.int64)
+    sum_ext = np.zeros(n_seeds + 1, dtype=np.float64)
+    sum_bnd = np.zeros(n_seeds + 1, dtype=np.float64)
+    pieces: dict[int, list] = {}
+    done: dict[int, object] = {}
+    stats = {"seeds": n_seeds, "too_small": 0, "too_large": 0, "empty": 0}
+    min_px = params.min_area_m2 / pixel_area
+    max_px = params.max_area_m2 / pixel_area if params.max_area_m2 else math.inf
+
+    def finish(lab: int) -> None:
+        parts = pieces.pop(lab)
+        if count[lab] < min_px:
+            stats["too_small"] += 1
+            return
+        if count[lab] > max_px:
+            stats["too_large"] += 1
+            return
+        geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+        geom = clean_geometry(_to_map(geom, transform), params)
+        if geom is None:
+            stats["empty"] += 1
+            return
+        done[lab] = geom
+
+    for r0, cols in blocks(height, width, params.block):
+        h = min(params.block, height - r0)
+        pr0, pr1 = max(r0 - halo, 0), min(r0 + h + halo, height)
+        for c0 in cols:
+            w = min(params.block, width - c0)
+            pc0, pc1 = max(c0 - halo, 0), min(c0 + w + halo, width)
+            win = Window(pc0, pr0, pc1 - pc0, pr1 - pr0)
+            b = _read_bands(src, names, win)
+            markers = lut[prov.read(1, window=win)]
+            labels = grow(
+                markers, b["extent"], b["boundary"], b["distance"], threshold=params.threshold
+            )
+            core = (slice(r0 - pr0, r0 - pr0 + h), slice(c0 - pc0, c0 - pc0 + w))
+            core_labels = np.ascontiguousarray(labels[core])
+            if not core_labels.any():
+                continue
+            labs, inv = np.unique(core_labels, return_inverse=True)
+            inv = inv.ravel()
+            count[labs] += np.bincount(inv, minlength=len(labs))
+            ext = np.nan_to_num(b["extent"][core], nan=0.0).ravel()
+            sum_ext[labs] += np.bincount(inv, weights=ext, minlength=len(labs))
+            if b["boundary"] is not None:
+                bnd = np.nan_to_num(b["boundary"][core], nan=0.0).ravel()
+                sum_bnd[labs] += np.bincount(inv, weights=bnd, minlength=len(labs))
+            for geom, value in rasterio.features.shapes(
+                core_labels,
+                mask=core_labels > 0,
+                connectivity=4,
+                transform=Affine.translation(c0, r0),
+            ):
+                pieces.setdefault(int(value), []).append(shape(geom))
+        last_band = r0 + h >= height
+        for lab in [k for k in pieces if last_band or seed_last[k] < r0 + h - halo]:
+            finish(lab)
+
+    order = sorted(done)
+    geoms = [done[k] for k in order]
+    idx = np.asarray(order, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = sum_ext[idx] / count[idx] if len(idx) else np.zeros(0)
+        boundary = sum_bnd[idx] / count[idx] if len(idx) else np.zeros(0)
+    columns = {
+        "field_id": np.arange(1, len(geoms) + 1, dtype=np.int64),
+        "area_m2": np.asarray(shapely.area(geoms), dtype=np.float64),
+        "perimeter_m": np.asarray(shapely.length(geoms), dtype=np.float64),
+        "score": np.clip(score, 0.0, 1.0),
+        "boundary_score": np.clip(boundary, 0.0, 1.0),
+    }
+    if "boundary" not in names:
+        columns["boundary_score"] = np.full(len(geoms), np.nan)
+    stats["fields"] = len(geoms)
+    crs = src.crs.to_wkt() if src.crs else None
+    return FieldTable(geoms, columns, crs, stats)

@@ -1,0 +1,1 @@
+"""Models: the built-in architectures and the registry that loads and checks a model."""

@@ -1,0 +1,229 @@
+"""The model registry (weights + JSON sidecar) and device handling.
+
+A model is two files: ``X.pt`` (a ``state_dict`` saved with ``torch.save``) and ``X.json``
+(id, architecture, constructor arguments, bands, scale, normalisation and how it was trained).
+Everything that can be wrong with a model is checked by :func:`load_model` before any compute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tilepipe.core.checksum import sha256_file
+from tilepipe.core.errors import ConfigError, ModelError, context
+from tilepipe.core.raster import atomic_output
+from tilepipe.models.nets import ARCHITECTURES
+
+#: Band order of every tilepipe raster and model.
+BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+
+
+REQUIRED_META = ("id", "architecture", "arch_kwargs", "bands_in", "bands_out", "scale")
+#: Sidecar "architecture" of a TorchScript file (``torch.jit.save``): no constructor needed.
+TORCHSCRIPT = "torchscript"
+#: Numeric precisions of inference: "auto" is bf16 autocast on GPU and fp32 on CPU.
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: eval-mode module, its sidecar and identity."""
+
+    module: nn.Module
+    meta: dict
+    model_id: str
+    sha256: str
+    path: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def divide(self) -> float:
+        """Reflectance scale: inputs are divided by this before the network."""
+        return float(self.meta.get("normalise", {}).get("divide", 10000.0))
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Pick the torch device ("auto", "cpu" or "cuda", which covers CUDA and ROCm GPUs).
+
+    On CPU the thread count follows SLURM_CPUS_PER_TASK when set, so a Slurm job uses exactly
+    the cores it was given.
+    """
+    if isinstance(name, torch.device):
+        dev = name
+    elif name == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name in ("cpu", "cuda"):
+        if name == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but no CUDA or ROCm GPU is visible")
+        dev = torch.device(name)
+    else:
+        raise ConfigError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'")
+    if dev.type == "cpu":
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if cpus.isdigit() and int(cpus) > 0:
+            torch.set_num_threads(int(cpus))
+    return dev
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar beside a weights file: ``X.pt`` -> ``X.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def build_model(architecture: str, arch_kwargs: dict) -> nn.Module:
+    """Instantiate a registered architecture."""
+    return ARCHITECTURES[architecture](**arch_kwargs)
+
+
+def save_model(module: nn.Module, path: str | os.PathLike, meta: dict) -> dict:
+    """Write ``X.pt`` (state_dict) and ``X.json`` (meta + sha256 of the weights), atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+        digest = sha256_file(tmp)
+    meta = {**meta, "sha256": digest}
+    with atomic_output(sidecar_path(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    expect_bands: Sequence[str] | None = None,
+    expect_scale: int | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load and check a registered model; any mismatch or damage raises ModelError up front."""
+    path = Path(path)
+    where = context(path=path)
+    meta_path = sidecar_path(path)
+    if not path.is_file():
+        raise ModelError(f"{where}model weights file not found")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{where}model sidecar {meta_path.name} not found") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{where}model sidecar {meta_path.name} is unreadable ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{where}model sidecar {meta_path.name} is not a JSON object")
+    required = [
+        k
+        for k in REQUIRED_META
+        if not (k == "arch_kwargs" and meta.get("architecture") == TORCHSCRIPT)
+    ]
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise ModelError(f"{where}model sidecar lacks {', '.join(missing)}")
+    arch = meta["architecture"]
+    if arch not in ARCHITECTURES and arch != TORCHSCRIPT:
+        raise ModelError(
+            f"{where}unknown architecture {arch!r} "
+            f"(known: {', '.join([*sorted(ARCHITECTURES), TORCHSCRIPT])})"
+        )
+    if expect_bands is not None and list(meta["bands_in"]) != list(expect_bands):
+        raise ModelError(
+            f"{where}model expects bands {meta['bands_in']} but the data has {list(expect_bands)}"
+        )
+    if expect_scale is not None and int(meta["scale"]) != int(expect_scale):
+        raise ModelError(f"{where}model scale is {meta['scale']}, this step needs {expect_scale}")
+
+    digest = sha256_file(path)
+    if meta.get("sha256") and meta["sha256"] != digest:
+        raise ModelError(f"{where}weights sha256 {digest[:12]}… differs from the sidecar's")
+    if arch == TORCHSCRIPT:
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # torch raises many types for damaged files
+            raise ModelError(
+                f"{where}cannot read TorchScript ({type(exc).__name__}: {exc})"
+            ) from exc
+        return _ready(module, meta, digest, path, device)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files
+        raise ModelError(f"{where}cannot read weights ({type(exc).__name__}: {exc})") from exc
+    try:
+        module = build_model(arch, dict(meta["arch_kwargs"]))
+        module.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise ModelError(f"{where}weights do not fit {arch} {meta['arch_kwargs']}: {exc}") from exc
+
+    return _ready(module, meta, digest, path, device)
+
+
+def _ready(
+    module: nn.Module, meta: dict, digest: str, path: Path, device: str | torch.device
+) -> LoadedModel:
+    """Move a loaded module to its device in eval mode (channels_last on GPU)."""
+    dev = resolve_device(device) if isinstance(device, str) else device
+    module = module.to(dev).eval()
+    if dev.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    return LoadedModel(module, meta, str(meta["id"]), digest, path, dev)
+
+
+def check_patch(meta: dict, patch: int, overlap: int, where: str = "") -> None:
+    """Refuse a window size the model's sidecar rules out (``"patch": {"min", "multiple"}``)."""
+    rule = meta.get("patch") or {}
+    least, multiple = int(rule.get("min", 1)), int(rule.get("multiple", 1))
+    if patch < least or patch % multiple:
+        raise ModelError(
+            f"{where}model {meta.get('id')} needs patch >= {least} and a multiple of {multiple}, "
+            f"got patch {patch}"
+        )
+    if overlap % multiple:
+        raise ModelError(
+            f"{where}model {meta.get('id')} needs overlap a multiple of {multiple}, got {overlap}"
+        )
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """Pick "bf16" or "fp32": ``auto`` is bf16 autocast on GPU (no GradScaler) and fp32 on CPU."""
+    if name not in PRECISIONS:
+        raise ConfigError(f"unknown precision {name!r}: use {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return name
+
+
+def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile`` the module when asked (compiles lazily, on the first batch)."""
+    return torch.compile(module, dynamic=False) if enabled else module
+
+
+def make_predict(
+    fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str = "auto"
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a tensor function as numpy (B, C, h, w) float32 -> numpy float32 for the tiler.
+
+    Runs under ``torch.inference_mode``; on GPU the input is channels_last; with precision bf16
+    (the GPU default) the network runs under bf16 autocast (no GradScaler: nothing is trained).
+    """
+    gpu = device.type == "cuda"
+    bf16 = resolve_precision(precision, device) == "bf16"
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            if gpu:
+                t = t.pin_memory().to(device, non_blocking=True)
+                t = t.contiguous(memory_format=torch.channels_last)
+            if bf16:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                    y = fn(t)
+            else:
+                y = fn(t)
+            return y.float().contiguous().cpu().numpy()
+
+    return predict

@@ -1,0 +1,1 @@
+"""Quality control: the vocabulary of checks and the checks of one scene."""

@@ -1,0 +1,1 @@
+"""The report: quicklooks per scene and the campaign's QC summary."""

@@ -1,0 +1,128 @@
+"""Download lands every scene on the tile grid as harmonised reflectance, or fails cleanly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from tilepipe.acquire.download import download_scene, harmonise, read_window
+from tilepipe.acquire.stac import manifest_row, read_manifest
+from tilepipe.core.errors import InputError
+from tilepipe.core.grid import tile_grid
+
+
+def _row(demo, baseline_new: bool) -> dict:
+    rows = read_manifest(demo["manifest"])
+    return next(r for r in rows if (r["baseline"] >= "04.00") == baseline_new)
+
+
+def _download(demo, row, tmp_path):
+    s2, scl = tmp_path / "s2.tif", tmp_path / "scl.tif"
+    download_scene(row, s2, scl, window=demo["window"])
+    return s2, scl
+
+
+def test_harmonise_subtracts_the_offset_and_keeps_nodata_and_valid_pixels_apart():
+    dn = np.array([0, 500, 1000, 1001, 11000], dtype=np.uint16)
+    assert harmonise(dn, 1000).tolist() == [0, 1, 1, 1, 10000]
+    assert harmonise(dn, 0).tolist() == dn.tolist()
+
+
+def test_s2_lands_on_the_tile_window_grid_as_tagged_uint16(demo, tmp_path):
+    row = _row(demo, True)
+    s2, scl = _download(demo, row, tmp_path)
+    transform, width, height = tile_grid(row["tile"]).window(*demo["window"])
+    with rasterio.open(s2) as src:
+        assert src.crs.to_string() == tile_grid(row["tile"]).crs
+        assert src.transform == transform and (src.width, src.height) == (width, height)
+        assert src.count == 4 and src.dtypes[0] == "uint16" and src.nodata == 0
+        assert src.descriptions == ("B02", "B03", "B04", "B08")
+        assert src.profile["tiled"] and src.profile["compress"] == "deflate"
+        tags = src.tags()
+        assert tags["TILE"] == row["tile"] and tags["SOURCE_ITEM"] == row["item_id"]
+        assert "1000" in tags["HARMONISATION"]
+    with rasterio.open(scl) as src:
+        assert src.transform == transform and src.dtypes[0] == "uint8"
+
+
+@pytest.mark.parametrize("baseline_new", [True, False])
+def test_reflectance_is_harmonised_whatever_the_baseline(demo, tmp_path, baseline_new):
+    row = _row(demo, baseline_new)
+    s2, _ = _download(demo, row, tmp_path)
+    with rasterio.open(json.loads(row["assets"])["B08"]) as asset:
+        raw = asset.read(1).astype(int)
+    with rasterio.open(s2) as src:
+        out = src.read(4).astype(int)
+    valid = raw > 0
+    offset = 1000 if baseline_new else 0
+    assert np.array_equal(out[valid], np.maximum(raw[valid] - offset, 1))
+    # vegetation NIR sits near 0.2-0.5 reflectance after harmonisation, whatever the baseline
+    assert 1500 < np.median(out[valid]) < 5500
+
+
+def test_scl_is_resampled_from_20_m_to_the_10_m_grid(demo, tmp_path):
+    row = _row(demo, True)
+    _, scl = _download(demo, row, tmp_path)
+    with rasterio.open(json.loads(row["assets"])["SCL"]) as asset:
+        raw = asset.read(1)
+    with rasterio.open(scl) as src:
+        out = src.read(1)
+    assert np.array_equal(out[::2, ::2], raw)
+
+
+def test_an_asset_in_the_wrong_crs_fails_naming_tile_date_and_file(demo, tmp_path):
+    row = dict(_row(demo, True))
+    hrefs = json.loads(row["assets"])
+    bad = tmp_path / "wrong_crs.tif"
+    with rasterio.open(hrefs["B03"]) as src:
+        profile = {**src.profile, "crs": "EPSG:32632", "driver": "GTiff"}
+        data = src.read()
+    with rasterio.open(bad, "w", **profile) as dst:
+        dst.write(data)
+    hrefs["B03"] = str(bad)
+    row["assets"] = json.dumps(hrefs)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(
+        InputError, match=rf"tile {row['tile']}, date {row['date']}, file .*wrong_crs"
+    ):
+        download_scene(row, out / "s2.tif", out / "scl.tif", window=demo["window"])
+    assert list(out.iterdir()) == []
+
+
+def test_a_truncated_asset_fails_and_leaves_no_output(demo, tmp_path):
+    row = dict(_row(demo, True))
+    hrefs = json.loads(row["assets"])
+    cut = tmp_path / "truncated.tif"
+    blob = Path(hrefs["B02"]).read_bytes()
+    cut.write_bytes(blob[: len(blob) // 3])
+    hrefs["B02"] = str(cut)
+    row["assets"] = json.dumps(hrefs)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="truncated"):
+        download_scene(row, out / "s2.tif", out / "scl.tif", window=demo["window"])
+    assert list(out.iterdir()) == []
+
+
+def test_a_tile_date_missing_from_the_manifest_is_named(demo):
+    with pytest.raises(InputError, match="tile 33UXP, date 2030-01-01"):
+        manifest_row(demo["manifest"], "33UXP", "2030-01-01")
+
+
+def test_a_window_reaching_past_the_asset_reads_its_part_and_zeros_outside(demo):
+    row = _row(demo, True)
+    hrefs = json.loads(row["assets"])
+    grid = tile_grid(row["tile"])
+    transform, width, height = grid.window(4990, 4990, 64, 64)  # 10 px above and left of it
+    for band, step in (("B08", 1), ("SCL", 2)):
+        out = read_window(hrefs[band], transform, width, height, grid.crs, where="")
+        with rasterio.open(hrefs[band]) as src:
+            raw = src.read(1)
+        assert not out[:10].any() and not out[:, :10].any()
+        inside = out[10:, 10:][::step, ::step]
+        assert np.array_equal(inside, raw[: inside.shape[0], : inside.shape[1]])

@@ -1,0 +1,165 @@
+"""Bad configuration fails before any job with a line naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tilepipe.campaign.config import (
+    apply_cluster_env,
+    campaign_tiles,
+    cluster_problems,
+    coerce_types,
+    config_problems,
+    load_schema,
+    window_arg,
+)
+
+from ..conftest import REPO
+
+SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+DEMO_CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def problems(**changes):
+    config = copy.deepcopy(DEMO_CONFIG)
+    for dotted, value in changes.items():
+        node = config
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return config_problems(config, SCHEMA, base=REPO)
+
+
+def test_the_demo_config_is_valid():
+    assert problems() == []
+
+
+def test_unknown_key_is_named_with_the_allowed_keys():
+    (msg,) = problems(superres__modle="x.pt")
+    assert "unknown config key 'superres.modle'" in msg and "model" in msg
+
+
+def test_bad_tile_id_is_named():
+    (msg,) = problems(tiles=["33UXP", "33ZZZ"])
+    assert "tiles[1]" in msg and "'33ZZZ'" in msg and "MGRS" in msg
+
+
+def test_bad_date_is_named():
+    (msg,) = problems(dates__start="2022-13-45")
+    assert "dates.start" in msg and "2022-13-45" in msg
+
+
+def test_enum_value_lists_the_allowed_values():
+    (msg,) = problems(superres__method="bilinear")
+    assert "superres.method" in msg and "model, bicubic" in msg
+
+
+def test_missing_model_file_is_named():
+    found = problems(fields__model="models/nope.pt")
+    assert any("fields.model" in m and "models/nope.pt" in m for m in found)
+
+
+def test_a_window_outside_the_generated_demo_is_named():
+    (msg,) = problems(window="full")
+    assert "config key 'window'" in msg and "5000..5160" in msg
+
+
+def test_bicubic_needs_no_superres_model():
+    assert problems(superres__method="bicubic", superres__model="models/nope.pt") == []
+
+
+@pytest.mark.parametrize(
+    ("window", "arg"),
+    [("full", "full"), ({"col_off": 1, "row_off": 2, "width": 30, "height": 40}, "1,2,30,40")],
+)
+def test_window_becomes_the_cli_argument(window, arg):
+    assert window_arg(window) == arg
+
+
+def test_snakemake_stops_at_parse_time_with_the_message_and_no_traceback(tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "config/config.yaml"),
+            "--dry-run",
+            "--config",
+            "tiles=[33UXP, 33ZZZ]",
+            "superres={method: bilinear}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "config key 'tiles[1]': '33ZZZ' is not an MGRS tile id" in out
+    assert "'bilinear' is not allowed; allowed values: model, bicubic" in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_nested_command_line_values_get_the_types_the_schema_expects():
+    given = {
+        "cluster": {"network_local": "true", "env": {"A": "1"}},
+        "containers": {"cpu": "null", "gpu": "x.sif"},
+        "demo": {"size": "64", "generate": "False"},
+        "window": {"col_off": "5000", "row_off": "5000", "width": "64", "height": "64"},
+    }
+    got = coerce_types(given, SCHEMA)
+    assert got["cluster"] == {"network_local": True, "env": {"A": "1"}}
+    assert got["containers"] == {"cpu": None, "gpu": "x.sif"}
+    assert got["demo"] == {"size": 64, "generate": False}
+    assert got["window"]["width"] == 64
+
+
+def test_cluster_env_is_exported_with_variables_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKSPACE", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", os.environ.get("TMPDIR", "/tmp"))  # restored after the test
+    monkeypatch.delenv("APPTAINER_CACHEDIR", raising=False)
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    unresolved = apply_cluster_env(
+        {"TMPDIR": "$WORKSPACE/tmp", "APPTAINER_CACHEDIR": "$NOT_SET_ANYWHERE/cache"}
+    )
+    assert os.environ["TMPDIR"] == f"{tmp_path}/tmp" and (tmp_path / "tmp").is_dir()
+    assert unresolved == ["APPTAINER_CACHEDIR=$NOT_SET_ANYWHERE/cache"]
+
+
+def test_a_cluster_run_names_the_missing_account_variable():
+    (msg,) = cluster_problems({"name": "saga", "account_env": "TILEPIPE_ACCOUNT"}, {})
+    assert "export TILEPIPE_ACCOUNT=" in msg
+    assert cluster_problems({"name": "saga"}, {"TILEPIPE_ACCOUNT": "nn1234k"}) == []
+    assert cluster_problems({"name": "local"}, {}) == []
+
+
+def test_an_aoi_replaces_the_tile_list_and_gives_every_download_its_window():
+    config = copy.deepcopy(DEMO_CONFIG)
+    del config["tiles"]
+    config["aoi"] = {"bbox": [11.9, 48.1, 12.1, 48.2], "margin_m": 320}
+    assert config_problems(config, SCHEMA, base=REPO) == []
+    assert campaign_tiles(config) == ["32UQU", "33UTP"]
+    assert window_arg(config["window"], config["aoi"]) == "aoi:320:11.9,48.1,12.1,48.2"
+
+
+def test_a_config_without_tiles_or_aoi_is_refused():
+    config = copy.deepcopy(DEMO_CONFIG)
+    del config["tiles"]
+    assert config_problems(config, SCHEMA, base=REPO)
+
+
+def test_an_unknown_source_provider_is_named_with_the_allowed_ones():
+    (line,) = problems(source__provider="sentinelhub")
+    assert "source.provider" in line and "planetary_computer" in line and "cdse" in line

@@ -1,0 +1,127 @@
+"""`tilepipe plan`: jobs, sbatch calls, GPU-hours, billing and storage before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tilepipe.campaign.plan import billing_units, count_jobs, load_profile, plan, profile_value
+
+from ..conftest import REPO
+
+CLUSTERS = ("saga", "betzy", "lumi", "poznan")
+
+
+def _plan_json(*args: str, cwd: Path = REPO) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-m", "tilepipe.cli", "plan", "--json", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def _rules(result: dict) -> dict[str, dict]:
+    return {r["rule"]: r for r in result["rules"]}
+
+
+def test_profile_values_are_read_as_snakemake_reads_them():
+    assert profile_value("120 * attempt", attempt=3) == 360
+    assert profile_value("'small-g'") == "small-g"
+    assert profile_value(7) == 7
+    # arithmetic on `attempt` only: anything else is kept as text, never evaluated
+    assert profile_value("__import__('os')") == "__import__('os')"
+
+
+def test_job_counts_follow_the_dag_shape():
+    scenes = [("33UXP", "2022-01-12"), ("33UXP", "2022-06-21"), ("31UFS", "2023-06-21")]
+    counts = count_jobs(scenes, ["33UXP", "31UFS"], 2022, demo=False)
+    assert counts["superres"] == counts["download"] == counts["classify"] == 3
+    # tile-years: the classifier's year for every tile, plus each scene's own year
+    assert counts["embeddings"] == 3
+    assert counts["train_classifier"] == 1 and "demo_campaign" not in counts
+
+
+def test_lumi_gpu_billing_follows_the_gcd_rule():
+    # 0.5 GPU-h per GCD-hour × max(GCDs, cores/8, mem/64 GB)
+    assert billing_units("lumi", "small-g", 1, 7, 60 * 1024, 2.0) == pytest.approx(1.0)
+    assert billing_units("lumi", "small-g", 1, 16, 60 * 1024, 2.0) == pytest.approx(2.0)
+    assert billing_units("betzy", "accel", 1, 16, 60000, 1.0) == 16
+    assert billing_units("poznan", "proxima", 1, 8, 60000, 1.0) is None
+
+
+@pytest.mark.parametrize("cluster", CLUSTERS)
+def test_plan_puts_gpu_rules_on_gpus_and_network_rules_where_the_profile_says(cluster):
+    profile = load_profile(REPO / "profiles" / cluster)
+    config = {"tiles": ["33UXP"], "window": {"width": 160, "height": 160}}
+    plans = {p.rule: p for p in plan(config, profile, [("33UXP", "2022-06-21")])}
+    assert plans["superres"].gpus == plans["fields"].gpus == 1
+    assert plans["qc"].gpus == 0 and plans["all"].where == "local"
+    local = profile["config"]["cluster"]["network_local"]
+    assert (plans["download"].where == "local") == local
+
+
+def test_ten_thousand_small_scenes_are_far_fewer_sbatch_calls_within_queue_limits():
+    result = _plan_json(
+        "--profile", "profiles/lumi", "--tiles-count", "1000", "--dates-per-tile", "10",
+        "--window", "200,200",
+    )  # fmt: skip
+    rules = _rules(result)
+    assert rules["superres"]["jobs"] == 10_000
+    total_sbatch = sum(r["submissions"] for r in result["rules"])
+    assert total_sbatch <= 500, total_sbatch
+    # each sbatch of an array carries at most `jobs` (150 < LUMI's 200 per user) tasks
+    assert rules["download"]["submissions"] == -(-10_000 // 150)
+
+
+def test_full_tile_plan_states_storage_and_gpu_hours_and_its_assumptions():
+    result = _plan_json("--profile", "profiles/saga", "--window", "full", "--tiles-count", "1")
+    rules = _rules(result)
+    # one 10x full tile is ~100 GB of DR output (4 bands, uint16, uncompressed)
+    assert 90e9 < rules["superres"]["storage_bytes"] < 110e9
+    assert rules["superres"]["gpu_hours"] > 0 and rules["qc"]["gpu_hours"] == 0
+    assert rules["superres"]["billing"] > 0
+    assert any("runtimes" in a for a in result["assumptions"])
+    assert any("billing" in a and "NRIS" in a for a in result["assumptions"])
+
+
+@pytest.mark.workflow
+def test_plan_job_counts_match_a_snakemake_dry_run(tmp_path):
+    for name in ("Snakefile", "workflow", "config", "profiles", "models", "envs"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    demo = [
+        "demo={generate: true, out: demo_data, size: 64, seed: 0}",
+        "window={col_off: 5000, row_off: 5000, width: 64, height: 64}",
+    ]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    smk = [sys.executable, "-m", "snakemake", "--cores", "1"]
+    search = subprocess.run(
+        [*smk, "search_scenes", "--config", *demo],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert search.returncode == 0, search.stderr[-3000:]
+    dry = subprocess.run(
+        [*smk, "-n", "--config", *demo], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout, re.M))
+    planned = _rules(_plan_json(cwd=tmp_path))
+    for rule, count in stats.items():
+        if rule == "total":
+            continue
+        # rules already run (demo_campaign, search_scenes) are not in the dry-run's stats
+        assert planned[rule]["jobs"] == int(count), (rule, count, planned[rule])

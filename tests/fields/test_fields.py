@@ -1,0 +1,241 @@
+"""Field delineation step: engine run, input (dr or s2), heads, fields.gpkg/.parquet contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyogrio.raw
+import pytest
+import rasterio
+import shapely
+import torch
+from affine import Affine
+from shapely.geometry import box
+
+from tilepipe.cli import main
+from tilepipe.core.errors import InputError, ModelError
+from tilepipe.core.geoparquet import read_geoparquet
+from tilepipe.core.raster import gtiff_profile
+from tilepipe.demo.campaign import render_scene
+from tilepipe.fields.delineate import COLUMNS, run_fields
+from tilepipe.fields.polygons import Params
+from tilepipe.models.loading import BANDS, save_model
+from tilepipe.models.nets import FieldNet, SRNet
+
+TRANSFORM = Affine(1.0, 0.0, 600000.0, 0.0, -1.0, 5300000.0)
+NIR_CUT = 0.175  # demo roads are darker than this in B08, every crop is brighter
+
+
+def model_meta(**over) -> dict:
+    meta = {
+        "id": "fields-nir",
+        "architecture": "fieldnet",
+        "arch_kwargs": {"features": 1, "dilations": [1], "gain": 1.0},
+        "bands_in": list(BANDS),
+        "bands_out": ["field_interior_logit"],
+        "scale": 1,
+        "normalise": {"divide": 10000.0},
+    }
+    meta.update(over)
+    return meta
+
+
+@pytest.fixture
+def nir_model(tmp_path) -> str:
+    """A hand-set FieldNet: logit = 100 * (B08 - 0.175), so fields are bright-NIR regions."""
+    net = FieldNet(features=1, dilations=[1], gain=1.0)
+    conv, head = net.body[0], net.body[2]
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 3, 1, 1] = 1.0
+        conv.bias.zero_()
+        head.weight.fill_(100.0)
+        head.bias.fill_(-100.0 * NIR_CUT)
+    path = tmp_path / "models" / "f.pt"
+    path.parent.mkdir()
+    save_model(net, path, model_meta())
+    return str(path)
+
+
+def write_image(path, reflectance: np.ndarray, transform: Affine) -> str:
+    """Write reflectance (4, h, w) as a uint16 image like dr.tif / s2.tif (nodata 0, tags)."""
+    valid = np.isfinite(reflectance).all(axis=0)
+    dn = np.clip(np.rint(np.nan_to_num(reflectance) * 10000), 1, 65535).astype(np.uint16)
+    dn[:, ~valid] = 0
+    _, h, w = dn.shape
+    profile = gtiff_profile(
+        width=w, height=h, count=4, dtype="uint16", crs="EPSG:32633", transform=transform, nodata=0
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(dn)
+        dst.descriptions = BANDS
+        dst.update_tags(TILE="33UXP", DATE="2022-06-21")
+    return str(path)
+
+
+@pytest.fixture
+def dr(tmp_path) -> str:
+    """A 1 m dr.tif made from a demo scene's true 1 m image, with a nodata corner."""
+    hr = render_scene(11, 60, 60, 1, cloud=False).hr.copy()
+    hr[:, :60, :60] = np.nan
+    return write_image(tmp_path / "dr.tif", hr, TRANSFORM)
+
+
+def read_fields(path):
+    meta, _, wkb, data = pyogrio.raw.read(path, layer="fields")
+    cols = dict(zip(meta["fields"], data, strict=True))
+    return meta, shapely.from_wkb(wkb) if len(wkb) else np.array([]), cols
+
+
+def test_fields_from_a_demo_scene_follow_the_contract(tmp_path, dr, nir_model):
+    out = tmp_path / "res" / "fields.gpkg"
+    n = run_fields(dr, out, model_path=nir_model, patch=64, overlap=16, device="cpu")
+    meta, geoms, cols = read_fields(out)
+    assert n == len(geoms) >= 2
+    assert tuple(meta["fields"]) == COLUMNS
+    assert "32633" in meta["crs"]
+    assert cols["field_id"].tolist() == list(range(1, n + 1))
+    assert (cols["area_m2"] >= 2000.0 * 0.95).all()
+    np.testing.assert_allclose(cols["area_m2"], shapely.area(geoms))
+    np.testing.assert_allclose(cols["perimeter_m"], shapely.length(geoms))
+    assert ((cols["score"] > 0.5) & (cols["score"] <= 1.0)).all()
+    assert set(cols["tile"]) == {"33UXP"} and set(cols["date"]) == {"2022-06-21"}
+    assert all(g.geom_type in ("Polygon", "MultiPolygon") and g.is_valid for g in geoms)
+
+
+def test_geoparquet_holds_the_same_fields_as_the_geopackage(tmp_path, dr, nir_model):
+    gpkg, parquet = tmp_path / "fields.gpkg", tmp_path / "fields.parquet"
+    run_fields(dr, gpkg, model_path=nir_model, patch=64, overlap=16, parquet_path=parquet)
+    _, geoms, cols = read_fields(gpkg)
+    geo, pgeoms, pcols = read_geoparquet(parquet)
+    assert list(pcols) == list(COLUMNS)
+    assert geo["version"] == "1.0.0" and geo["columns"]["geometry"]["encoding"] == "WKB"
+    assert geo["columns"]["geometry"]["crs"]["id"] == {"authority": "EPSG", "code": 32633}
+    for name in COLUMNS:
+        np.testing.assert_array_equal(pcols[name], cols[name])
+    assert all(a.equals(b) for a, b in zip(geoms, pgeoms, strict=True))
+
+
+def test_no_field_reaches_into_nodata(tmp_path, dr, nir_model):
+    out = tmp_path / "fields.gpkg"
+    run_fields(dr, out, model_path=nir_model, patch=64, overlap=16, device="cpu")
+    _, geoms, _ = read_fields(out)
+    hole = box(600000.0 + 1, 5300000.0 - 59, 600000.0 + 59, 5300000.0 - 1)
+    assert not any(g.intersects(hole) for g in geoms)
+
+
+def test_zero_fields_give_an_empty_layer_with_the_schema(tmp_path, dr, nir_model):
+    out = tmp_path / "fields.gpkg"
+    parquet = tmp_path / "fields.parquet"
+    params = Params(min_area_m2=1e9)
+    n = run_fields(
+        dr, out, model_path=nir_model, params=params, patch=64, overlap=16, parquet_path=parquet
+    )
+    meta, geoms, _ = read_fields(out)
+    assert n == 0 and len(geoms) == 0
+    assert tuple(meta["fields"]) == COLUMNS and "32633" in meta["crs"]
+    _, pgeoms, pcols = read_geoparquet(parquet)
+    assert pgeoms == [] and list(pcols) == list(COLUMNS)
+
+
+def test_probability_raster_is_removed_afterwards(tmp_path, dr, nir_model):
+    out = tmp_path / "res" / "fields.gpkg"
+    run_fields(dr, out, model_path=nir_model, patch=64, overlap=16)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fields.gpkg"]
+
+
+def test_superres_model_is_refused_before_any_output(tmp_path, dr):
+    path = tmp_path / "sr.pt"
+    meta = model_meta(architecture="srnet", arch_kwargs={"features": 4, "depth": 1}, scale=10)
+    save_model(SRNet(features=4, depth=1), path, meta)
+    with pytest.raises(ModelError, match="scale is 10"):
+        run_fields(dr, tmp_path / "out" / "fields.gpkg", model_path=path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_s2_input_at_10_m_gives_fields_in_the_same_contract(tmp_path, nir_model):
+    scene = render_scene(11, 60, 60, 1, cloud=False)
+    s2 = write_image(tmp_path / "s2.tif", scene.lr, Affine(10.0, 0, 600000.0, 0, -10.0, 5300000.0))
+    out = tmp_path / "fields.gpkg"
+    n = run_fields(s2, out, model_path=nir_model, patch=32, overlap=8, device="cpu")
+    meta, geoms, cols = read_fields(out)
+    assert n >= 1 and tuple(meta["fields"]) == COLUMNS and "32633" in meta["crs"]
+    assert (cols["area_m2"] >= 2000.0).all()
+    assert all(g.is_valid for g in geoms)
+    # polygons follow the 10 m pixel edges
+    assert np.allclose(np.mod(shapely.bounds(np.array(geoms)) - 600000.0, 10.0), 0.0)
+
+
+def test_model_trained_at_1_m_refuses_a_10_m_image(tmp_path, nir_model):
+    path = tmp_path / "m1.pt"
+    save_model(FieldNet(features=1, dilations=[1], gain=1.0), path, model_meta(gsd_m=1.0))
+    scene = render_scene(11, 40, 40, 1, cloud=False)
+    s2 = write_image(tmp_path / "s2.tif", scene.lr, Affine(10.0, 0, 600000.0, 0, -10.0, 5300000.0))
+    with pytest.raises(ModelError, match=r"tile 33UXP.*trained on 1 m pixels.*10 m pixels"):
+        run_fields(s2, tmp_path / "out" / "fields.gpkg", model_path=path, tile="33UXP")
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_with_unknown_output_heads_is_refused(tmp_path, dr):
+    path = tmp_path / "odd.pt"
+    net = FieldNet(features=1, dilations=[1], heads=2)
+    save_model(
+        net,
+        path,
+        model_meta(
+            arch_kwargs={"features": 1, "dilations": [1], "heads": 2},
+            bands_out=["extent_logit", "ndvi"],
+        ),
+    )
+    with pytest.raises(ModelError, match="ndvi"):
+        run_fields(dr, tmp_path / "fields.gpkg", model_path=path)
+
+
+def test_multitask_heads_become_described_probability_bands(tmp_path, dr, monkeypatch):
+    """The step writes one probability band per head (extent, boundary, distance) for delineate."""
+    import tilepipe.fields.delineate as fields_mod
+
+    seen = {}
+    real = fields_mod.delineate
+
+    def spy(prob_path, params, **kw):
+        with rasterio.open(prob_path) as src:
+            seen["desc"], seen["dtype"] = src.descriptions, src.dtypes[0]
+        return real(prob_path, params, **kw)
+
+    monkeypatch.setattr(fields_mod, "delineate", spy)
+    path = tmp_path / "mt.pt"
+    kwargs = {"features": 2, "dilations": [1], "heads": 3}
+    save_model(
+        FieldNet(**kwargs),
+        path,
+        model_meta(
+            arch_kwargs=kwargs, bands_out=["extent_logit", "boundary_logit", "distance_logit"]
+        ),
+    )
+    run_fields(dr, tmp_path / "fields.gpkg", model_path=path, patch=64, overlap=16)
+    assert seen == {"desc": ("extent", "boundary", "distance"), "dtype": "uint8"}
+
+
+def test_unreadable_image_is_refused_naming_tile_date_and_file(tmp_path, nir_model):
+    bad = tmp_path / "dr.tif"
+    bad.write_bytes(b"not a tiff")
+    with pytest.raises(InputError, match=r"tile 33UXP, date 2022-06-21, file .*dr\.tif: cannot"):
+        run_fields(bad, tmp_path / "f.gpkg", model_path=nir_model, tile="33UXP", date="2022-06-21")
+    assert not (tmp_path / "f.gpkg").exists()
+
+
+def test_an_all_nodata_image_gives_an_empty_layer(tmp_path, nir_model):
+    empty = write_image(tmp_path / "dr.tif", np.full((4, 64, 64), np.nan), TRANSFORM)
+    out = tmp_path / "fields.gpkg"
+    assert run_fields(empty, out, model_path=nir_model, patch=32, overlap=8) == 0
+    meta, geoms, _ = read_fields(out)
+    assert len(geoms) == 0 and tuple(meta["fields"]) == COLUMNS
+
+
+def test_cli_refuses_impossible_parameters_in_one_line(tmp_path, dr, nir_model, capsys):
+    argv = ["fields", "--tile", "33UXP", "--date", "2022-06-21", "--dr", dr, "--model", nir_model]
+    argv += ["--out", str(tmp_path / "f.gpkg"), "--block", "100", "--max-area-m2", "10"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "block 100 must be a multiple of 16" in line and "max_area_m2 10.0" in line
+    assert not (tmp_path / "f.gpkg").exists()

@@ -1,0 +1,51 @@
+"""Object-based field accuracy: matched IoU, over/under-segmentation, splits and merges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tilepipe.fields.metrics import instance_scores
+
+
+def two_fields() -> np.ndarray:
+    truth = np.zeros((20, 40), dtype=np.int32)
+    truth[2:18, 2:19] = 1
+    truth[2:18, 21:38] = 2
+    return truth
+
+
+def test_perfect_prediction_matches_every_field_with_iou_one():
+    truth = two_fields()
+    s = instance_scores(truth * 7, truth)  # ids need not agree
+    assert s["matched"] == s["n_true"] == s["n_pred"] == 2
+    assert s["mean_iou"] == 1.0 and s["recall"] == s["precision"] == 1.0
+    assert s["over_segmentation"] == s["under_segmentation"] == 0.0
+    assert s["split_rate"] == s["merge_rate"] == 0.0
+
+
+def test_one_prediction_over_two_fields_is_a_merge_and_under_segmentation():
+    truth = two_fields()
+    pred = (truth > 0).astype(np.int32)
+    pred[2:18, 19:21] = 1  # bridges the gap: one polygon for both fields
+    s = instance_scores(pred, truth)
+    assert s["n_pred"] == 1 and s["matched"] == 0
+    assert s["merge_rate"] == 1.0
+    assert s["under_segmentation"] == pytest.approx(1 - 272 / 576)
+    assert s["over_segmentation"] == 0.0
+
+
+def test_a_field_cut_in_half_is_a_split_and_over_segmentation():
+    truth = two_fields()
+    pred = truth.copy()
+    pred[2:18, 2:10] = 3  # field 1 in two pieces of 8 and 9 columns
+    s = instance_scores(pred, truth)
+    assert s["split_rate"] == 0.5
+    assert s["over_segmentation"] == pytest.approx((1 - 9 / 17) / 2)
+    assert s["matched"] == 2  # 9/17 of field 1 still has IoU > 0.5
+
+
+def test_small_true_fragments_can_be_left_out():
+    truth = two_fields()
+    truth[0, 0] = 3
+    assert instance_scores(truth, truth, min_truth_px=10)["n_true"] == 2

@@ -1,0 +1,129 @@
+"""Campaign QC summary: summary.csv rows, plots, and the classifier section beside its baseline."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from tilepipe.report.summary import qc_summary
+
+
+def _check(name, status, value, threshold=None):
+    return {"name": name, "status": status, "value": value, "threshold": threshold, "message": ""}
+
+
+def _write(path, tile, date, status, checks):
+    path.write_text(json.dumps({"tile": tile, "date": date, "status": status, "checks": checks}))
+    return str(path)
+
+
+@pytest.fixture
+def campaign(tmp_path):
+    scene = [
+        _write(
+            tmp_path / "a.json",
+            "33UXP",
+            "2022-06-21",
+            "pass",
+            [
+                _check("cloud_fraction", "pass", 0.1, {"warn": 0.3, "fail": 0.7}),
+                _check("sr_spatial", "pass", {"shift_px": 0.05}, {"warn": 0.25, "fail": 0.5}),
+            ],
+        ),
+        _write(
+            tmp_path / "b.json",
+            "31UFS",
+            "2022-08-10",
+            "fail",
+            [
+                _check("cloud_fraction", "fail", 0.9, {"warn": 0.3, "fail": 0.7}),
+                _check("sr_spatial", "warn", {"shift_px": 0.3}, {"warn": 0.25, "fail": 0.5}),
+            ],
+        ),
+    ]
+    classification = [
+        _write(
+            tmp_path / "ca.json",
+            "33UXP",
+            "2022-06-21",
+            "pass",
+            [_check("low_confidence", "pass", 0.1, {"prob": 0.5, "warn": 0.3, "fail": 0.6})],
+        )
+    ]
+    report = {
+        "classes": ["maize", "wheat"],
+        "confusion": {"classes": ["maize", "wheat"], "matrix": [[3, 1], [0, 4]]},
+        "per_class": {
+            "maize": {"precision": 1.0, "recall": 0.75, "f1": 0.857, "support": 4},
+            "wheat": {"precision": 0.8, "recall": 1.0, "f1": 0.889, "support": 4},
+        },
+        "macro_f1": 0.873,
+        "weighted_f1": 0.873,
+        "n": 8,
+    }
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(
+        json.dumps(
+            {
+                "field_macro_f1": 0.873,
+                "weighted_f1": 0.873,
+                "field_report": report,
+                "split": {"kind": "field"},
+                "n_fields": {"train": 20, "test": 8},
+                "baseline": {
+                    "name": "kNN (k=5) on field mean embeddings",
+                    "macro_f1": 0.5,
+                    "weighted_f1": 0.5,
+                    "report": {**report, "macro_f1": 0.5},
+                },
+            }
+        )
+    )
+    return tmp_path, scene, classification, str(metrics)
+
+
+def test_summary_csv_has_one_row_per_scene_with_check_status_and_value(campaign):
+    root, scene, classification, metrics = campaign
+    qc_summary(
+        scene,
+        root / "qc_summary.html",
+        metrics=metrics,
+        classification_qc=classification,
+        summary_csv=root / "qc" / "summary.csv",
+    )
+    rows = list(csv.DictReader((root / "qc" / "summary.csv").open()))
+    by_tile = {r["tile"]: r for r in rows}
+    assert len(rows) == 2
+    assert (
+        by_tile["31UFS"]["status"] == "fail" and by_tile["31UFS"]["cloud_fraction_value"] == "0.9"
+    )
+    assert (
+        by_tile["31UFS"]["sr_spatial"] == "warn" and by_tile["31UFS"]["sr_spatial_value"] == "0.3"
+    )
+    assert by_tile["33UXP"]["classification_status"] == "pass"
+    assert by_tile["33UXP"]["low_confidence_value"] == "0.1"
+    assert by_tile["31UFS"]["classification_status"] == ""  # not classified (yet)
+
+
+def test_plots_are_written_as_pngs(campaign):
+    root, scene, classification, metrics = campaign
+    plots = {k: str(root / f"{k}.png") for k in ("status", "values", "confusion")}
+    qc_summary(
+        scene, root / "s.html", metrics=metrics, classification_qc=classification, plots=plots
+    )
+    for path in plots.values():
+        with rasterio.open(path) as src:
+            assert src.driver == "PNG" and src.width > 100 and np.ptp(src.read()) > 0
+
+
+def test_html_shows_catboost_beside_the_baseline(campaign):
+    root, scene, classification, metrics = campaign
+    qc_summary(scene, root / "s.html", metrics=metrics, classification_qc=classification)
+    page = (root / "s.html").read_text()
+    assert "<th>CatBoost</th><th>kNN (k=5) on field mean embeddings</th>" in page
+    assert "<td>macro F1 (fields)</td><td>0.873</td><td>0.500</td>" in page
+    assert "Per class (held-out fields)" in page

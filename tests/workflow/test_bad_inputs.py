@@ -1,0 +1,279 @@
+"""A corpus of bad inputs: each ends in a named error or a QC fail, and loses nothing else.
+
+Every case starts from a good scene of the demo campaign (downloaded, bicubic DR, fields),
+breaks one thing, and runs the step that meets it as a real `tilepipe` process. An error must
+be one line `tilepipe STEP: error: ...` naming the tile and date (where the step has them) and
+the file or cause, with exit status 2; the step's output must not exist and no temporary file
+may be left beside it. A data fault that is a property of the scene (clouds, nodata, a wrong
+grid) is QC's to judge: `qc.json` says fail and which check failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+
+from tilepipe.cli import main
+from tilepipe.core.checksum import sha256_file
+
+TILE, DATE = "33UXP", "2022-06-21"
+WHERE = f"tile {TILE}, date {DATE}"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def good(demo, tmp_path_factory) -> dict[str, Path]:
+    """One good scene: s2, scl, bicubic dr and fields, made by the CLI."""
+    out = tmp_path_factory.mktemp("good")
+    paths = {n: out / n for n in ("s2.tif", "scl.tif", "dr.tif", "fields.gpkg")}
+    common = ["--tile", TILE, "--date", DATE]
+    window = ",".join(map(str, demo["window"]))
+    assert main(["download", *common, "--manifest", demo["manifest"], "--window", window,
+                 "--s2", str(paths["s2.tif"]), "--scl", str(paths["scl.tif"])]) == 0  # fmt: skip
+    assert main(["superres", *common, "--s2", str(paths["s2.tif"]), "--out",
+                 str(paths["dr.tif"]), "--method", "bicubic"]) == 0  # fmt: skip
+    model = str(Path(__file__).resolve().parents[2] / "models" / "fields_demo.pt")
+    assert main(["fields", *common, "--dr", str(paths["dr.tif"]), "--out",
+                 str(paths["fields.gpkg"]), "--model", model]) == 0  # fmt: skip
+    return paths
+
+
+def tilepipe(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess:
+    """Run `tilepipe ARGS` as its own process (optionally with a file-size limit)."""
+
+    def limit() -> None:
+        if limit_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_bytes, limit_file_bytes))
+
+    return subprocess.run(
+        [str(BIN / "tilepipe"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+
+
+def assert_named_error(run: subprocess.CompletedProcess, step: str, *words: str) -> str:
+    """Exit 2 with tilepipe's one-line error containing `words`; return that line."""
+    assert run.returncode == 2, (run.returncode, run.stderr[-3000:])
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"tilepipe {step}: error: "), run.stderr[-3000:]
+    for word in words:
+        assert word in line, (word, line)
+    return line
+
+
+def assert_nothing_left(out: Path) -> None:
+    """No output where the finished one belongs, and no temporary beside it."""
+    assert not out.exists()
+    if out.parent.is_dir():
+        assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+def copy_s2(good: dict, tmp_path: Path, **changes) -> Path:
+    """The good s2.tif rewritten with changed data, profile or transform."""
+    with rasterio.open(good["s2.tif"]) as src:
+        profile, data, tags = src.profile, src.read(), src.tags()
+        descriptions = src.descriptions
+    data = changes.pop("data", lambda d: d)(data)
+    profile.update(count=data.shape[0], dtype=data.dtype, **changes)
+    path = tmp_path / "s2.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+        for i, desc in enumerate(descriptions[: data.shape[0]], start=1):
+            dst.set_band_description(i, desc)
+    return path
+
+
+def superres(s2: Path, out: Path, *extra: str, **kw) -> subprocess.CompletedProcess:
+    args = ["superres", "--tile", TILE, "--date", DATE, "--s2", str(s2), "--out", str(out)]
+    return tilepipe(*args, *extra, **kw)
+
+
+def qc(good: dict, out: Path, **inputs: Path) -> dict:
+    paths = {**good, **{f"{k}.tif": v for k, v in inputs.items()}}
+    args = ["qc", "--tile", TILE, "--date", DATE, "--out", str(out)]
+    args += ["--s2", str(paths["s2.tif"]), "--scl", str(paths["scl.tif"])]
+    args += ["--dr", str(paths["dr.tif"]), "--fields", str(paths["fields.gpkg"])]
+    run = tilepipe(*args)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def failed_checks(report: dict) -> set[str]:
+    checks = report["checks"]
+    items = checks.items() if isinstance(checks, dict) else ((c["name"], c) for c in checks)
+    return {name for name, check in items if check["status"] == "fail"}
+
+
+# ------------------------------------------------------------------ rasters into superres
+
+
+def test_truncated_geotiff_is_named(good, tmp_path):
+    s2 = tmp_path / "s2.tif"
+    s2.write_bytes(good["s2.tif"].read_bytes()[:3000])
+    out = tmp_path / "dr.tif"
+    assert_named_error(superres(s2, out, "--method", "bicubic"), "superres", WHERE, "s2")
+    assert_nothing_left(out)
+
+
+def test_south_up_raster_is_refused(good, tmp_path):
+    with rasterio.open(good["s2.tif"]) as src:
+        t = src.transform
+    flipped = Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * src.height)
+    s2 = copy_s2(good, tmp_path, transform=flipped, data=lambda d: d[:, ::-1, :].copy())
+    out = tmp_path / "dr.tif"
+    assert_named_error(superres(s2, out, "--method", "bicubic"), "superres", WHERE, "north-up")
+    assert_nothing_left(out)
+
+
+def test_missing_band_is_refused_before_any_compute(good, tmp_path):
+    s2 = copy_s2(good, tmp_path, data=lambda d: d[:3])
+    out = tmp_path / "dr.tif"
+    assert_named_error(superres(s2, out, "--method", "bicubic"), "superres", WHERE, "bands")
+    assert_nothing_left(out)
+
+
+def test_nan_filled_raster_is_refused(good, tmp_path):
+    s2 = copy_s2(good, tmp_path, nodata=None, data=lambda d: np.full(d.shape, np.nan, "float32"))
+    out = tmp_path / "dr.tif"
+    assert_named_error(superres(s2, out, "--method", "bicubic"), "superres", WHERE)
+    assert_nothing_left(out)
+
+
+def test_unreadable_model_file_is_named(good, tmp_path):
+    model = tmp_path / "dr_demo.pt"
+    model.write_bytes(b"not a torch file")
+    shutil.copy(Path(__file__).resolve().parents[2] / "models" / "dr_demo.json", tmp_path)
+    out = tmp_path / "dr.tif"
+    run = superres(good["s2.tif"], out, "--method", "model", "--model", str(model))
+    assert_named_error(run, "superres", "dr_demo.pt")
+    assert_nothing_left(out)
+
+
+def test_disk_full_while_writing_leaves_no_output(good, tmp_path):
+    # the kernel refuses writes past RLIMIT_FSIZE with EFBIG, as a full disk refuses with ENOSPC
+    out = tmp_path / "dr.tif"
+    run = superres(good["s2.tif"], out, "--method", "bicubic", limit_file_bytes=20_000)
+    assert_named_error(run, "superres", WHERE)
+    assert_nothing_left(out)
+
+
+def test_permission_denied_on_the_results_directory_is_named(good, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    if os.geteuid() == 0:  # root ignores modes: make the directory immutable instead
+        if not shutil.which("chattr"):
+            pytest.skip("running as root without chattr: cannot make a directory unwritable")
+        subprocess.run(["chattr", "+i", str(results)], check=True)
+    else:
+        results.chmod(0o555)
+    try:
+        out = results / "dr.tif"
+        run = superres(good["s2.tif"], out, "--method", "bicubic")
+        assert_named_error(run, "superres", WHERE, str(results))
+        assert not out.exists()
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(results)], check=True)
+        results.chmod(0o755)
+
+
+# ------------------------------------------------------------------ scene faults are QC's
+
+
+def test_wrong_crs_fails_qc_on_the_grid_check(good, tmp_path):
+    s2 = copy_s2(good, tmp_path, crs=CRS.from_epsg(32632))
+    report = qc(good, tmp_path / "qc.json", s2=s2)
+    assert report["status"] == "fail" and "crs_matches_tile" in failed_checks(report)
+
+
+def test_all_nodata_fails_qc_on_nodata(good, tmp_path):
+    s2 = copy_s2(good, tmp_path, data=lambda d: np.zeros_like(d))
+    report = qc(good, tmp_path / "qc.json", s2=s2)
+    assert report["status"] == "fail" and any("nodata" in c for c in failed_checks(report))
+
+
+def test_full_cloud_fails_qc_on_cloud(good, tmp_path):
+    with rasterio.open(good["scl.tif"]) as src:
+        profile, data = src.profile, src.read()
+    scl = tmp_path / "scl.tif"
+    with rasterio.open(scl, "w", **profile) as dst:
+        dst.write(np.full_like(data, 9))  # SCL 9: cloud, high probability
+    report = qc(good, tmp_path / "qc.json", scl=scl)
+    assert report["status"] == "fail" and any("cloud" in c for c in failed_checks(report))
+
+
+# ------------------------------------------------------------------ embeddings and labels
+
+
+@pytest.fixture
+def tessera(demo, tmp_path) -> Path:
+    """A private copy of the demo's TESSERA source, safe to break."""
+    return Path(shutil.copytree(demo["tessera"], tmp_path / "tessera"))
+
+
+def _rehash(tessera: Path, changed: Path) -> None:
+    """Keep the registry's hash true, so the fault itself (not the hash) must be caught."""
+    registry = tessera / "registry.tsv"
+    rel = changed.relative_to(tessera).as_posix()
+    lines = registry.read_text().splitlines()
+    lines = [
+        "\t".join([*line.split("\t")[:3], sha256_file(changed)])
+        if line.split("\t")[2:3] == [rel]
+        else line
+        for line in lines
+    ]
+    registry.write_text("\n".join(lines) + "\n")
+
+
+def _first(tessera: Path, pattern: str) -> Path:
+    return sorted(tessera.rglob(pattern))[0]
+
+
+def embeddings(tessera: Path, out: Path, window: tuple) -> subprocess.CompletedProcess:
+    args = ["embeddings", "--tile", TILE, "--year", "2022", "--source", str(tessera)]
+    return tilepipe(*args, "--window", ",".join(map(str, window)), "--out", str(out))
+
+
+def test_truncated_npy_is_named(demo, tessera, tmp_path):
+    npy = _first(tessera, "grid_*[0-9].npy")
+    npy.write_bytes(npy.read_bytes()[:1000])
+    _rehash(tessera, npy)
+    out = tmp_path / "embeddings.tif"
+    run = embeddings(tessera, out, demo["window"])
+    assert_named_error(run, "embeddings", npy.name)
+    assert_nothing_left(out)
+
+
+def test_absurd_embedding_scales_are_named(demo, tessera, tmp_path):
+    scales = _first(tessera, "grid_*_scales.npy")
+    np.save(scales, np.load(scales) * 1e9)
+    _rehash(tessera, scales)
+    out = tmp_path / "embeddings.tif"
+    run = embeddings(tessera, out, demo["window"])
+    assert_named_error(run, "embeddings", "absurd scale")
+    assert_nothing_left(out)
+
+
+def test_empty_label_file_is_named(demo, tmp_path):
+    labels = tmp_path / "labels.gpkg"
+    labels.write_bytes(b"")
+    out = tmp_path / "classifier.cbm"
+    run = tilepipe("train", "--labels", str(labels), "--embeddings", f"{TILE}=missing.tif",
+                   "--model-out", str(out), "--metrics-out", str(tmp_path / "m.json"))  # fmt: skip
+    assert_named_error(run, "train", "labels.gpkg")
+    assert_nothing_left(out)

@@ -1,0 +1,166 @@
+"""Remote sources end to end: `tilepipe` commands and a real Snakemake run against the loopback
+server, for what only shows outside one Python call: proxy variables taking effect, AOI mode
+from config to files, and secrets kept out of every file a run leaves behind.
+
+Not exercised here: Slurm job scripts (no Slurm in this test; the local executor writes none,
+and network rules run on the login node through `localrules` where `cluster.network_local`),
+the report (it only reads these files), and the real services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+import yaml
+from pyproj import Transformer
+
+from tilepipe.core.grid import tile_grid
+
+from ..conftest import REPO
+from ..loopback import Fault
+
+SECRET_KEY = "fake-pc-subscription-key-5f3a9c"
+CDSE_SECRET = "fake-cdse-secret-8d2e71"
+
+
+def _tilepipe(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).parent / "tilepipe")
+    return subprocess.run(
+        [exe, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_proxy_variables_carry_search_and_download_through_the_proxy(server, demo, tmp_path):
+    # only the upper-case name is set: libcurl (GDAL) reads just the lower-case one
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["HTTP_PROXY"] = server.url
+    manifest = tmp_path / "scenes.csv"
+    search = [
+        "search",
+        "--catalog",
+        "http://stac.example.invalid/",
+        "--tiles",
+        "33UXP",
+        "--start",
+        "2022-06-01",
+        "--end",
+        "2022-06-30",
+        "--out",
+        str(manifest),
+    ]
+    assert _tilepipe(search, env, tmp_path).returncode == 0
+    download = ["download", "--tile", "33UXP", "--date", "2022-06-21", "--manifest"]
+    download += [str(manifest), "--window", "5000,5000,64,64"]
+    download += ["--s2", str(tmp_path / "s2.tif"), "--scl", str(tmp_path / "scl.tif")]
+    run = _tilepipe(download, env, tmp_path)
+    assert run.returncode == 0, run.stderr
+    proxied = server.stats()["proxied"]
+    assert any(uri.startswith("http://stac.example.invalid/search") for uri in proxied)
+    assert any("/files/" in uri and uri.endswith("B08.tif") for uri in proxied)
+
+
+def _aoi_around_demo_centre(tile: str, half_m: float) -> list[float]:
+    """A lon/lat bbox of 2 * half_m around the centre of the 64 px demo window of ``tile``."""
+    grid = tile_grid(tile)
+    x, y = grid.ulx + 10 * (5000 + 32), grid.uly - 10 * (5000 + 32)
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    west, south = to_ll.transform(x - half_m, y - half_m)
+    east, north = to_ll.transform(x + half_m, y + half_m)
+    return [west, south, east, north]
+
+
+@pytest.fixture(scope="module")
+def remote_run(loopback_server, demo, tmp_path_factory) -> dict:
+    """Search + download through Snakemake, AOI mode, Planetary-Computer signing, one 403."""
+    server = loopback_server
+    server.reset()
+    work = tmp_path_factory.mktemp("remote_run")
+    for name in ("Snakefile", "workflow", "config", "profiles", "models", "envs"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    del config["tiles"], config["window"]
+    config["aoi"] = {"bbox": _aoi_around_demo_centre("33UXP", 100.0), "margin_m": 50}
+    config["demo"] = {"generate": False}
+    config["source"] = {
+        "provider": "planetary_computer",
+        "catalog": f"{server.url}/",
+        "collection": "sentinel-2-l2a",
+        "token_url": f"{server.url}/sas/token",
+        "max_cloud": 100,
+        "retry": {"base_delay_s": 0.01},
+    }
+    (work / "config/config.yaml").write_text(yaml.safe_dump(config))
+    server.settings(require_token=True, token_lifetime_s=3600)
+    server.inject(Fault("status", 2, status=403, match="B02"))  # refuses both tries of one open
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PC_SDK_SUBSCRIPTION_KEY": SECRET_KEY,
+        "CDSE_S3_SECRET_KEY": CDSE_SECRET,
+    }
+    target = "results/33UXP/2022-06-21/s2.tif"
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--cores", "2", target],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    logs = "\n".join(p.read_text() for p in (work / "logs").rglob("*.log"))
+    assert run.returncode == 0, run.stderr[-4000:] + logs[-4000:]
+    # the report of the run, so that the secrets test reads it too
+    report = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", target, "--report", "report.html"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0 and (work / "report.html").is_file(), report.stderr[-3000:]
+    out = run.stdout + run.stderr + report.stdout + report.stderr
+    return {"work": work, "stderr": out, "issued": server.stats()["issued"]}
+
+
+@pytest.mark.workflow
+def test_aoi_mode_plans_the_aois_tiles_and_writes_only_the_aoi_window(remote_run):
+    work = remote_run["work"]
+    rows = (work / "manifests/scenes.csv").read_text().splitlines()[1:]
+    assert {row.split(",")[0] for row in rows} == {"33UXP"}
+    with rasterio.open(work / "results/33UXP/2022-06-21/s2.tif") as src:
+        # 200 m AOI + 50 m margin on each side: about 30 px, far below the 64 px demo window
+        assert 28 <= src.width <= 34 and 28 <= src.height <= 34
+        assert src.tags()["SOURCE_PROVIDER"] == "planetary_computer"
+        assert src.read().any()
+    # the download job held its share of the source's connection budget
+    assert "planetary_computer_connections=2" in remote_run["stderr"]
+
+
+@pytest.mark.workflow
+def test_no_token_key_or_signed_url_reaches_any_file_of_the_run(remote_run):
+    work = remote_run["work"]
+    issued = remote_run["issued"]
+    assert issued, "the run signed no URL: nothing was tested"
+    signatures = [token.rsplit("sig=", 1)[1] for token in issued]
+    for needle in [SECRET_KEY, CDSE_SECRET, *signatures]:
+        assert needle not in remote_run["stderr"]
+    log_text = "".join(p.read_text() for p in (work / "logs").rglob("*.log"))
+    assert "re-signing" in log_text  # the 403 path ran and was logged
+    for path in [p for p in work.rglob("*") if p.is_file()]:
+        if path.is_relative_to(work / "workflow") or path.is_relative_to(work / "models"):
+            continue
+        blob = path.read_bytes()
+        for needle in [SECRET_KEY, CDSE_SECRET, "sig=", *signatures]:
+            assert needle.encode() not in blob, f"{needle!r} found in {path}"
+    with rasterio.open(work / "results/33UXP/2022-06-21/s2.tif") as src:
+        assert "sig=" not in json.dumps(src.tags())
+    assert (work / "report.html").stat().st_size > 0  # read above with every other file
