@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml $(PINS)
 demo: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local --report report.html
-	@echo "Done: outputs in results/, open report.html (see README: 'Looking at the outputs')."
+	@echo "Done: outputs in results/, open report.html (see README: 'Where the outputs are')."
 
 # the whole suite (CI): every tier, real Snakemake, Slurm and kill trials included
 test: $(BIN)/.installed
