@@ -6,11 +6,11 @@ observed at 10 m, super-resolved by ``models/dr_demo.pt`` and delineated by
 grid and matched to the generator's field truth (true fields >= 2000 m², the minimum area).
 
 Bars, set from the figures measured with the shipped models (printed by this test with
-``pytest -s``; docs/fields.md "Accuracy on the demo") with a margin so that a retrained model of the same
-quality passes: at least 65 % of the true fields matched at IoU >= 0.5, mean matched IoU >= 0.80,
-mean over-segmentation <= 0.10 and no more than 5 % of true fields split (fields are not cut:
-seeds are whole interiors and blocks do not cut them), mean under-segmentation <= 0.30 and merge
-rate <= 0.35. Merging is the known weakness of the small demo model: a 2 m hedge between two
+``pytest -s``; docs/fields.md "Accuracy on the demo") with a margin so that a retrained model of
+the same quality passes: at least 65 % of the true fields matched at IoU >= 0.5, mean matched
+IoU >= 0.80, mean over-segmentation <= 0.10 and no more than 5 % of true fields split (fields
+are not cut: seeds are whole interiors and blocks do not cut them), mean under-segmentation
+<= 0.30 and merge rate <= 0.35. Merging is the known weakness of the small demo model: a 2 m hedge between two
 fields of similar spectra is a 20 % mixture inside one 10 m pixel and often does not survive
 super-resolution, so the merge bars are loose and catch a model that merges most neighbours.
 """
