@@ -10,9 +10,10 @@ Bars, set from the figures measured with the shipped models (printed by this tes
 the same quality passes: at least 65 % of the true fields matched at IoU >= 0.5, mean matched
 IoU >= 0.80, mean over-segmentation <= 0.10 and no more than 5 % of true fields split (fields
 are not cut: seeds are whole interiors and blocks do not cut them), mean under-segmentation
-<= 0.30 and merge rate <= 0.35. Merging is the known weakness of the small demo model: a 2 m hedge between two
-fields of similar spectra is a 20 % mixture inside one 10 m pixel and often does not survive
-super-resolution, so the merge bars are loose and catch a model that merges most neighbours.
+<= 0.30 and merge rate <= 0.35. Merging is the known weakness of the small demo model: a 2 m
+hedge between two fields of similar spectra is a 20 % mixture inside one 10 m pixel and often
+does not survive super-resolution, so the merge bars are loose and catch a model that merges
+most neighbours.
 """
 
 from __future__ import annotations
