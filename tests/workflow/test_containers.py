@@ -5,9 +5,9 @@ check two things a user would otherwise find out on a cluster, hours into a queu
 
 - the definition files (containers/*.def) and their pins: each image installs tilepipe from the
   repository with exact pins that are the ones the tests run with, sets one PROJ database
-  (seed 004) and WANDB_MODE, tests itself after the build, and the LUMI image never asks for
-  `--rocm` (seeds 001, 004). The PROJ-database choice the images make at build time is run here
-  on this machine's own wheels.
+  (containers/README.md) and WANDB_MODE, tests itself after the build, and the LUMI image never
+  asks for `--rocm` (docs/clusters.md). The PROJ-database choice the images make at build time
+  is run here on this machine's own wheels.
 - the command lines each cluster profile makes Snakemake run. The demo campaign runs with each
   profile as far as one scene's dr.tif (demo_campaign, search_scenes, download, superres) with
   `--executor local` instead of Slurm (the Slurm path is tested elsewhere) and with the stand-in
@@ -16,8 +16,8 @@ check two things a user would otherwise find out on a cluster, hours into a queu
   is the command line: `--nv`/`--rocm`, the `--env` list, the image per rule, the environment
   (SINGULARITY_BIND, TMPDIR, image cache), never what a real container would do with them.
 
-`python -m tests.test_containers` prints containers/requirements-cpu.txt as it should be for the
-current environment (the venv of `make demo`).
+`python -m tests.workflow.test_containers` prints containers/requirements-cpu.txt as it should be
+for the current environment (the venv of `make demo`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ TORCH_PIN = "2.13.0"
 TORCH_MARKER = "# --- torch"
 #: the directory the images' PROJ_DATA names (a copy of the newest proj.db of the wheels)
 PROJ_DATA = "/opt/tilepipe/proj_data"
-#: what REFERENCE.md's LUMI column binds (seeds 001, 004): the singularity-AI-bindings list
+#: LUMI's binds (docs/clusters.md): the singularity-AI-bindings module's list
 LUMI_BINDS = {
     "/var/spool/slurmd",
     "/opt/cray",
@@ -294,7 +294,7 @@ def test_the_build_picks_the_proj_database_every_library_accepts(tmp_path):
 
 
 def test_the_image_check_catches_an_older_proj_database():
-    """Seed 004: rasterio handed pyproj's older proj.db fails; the images' %test must say so."""
+    """rasterio handed pyproj's older proj.db fails (seen on Betzy); the images' %test says so."""
 
     def minor(d: Path) -> int:
         db = sqlite3.connect(f"file:{d / 'proj.db'}?mode=ro", uri=True)
@@ -356,7 +356,7 @@ def render_requirements() -> str:
         "# Exact pins of tilepipe's runtime dependencies for the images (containers/*.def): the",
         "# runtime closure of pyproject.toml's dependencies in the environment the tests run in",
         "# (`make demo`), nothing from the [workflow] or [dev] extras; setuptools builds tilepipe.",
-        "# Regenerate: python -m tests.test_containers > containers/requirements-cpu.txt",
+        "# Regenerate: python -m tests.workflow.test_containers > containers/requirements-cpu.txt",
         *(f"{name}=={version}" for name, version in main.items()),
         f"{TORCH_MARKER}: PyTorch and what only it needs. tilepipe-cpu installs this block as",
         "# it is (the CPU wheel, from PyTorch's CPU index), tilepipe-cuda swaps +cpu for a CUDA",
@@ -395,7 +395,7 @@ def test_requirements_pin_what_the_tests_run_with():
     """The images must run what was tested: same packages, same versions, nothing missing."""
     assert read_requirements() == runtime_pins(), (
         "containers/requirements-cpu.txt differs from this environment; regenerate it with "
-        "`python -m tests.test_containers > containers/requirements-cpu.txt`"
+        "`python -m tests.workflow.test_containers > containers/requirements-cpu.txt`"
     )
 
 

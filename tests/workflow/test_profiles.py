@@ -2,7 +2,7 @@
 
 No cluster is needed: each profile dry-runs the demo campaign (`snakemake --profile profiles/X
 -n`) and the resources Snakemake would hand to `sbatch` are checked rule by rule against the
-table below, written from the centres' documentation (shared REFERENCE.md). Apptainer is not
+table below, written from the centres' documentation (docs/clusters.md). Apptainer is not
 installed here: a stand-in that only answers `--version` lets the dry-run plan container jobs.
 """
 
@@ -25,7 +25,7 @@ GPU_RULES = {"superres", "fields"}
 NETWORK_RULES = {"search_scenes", "download", "embeddings"}
 LOCAL_RULES = {"all", "demo_campaign", "qc_summary"}
 
-#: What each cluster wants (REFERENCE.md): partitions, the GPU request, per-GPU-job limits,
+#: What each cluster wants (docs/clusters.md): partitions, the GPU request, per-GPU-job limits,
 #: queue limits, whether compute nodes reach the internet and whether the GPUs are NVIDIA.
 TABLE = {
     "saga": dict(

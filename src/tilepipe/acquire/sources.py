@@ -31,7 +31,7 @@ PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
 CDSE_S3_ENDPOINT = "eodata.dataspace.copernicus.eu"
 
 #: Per source: default catalog, collection, tile property, and connections a campaign may hold
-#: at once (REFERENCE.md: CDSE allows 4 concurrent connections; the others publish no limit).
+#: at once (CDSE allows 4 concurrent connections, the others publish no limit: docs/sources.md).
 PROVIDERS: dict[str, dict[str, Any]] = {
     "local": {"catalog": None, "collection": "sentinel-2-l2a", "connections": 16},
     "earth_search": {

@@ -1,7 +1,7 @@
 """What a campaign will cost before anything is submitted: jobs, sbatch calls, GPU-hours, storage.
 
-The job counts follow the workflow's DAG shape (DESIGN.md: per tile-date, per tile-year, per
-campaign; checked against `snakemake --dry-run` in the tests); resources come from a cluster
+The job counts follow the workflow's DAG shape (docs/design.md: per tile-date, per tile-year,
+per campaign; checked against `snakemake --dry-run` in the tests); resources come from a cluster
 profile; runtimes from a per-rule model (seconds = base + per_mpx × megapixels of the 10 m
 window), billing from each centre's published rules. Every figure is an estimate: `assumptions()`
 says on what it rests.
@@ -62,7 +62,8 @@ STORAGE_PER_MPX = {
 }
 STORAGE_FIXED = {"quicklook": 3e6, "qc": 2e4}
 
-#: Billing: units per hour of a job, by cluster (REFERENCE.md; `None`: not published).
+#: Billing: units per hour of a job, by cluster; the centres' rules and their public sources are
+#: in docs/clusters.md ("What each centre requires"). Eagle publishes none.
 BILLING_NOTES = {
     "lumi": "LUMI small-g: 0.5 GPU-h per GCD-hour × max(GCDs, cores/8, mem/64 GB); "
     "small (CPU): core-hours × max(cores, mem/2 GB) (assumed 2 GB per core)",
