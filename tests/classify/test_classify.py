@@ -12,16 +12,10 @@ import shapely
 from affine import Affine
 from pyproj import Transformer
 
-from tilepipe.classify.train import (
-    catboost_task_type,
-    classification_report,
-    classify_fields,
-    field_embedding_means,
-    field_embedding_stats,
-    knn_predict,
-    train_classifier,
-    write_class_raster,
-)
+from tilepipe.classify.metrics import classification_report, knn_predict
+from tilepipe.classify.predict import classify_fields, write_class_raster
+from tilepipe.classify.samples import field_embedding_means, field_embedding_stats
+from tilepipe.classify.train import catboost_task_type, train_classifier
 from tilepipe.core.errors import InputError
 
 TILE, CRS, DIM = "33UXP", "EPSG:32633", 16
@@ -366,11 +360,33 @@ def test_fields_in_lon_lat_are_reprojected_into_the_embedding_crs(tmp_path):
     np.testing.assert_allclose(ll_means, utm_means, rtol=1e-5)
 
 
+def test_field_means_do_not_depend_on_the_window_size(tmp_path, monkeypatch):
+    import tilepipe.classify.samples as samples
+
+    write_embeddings(tmp_path / "emb.tif")
+    boxes, _ = field_boxes()
+    whole, whole_counts = field_embedding_means(boxes, CRS, tmp_path / "emb.tif")
+    monkeypatch.setattr(samples, "_WINDOW", 24)  # windows cut through most fields
+    cut, cut_counts = field_embedding_means(boxes, CRS, tmp_path / "emb.tif")
+    assert cut_counts.tolist() == whole_counts.tolist() == [FIELD_PX * FIELD_PX] * len(boxes)
+    np.testing.assert_allclose(cut, whole, rtol=1e-5)
+
+
+def test_block_windows_tile_the_raster_once_with_clipped_edges():
+    from tilepipe.classify.samples import block_windows
+
+    covered = np.zeros((70, 50), dtype=int)
+    for win in block_windows(50, 70, 32):
+        covered[win.toslices()] += 1
+        assert win.width <= 32 and win.height <= 32
+    assert (covered == 1).all()
+
+
 def test_class_raster_is_written_block_by_block_with_field_classes(trained, tmp_path, monkeypatch):
-    import tilepipe.classify.train as classify
+    import tilepipe.classify.predict as predict
 
     root, _ = trained
-    monkeypatch.setattr(classify, "_WINDOW", 32)  # 124 px raster: 16 blocks
+    monkeypatch.setattr(predict, "_WINDOW", 32)  # 124 px raster: 16 blocks
     _, classes = field_boxes()
     raster = tmp_path / "classes.tif"
     pixels = write_class_raster(root / "emb.tif", root / "model.cbm", raster, tile=TILE)

@@ -289,7 +289,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
-    from tilepipe.classify.train import classify_fields
+    from tilepipe.classify.predict import classify_fields
 
     n = classify_fields(
         args.fields,
@@ -304,7 +304,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
 
 def cmd_class_raster(args: argparse.Namespace) -> None:
-    from tilepipe.classify.train import write_class_raster
+    from tilepipe.classify.predict import write_class_raster
 
     stats = write_class_raster(args.embeddings, args.model, args.out, tile=args.tile)
     log.info("crop classes per pixel -> %s: %s", args.out, json.dumps(stats))

@@ -220,6 +220,61 @@ def _classifier_html(m: dict) -> str:
     return head
 
 
+def _scene_tsv(reports: list[dict], names: list[str]) -> str:
+    """The verdict table as TSV: tile, date, status and each check's status."""
+    lines = ["\t".join(["tile", "date", "status", *names])]
+    for r in reports:
+        checks = {c["name"]: c for c in r["checks"]}
+        statuses = (checks.get(n, {}).get("status", "") for n in names)
+        lines.append("\t".join([r["tile"], r["date"], r["status"], *statuses]))
+    return "\n".join(lines) + "\n"
+
+
+def _cell(check: dict | None) -> str:
+    """One check's status cell, coloured by status, its message shown on hover."""
+    if check is None:
+        return "<td></td>"
+    return (
+        f'<td style="background:{_COLOURS.get(check["status"], "#fff")}" '
+        f'title="{html.escape(str(check.get("message", "")))}">'
+        f"{html.escape(check['status'])}</td>"
+    )
+
+
+def _scene_row(r: dict, names: list[str]) -> str:
+    """One scene's HTML row: tile, date, its status and a cell per check."""
+    checks = {c["name"]: c for c in r["checks"]}
+    cells = "".join(_cell(checks.get(n)) for n in names)
+    return (
+        f"<tr><td>{r['tile']}</td><td>{r['date']}</td>"
+        f'<td style="background:{_COLOURS[r["status"]]}"><b>{r["status"]}</b></td>{cells}</tr>'
+    )
+
+
+def _page(reports: list[dict], names: list[str], counts: dict, metrics_html: str) -> str:
+    """The summary HTML page: counts, the verdict table and the classifier section."""
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = "".join(_scene_row(r, names) for r in reports)
+    return (
+        "<html><head><meta charset='utf-8'><title>tilepipe QC summary</title></head><body>"
+        f"<h1>QC summary</h1><p>{counts['pass']} pass, {counts['warn']} warn, "
+        f"{counts['fail']} fail (hover a cell for the check's message)</p>"
+        f"<table border='1' cellpadding='4' style='border-collapse:collapse'>"
+        f"<tr><th>tile</th><th>date</th><th>status</th>{head}</tr>{rows}</table>"
+        f"{metrics_html}</body></html>\n"
+    )
+
+
+def _write_plots(reports: list[dict], metrics: dict | None, plots: dict[str, str]) -> None:
+    """The requested ``{"status", "values", "confusion"}`` PNGs; absent keys are skipped."""
+    if "status" in plots:
+        plot_status(reports, plots["status"])
+    if "values" in plots:
+        plot_values(reports, plots["values"])
+    if "confusion" in plots:
+        plot_confusion(metrics or {}, plots["confusion"])
+
+
 def qc_summary(
     qc_paths: list[str],
     out: str | Path,
@@ -238,58 +293,14 @@ def qc_summary(
     class_reports = _load(classification_qc)
     names = sorted({c["name"] for r in reports for c in r["checks"]})
     counts = {s: sum(r["status"] == s for r in reports) for s in ("pass", "warn", "fail")}
-
-    tsv = ["\t".join(["tile", "date", "status", *names])]
-    rows = []
-    for r in reports:
-        checks = {c["name"]: c for c in r["checks"]}
-        tsv.append(
-            "\t".join(
-                [
-                    r["tile"],
-                    r["date"],
-                    r["status"],
-                    *(checks.get(n, {}).get("status", "") for n in names),
-                ]
-            )
-        )
-        cells = "".join(
-            f'<td style="background:{_COLOURS.get(checks[n]["status"], "#fff")}" '
-            f'title="{html.escape(str(checks[n].get("message", "")))}">'
-            f"{html.escape(checks[n]['status'])}</td>"
-            if n in checks
-            else "<td></td>"
-            for n in names
-        )
-        rows.append(
-            f"<tr><td>{r['tile']}</td><td>{r['date']}</td>"
-            f'<td style="background:{_COLOURS[r["status"]]}"><b>{r["status"]}</b></td>{cells}</tr>'
-        )
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    metrics_html = ""
     m = json.loads(Path(metrics).read_text()) if metrics else None
-    if m is not None:
-        metrics_html = _classifier_html(m)
+    page = _page(reports, names, counts, _classifier_html(m) if m is not None else "")
     if summary_csv is not None:
         write_summary_csv(reports, class_reports, summary_csv)
-    plots = plots or {}
-    if "status" in plots:
-        plot_status([*reports, *class_reports], plots["status"])
-    if "values" in plots:
-        plot_values([*reports, *class_reports], plots["values"])
-    if "confusion" in plots:
-        plot_confusion(m or {}, plots["confusion"])
-    page = (
-        "<html><head><meta charset='utf-8'><title>tilepipe QC summary</title></head><body>"
-        f"<h1>QC summary</h1><p>{counts['pass']} pass, {counts['warn']} warn, "
-        f"{counts['fail']} fail (hover a cell for the check's message)</p>"
-        f"<table border='1' cellpadding='4' style='border-collapse:collapse'>"
-        f"<tr><th>tile</th><th>date</th><th>status</th>{head}</tr>{''.join(rows)}</table>"
-        f"{metrics_html}</body></html>\n"
-    )
+    _write_plots([*reports, *class_reports], m, plots or {})
     out = Path(out)
     with atomic_output(out) as tmp:
         tmp.write_text(page)
     with atomic_output(out.with_suffix(".tsv")) as tmp:
-        tmp.write_text("\n".join(tsv) + "\n")
+        tmp.write_text(_scene_tsv(reports, names))
     return counts
