@@ -41,7 +41,13 @@ def _write_items(
 
 
 def _write_embeddings(
-    root: Path, tile: str, years: list[int], clear: Scene, transform: Affine, tseed: int, centroids
+    root: Path,
+    tile: str,
+    years: list[int],
+    clear: Scene,
+    transform: Affine,
+    tseed: int,
+    centroids: np.ndarray,
 ) -> list[tuple[str, str, str]]:
     """Write a tile's TESSERA cells for each year (noise seeded by tile and year); registry rows."""
     crs = tile_grid(tile).crs

@@ -121,7 +121,9 @@ def read_north_up(src: rasterio.DatasetReader, win: Window) -> tuple[np.ndarray,
     return np.ascontiguousarray(data), transform
 
 
-def _files_on_grid(files: list[AefFile], grid: TargetGrid, source, year: int, tile):
+def _files_on_grid(
+    files: list[AefFile], grid: TargetGrid, source: str | os.PathLike, year: int, tile: str | None
+) -> tuple[list[AefFile], int]:
     """The AEF files whose pixels meet the grid, and their band count (all must agree)."""
     used = []
     for f in files:
