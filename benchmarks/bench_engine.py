@@ -33,7 +33,7 @@ import torch
 from affine import Affine
 
 from tilepipe.core.raster import gtiff_profile
-from tilepipe.demo.campaign import render_scene
+from tilepipe.demo.world import render_scene
 from tilepipe.engine.tiling import fill_invalid, invalid_mask, read_strip, window_origins
 from tilepipe.models.loading import BANDS, load_model, make_predict, resolve_device, save_model
 from tilepipe.models.nets import SRNet

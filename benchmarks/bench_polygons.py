@@ -29,7 +29,7 @@ def make_raster(path: Path, size: int, seed: int) -> None:
     from skimage.morphology import dilation, disk
     from skimage.segmentation import find_boundaries
 
-    from tilepipe.demo.campaign import field_layout
+    from tilepipe.demo.world import field_layout
     from tilepipe.fields.polygons import write_probabilities
 
     ids, _ = field_layout(seed, size, size)

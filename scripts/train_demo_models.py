@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the two small demo models (SRNet for DR, FieldNet for fields) on synthetic scenes.
 
-Scenes come from ``tilepipe.demo.campaign.render_scene``; held-out scenes (other seeds) measure
+Scenes come from ``tilepipe.demo.world.render_scene``; held-out scenes (other seeds) measure
 SRNet against bicubic (L1, PSNR) and FieldNet, on the true 1 m image and on SRNet's output (what the
 fields step really sees): extent IoU, and field instances (watershed from extent minus
 boundary, as the fields step does) matched to the true fields.
@@ -27,7 +27,7 @@ from scipy.ndimage import distance_transform_edt
 from skimage.morphology import dilation, disk
 from skimage.segmentation import find_boundaries
 
-from tilepipe.demo.campaign import render_scene
+from tilepipe.demo.world import render_scene
 from tilepipe.fields.instances import instance_labels
 from tilepipe.fields.metrics import instance_scores
 from tilepipe.models.loading import BANDS, load_model, resolve_device, save_model

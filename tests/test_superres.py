@@ -18,7 +18,7 @@ from affine import Affine
 from tilepipe.core.checksum import sha256_file
 from tilepipe.core.errors import ConfigError, InputError, ModelError
 from tilepipe.core.raster import gtiff_profile
-from tilepipe.demo.campaign import render_scene
+from tilepipe.demo.world import render_scene
 from tilepipe.engine.journal import STOP_AFTER_SLABS_ENV
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet

@@ -10,7 +10,8 @@ import pyogrio
 import pystac
 import rasterio
 
-from tilepipe.demo.campaign import CLASSES, SIGNATURES, generate_campaign, render_scene
+from tilepipe.demo.campaign import generate_campaign
+from tilepipe.demo.world import CLASSES, SIGNATURES, render_scene
 
 
 def test_catalog_holds_every_tile_date_as_an_item_with_band_cogs(demo):

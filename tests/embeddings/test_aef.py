@@ -10,7 +10,7 @@ from affine import Affine
 from tilepipe.cli import main
 from tilepipe.core.errors import InputError
 from tilepipe.core.grid import tile_grid
-from tilepipe.demo.campaign import aef_quantise, write_aef_demo
+from tilepipe.demo.aef import aef_quantise, write_aef_demo
 from tilepipe.embeddings.aef import (
     build_tile_embeddings_aef,
     dequantise_aef,

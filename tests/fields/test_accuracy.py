@@ -27,7 +27,7 @@ import shapely
 from affine import Affine
 
 from tilepipe.core.raster import gtiff_profile
-from tilepipe.demo.campaign import render_scene
+from tilepipe.demo.world import render_scene
 from tilepipe.fields.delineate import run_fields
 from tilepipe.fields.metrics import instance_scores
 from tilepipe.models.loading import BANDS

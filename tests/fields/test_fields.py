@@ -15,7 +15,7 @@ from tilepipe.cli import main
 from tilepipe.core.errors import InputError, ModelError
 from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.raster import gtiff_profile
-from tilepipe.demo.campaign import render_scene
+from tilepipe.demo.world import render_scene
 from tilepipe.fields.delineate import COLUMNS, run_fields
 from tilepipe.fields.polygons import Params
 from tilepipe.models.loading import BANDS, save_model

@@ -12,7 +12,7 @@ from skimage.morphology import dilation, disk
 from skimage.segmentation import find_boundaries
 
 from tilepipe.core.errors import InputError
-from tilepipe.demo.campaign import field_layout
+from tilepipe.demo.world import field_layout
 from tilepipe.fields.polygons import Params, clean_geometry, delineate, write_probabilities
 
 TRANSFORM = Affine(1.0, 0.0, 600000.0, 0.0, -1.0, 5300000.0)

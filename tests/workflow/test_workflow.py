@@ -24,7 +24,7 @@ from rasterio.features import rasterize
 
 from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.grid import tile_grid
-from tilepipe.demo.campaign import CLASSES, _tile_seed, render_scene
+from tilepipe.demo.world import CLASSES, render_scene, tile_seed
 
 from ..conftest import REPO
 
@@ -128,7 +128,7 @@ def test_fields_match_the_demo_truth(campaign, tile, date):
     assert ((scores >= 0) & (scores <= 1)).all()
     # field pixels found vs the demo's truth, on clear pixels (clouds hide fields)
     transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
-    truth = render_scene(_tile_seed(tile, 0), SIZE, SIZE, DATES.index(date))
+    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, DATES.index(date))
     hr_transform = transform @ rasterio.Affine.scale(0.1)
     found = rasterize(geoms, out_shape=truth.field_ids_hr.shape, transform=hr_transform) > 0
     clear = ~np.kron(truth.cloud_lr | truth.shadow_lr, np.ones((10, 10), dtype=bool))
@@ -171,7 +171,7 @@ def test_classified_fields_carry_a_crop_that_matches_the_truth(campaign, tile, d
     assert len(crops) >= 5
     assert set(crops) <= {*CLASSES, "unknown"}
     assert ((probs >= 0) & (probs <= 1)).all()
-    truth = render_scene(_tile_seed(tile, 0), SIZE, SIZE, 0, cloud=False)
+    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, 0, cloud=False)
     transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
     hr_transform = transform @ rasterio.Affine.scale(0.1)
     right = 0

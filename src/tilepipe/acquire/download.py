@@ -27,7 +27,7 @@ from rasterio.windows import Window, from_bounds
 from tilepipe.acquire.sources import Source, is_remote, make_source
 from tilepipe.acquire.transfer import RetryPolicy, retry_read
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.grid import tile_grid
+from tilepipe.core.grid import TileGrid, tile_grid
 from tilepipe.core.raster import atomic_output, gtiff_profile, is_north_up
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,13 @@ def read_asset(
     )
 
 
+def target_window(
+    grid: TileGrid, window: tuple[int, int, int, int] | None
+) -> tuple[Affine, int, int]:
+    """(transform, width, height) of a (col_off, row_off, width, height) window; None = the tile."""
+    return grid.window(*window) if window else (grid.transform, grid.size, grid.size)
+
+
 SCL_CLOUD = (3, 8, 9, 10)  # cloud shadow, cloud medium/high probability, thin cirrus
 
 
@@ -121,10 +128,7 @@ def aoi_scene_stats(
 
     tile = item_tile(item) or ""
     grid = tile_grid(tile)
-    window = windows.get(tile)
-    transform, width, height = (
-        grid.window(*window) if window else (grid.transform, grid.size, grid.size)
-    )
+    transform, width, height = target_window(grid, windows.get(tile))
     asset = item.assets.get("SCL") or item.assets.get("scl")
     if asset is None:
         raise InputError(f"{context(tile, None, item.id)}item has no SCL asset")
@@ -167,6 +171,90 @@ def check_written(path: Path, *, count: int, width: int, height: int, where: str
         raise InputError(f"{where}written raster does not read back: {exc}") from exc
 
 
+def _check_assets(hrefs: Mapping[str, str], tile: str, date: str) -> None:
+    """Raise InputError unless the manifest row names an asset for every band and the SCL."""
+    for band in (*REFLECTANCE_BANDS, "SCL"):
+        if band not in hrefs:
+            where = context(tile, date, f"<{band} missing>")
+            raise InputError(f"{where}band {band} has no asset in the manifest")
+
+
+def _read_assets(
+    hrefs: Mapping[str, str],
+    grid: TileGrid,
+    window: tuple[Affine, int, int],
+    tile: str,
+    date: str,
+    *,
+    source: Source,
+    policy: RetryPolicy | None,
+    connections: int,
+) -> dict[str, np.ndarray]:
+    """The SCL and reflectance bands over the window, at most ``connections`` read at once."""
+    transform, width, height = window
+
+    def fetch(band: str) -> np.ndarray:
+        where = f"{context(tile, date, hrefs[band])}asset {band}: "
+        return read_asset(
+            hrefs[band],
+            transform,
+            width,
+            height,
+            grid.crs,
+            where=where,
+            source=source,
+            policy=policy,
+        )
+
+    bands = ("SCL", *REFLECTANCE_BANDS)
+    with ThreadPoolExecutor(max_workers=max(1, connections)) as pool:
+        return dict(zip(bands, pool.map(fetch, bands), strict=True))
+
+
+def _reflectance(arrays: Mapping[str, np.ndarray], offset: int, tile: str, date: str):
+    """The 4-band harmonised DN stack; a pixel missing in any band is nodata (0) in all."""
+    dn = np.stack([arrays[band] for band in REFLECTANCE_BANDS])
+    if not dn.any():
+        raise InputError(f"{context(tile, date)}all reflectance pixels are nodata in the window")
+    s2 = harmonise(dn, offset)
+    s2[:, (dn == 0).any(axis=0)] = 0
+    return s2
+
+
+def _provenance(row: Mapping[str, str], offset: int, source: Source) -> tuple[str, dict]:
+    """(what harmonisation did, the tags both rasters carry: item, baseline, provider, scale)."""
+    applied = (
+        f"subtracted BOA_ADD_OFFSET {offset} DN (baseline {row['baseline']})"
+        if offset
+        else f"none (baseline {row['baseline']} has no offset)"
+    )
+    tags = {
+        "TILE": row["tile"],
+        "DATE": row["date"],
+        "SOURCE_ITEM": row["item_id"],
+        "SOURCE_COLLECTION": row["collection"],
+        "PROCESSING_BASELINE": row["baseline"],
+        "HARMONISATION": applied,
+        "HARMONISATION_FROM": row.get("offset_source") or "processing baseline",
+        "SOURCE_PROVIDER": source.name,
+        "REFLECTANCE_SCALE": "0.0001",
+    }
+    return applied, tags
+
+
+def _write_checked(
+    dst: str | Path, data: np.ndarray, profile: dict, tags: dict, names: tuple[str, ...], where
+) -> None:
+    """Write ``data`` (C, h, w) with tags and band names, checked before it is renamed in place."""
+    with atomic_output(dst) as tmp:
+        with rasterio.open(tmp, "w", **profile) as out:
+            out.write(data)
+            out.update_tags(**tags)
+            for i, name in enumerate(names, start=1):
+                out.set_band_description(i, name)
+        check_written(tmp, count=len(names), width=data.shape[2], height=data.shape[1], where=where)
+
+
 def download_scene(
     row: dict[str, str],
     s2_dst: str | Path,
@@ -185,61 +273,22 @@ def download_scene(
     source = source or make_source({})
     tile, date = row["tile"], row["date"]
     grid = tile_grid(tile)
-    transform, width, height = (
-        grid.window(*window) if window else (grid.transform, grid.size, grid.size)
-    )
+    transform, width, height = target_window(grid, window)
     hrefs = json.loads(row["assets"])
     offset = int(row["boa_offset_dn"])
-
-    for band in (*REFLECTANCE_BANDS, "SCL"):
-        if band not in hrefs:
-            where = context(tile, date, f"<{band} missing>")
-            raise InputError(f"{where}band {band} has no asset in the manifest")
-
-    def fetch(band: str) -> np.ndarray:
-        where = f"{context(tile, date, hrefs[band])}asset {band}: "
-        return read_asset(
-            hrefs[band],
-            transform,
-            width,
-            height,
-            grid.crs,
-            where=where,
-            source=source,
-            policy=policy,
-        )
-
-    with ThreadPoolExecutor(max_workers=max(1, connections)) as pool:
-        arrays = dict(
-            zip(
-                ("SCL", *REFLECTANCE_BANDS),
-                pool.map(fetch, ("SCL", *REFLECTANCE_BANDS)),
-                strict=True,
-            )
-        )
-    dn = np.stack([arrays[band] for band in REFLECTANCE_BANDS])
-    if not dn.any():
-        raise InputError(f"{context(tile, date)}all reflectance pixels are nodata in the window")
-    s2 = harmonise(dn, offset)
-    s2[:, (dn == 0).any(axis=0)] = 0  # a pixel missing in any band is nodata in all
-    scl = arrays["SCL"].astype(np.uint8)
-
-    applied = (
-        f"subtracted BOA_ADD_OFFSET {offset} DN (baseline {row['baseline']})"
-        if offset
-        else f"none (baseline {row['baseline']} has no offset)"
+    _check_assets(hrefs, tile, date)
+    arrays = _read_assets(
+        hrefs,
+        grid,
+        (transform, width, height),
+        tile,
+        date,
+        source=source,
+        policy=policy,
+        connections=connections,
     )
-    tags = {
-        "TILE": tile,
-        "DATE": date,
-        "SOURCE_ITEM": row["item_id"],
-        "SOURCE_COLLECTION": row["collection"],
-        "PROCESSING_BASELINE": row["baseline"],
-        "HARMONISATION": applied,
-        "HARMONISATION_FROM": row.get("offset_source") or "processing baseline",
-        "SOURCE_PROVIDER": source.name,
-        "REFLECTANCE_SCALE": "0.0001",
-    }
+    s2 = _reflectance(arrays, offset, tile, date)
+    applied, tags = _provenance(row, offset, source)
     profile = gtiff_profile(
         width=width,
         height=height,
@@ -249,19 +298,9 @@ def download_scene(
         transform=transform,
         nodata=0,
     )
-    with atomic_output(s2_dst) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(s2)
-            dst.update_tags(**tags)
-            for i, band in enumerate(REFLECTANCE_BANDS, start=1):
-                dst.set_band_description(i, band)
-        check_written(tmp, count=4, width=width, height=height, where=context(tile, date, s2_dst))
+    _write_checked(s2_dst, s2, profile, tags, REFLECTANCE_BANDS, context(tile, date, s2_dst))
     profile.update(count=1, dtype="uint8", predictor=2)
-    with atomic_output(scl_dst) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(scl[None])
-            dst.update_tags(**tags)
-            dst.set_band_description(1, "SCL")
-        check_written(tmp, count=1, width=width, height=height, where=context(tile, date, scl_dst))
+    scl = arrays["SCL"].astype(np.uint8)[None]
+    _write_checked(scl_dst, scl, profile, tags, ("SCL",), context(tile, date, scl_dst))
     log.info("%s%dx%d px, harmonisation: %s", context(tile, date), width, height, applied)
     return {"width": width, "height": height, "harmonisation": applied}

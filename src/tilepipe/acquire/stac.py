@@ -193,6 +193,76 @@ def _find_items(
     return items
 
 
+def _cloud(item: pystac.Item) -> float:
+    """The item's published cloud cover (%); unknown counts as fully cloudy."""
+    return float(item.properties.get("eo:cloud_cover", 100.0))
+
+
+def _tile_rank(item: pystac.Item) -> tuple[float, float]:
+    """(cloud %, nodata %) of an item over its whole tile, as its catalog publishes them."""
+    return _cloud(item), float(item.properties.get("s2:nodata_pixel_percentage", 0.0))
+
+
+def _clearest_per_day(items: Iterable[pystac.Item]) -> dict[str, list[pystac.Item]]:
+    """Per tile, the least cloudy item of each day (a tie keeps the first seen)."""
+    per_day: dict[tuple[str, str], pystac.Item] = {}
+    for item in items:
+        key = (item_tile(item), item.datetime.date().isoformat())
+        best = per_day.get(key)
+        if best is None or _cloud(item) < _cloud(best):
+            per_day[key] = item
+    by_tile: dict[str, list[pystac.Item]] = {}
+    for (tile, _), item in per_day.items():
+        by_tile.setdefault(tile, []).append(item)
+    return by_tile
+
+
+def _record(tile: str, item: pystac.Item, cloud: float, nodata: float, reason: str) -> SceneRecord:
+    """The manifest row of a chosen item, measured as (cloud, nodata) and chosen for ``reason``."""
+    offset, origin = offset_and_origin(item)
+    return SceneRecord(
+        tile=tile,
+        date=item.datetime.date().isoformat(),
+        item_id=item.id,
+        collection=item.collection_id or "",
+        cloud_cover=round(cloud, 2),
+        nodata_pct=round(nodata, 2),
+        baseline=str(item.properties.get("s2:processing_baseline", "")),
+        boa_offset_dn=offset,
+        offset_source=origin,
+        assets=json.dumps(_asset_hrefs(item), sort_keys=True),
+        reason=reason,
+    )
+
+
+def _select_tile(
+    tile: str,
+    tile_items: list[pystac.Item],
+    max_cloud: float,
+    max_dates: int | None,
+    aoi_stats: Callable[[pystac.Item], tuple[float, float]] | None,
+) -> list[SceneRecord]:
+    """The N clearest days of one tile under max_cloud, judged over the window when measured."""
+    measured = {it.id: aoi_stats(it) for it in tile_items} if aoi_stats else {}
+
+    def rank(it: pystac.Item) -> tuple[float, float]:
+        return measured.get(it.id) or _tile_rank(it)
+
+    over = "window " if aoi_stats else ""
+    eligible = sorted((it for it in tile_items if rank(it)[0] <= max_cloud), key=rank)
+    chosen = eligible[:max_dates] if max_dates else eligible
+    records = []
+    for position, item in enumerate(chosen, start=1):
+        cloud, nodata = rank(item)
+        reason = (
+            f"{over}cloud {cloud:.1f}% <= {max_cloud:g}%, {over}nodata {nodata:.1f}%"
+            + (f" (tile cloud {_tile_rank(item)[0]:.1f}%)" if aoi_stats else "")
+            + f"; rank {position} of {len(eligible)} eligible of {len(tile_items)} days"
+        )
+        records.append(_record(tile, item, cloud, nodata, reason))
+    return records
+
+
 def select_scenes(
     items: Iterable[pystac.Item],
     *,
@@ -206,58 +276,9 @@ def select_scenes(
     over the window, not the whole tile: a clear AOI under a cloudy tile is kept, and the
     other way round.
     """
-    per_day: dict[tuple[str, str], pystac.Item] = {}
-    for item in items:
-        key = (item_tile(item), item.datetime.date().isoformat())
-        cloud = float(item.properties.get("eo:cloud_cover", 100.0))
-        best = per_day.get(key)
-        if best is None or cloud < float(best.properties.get("eo:cloud_cover", 100.0)):
-            per_day[key] = item
-    by_tile: dict[str, list[pystac.Item]] = {}
-    for (tile, _), item in per_day.items():
-        by_tile.setdefault(tile, []).append(item)
-
     records = []
-    for tile, tile_items in sorted(by_tile.items()):
-
-        def tile_rank(it: pystac.Item) -> tuple[float, float]:
-            props = it.properties
-            return (
-                float(props.get("eo:cloud_cover", 100.0)),
-                float(props.get("s2:nodata_pixel_percentage", 0.0)),
-            )
-
-        measured = {it.id: aoi_stats(it) for it in tile_items} if aoi_stats else {}
-
-        def rank(it: pystac.Item, measured: dict = measured) -> tuple[float, float]:
-            return measured.get(it.id) or tile_rank(it)
-
-        over = "window " if aoi_stats else ""
-
-        eligible = sorted((it for it in tile_items if rank(it)[0] <= max_cloud), key=rank)
-        chosen = eligible[:max_dates_per_tile] if max_dates_per_tile else eligible
-        for position, item in enumerate(chosen, start=1):
-            cloud, nodata = rank(item)
-            offset, origin = offset_and_origin(item)
-            records.append(
-                SceneRecord(
-                    tile=tile,
-                    date=item.datetime.date().isoformat(),
-                    item_id=item.id,
-                    collection=item.collection_id or "",
-                    cloud_cover=round(cloud, 2),
-                    nodata_pct=round(nodata, 2),
-                    baseline=str(item.properties.get("s2:processing_baseline", "")),
-                    boa_offset_dn=offset,
-                    offset_source=origin,
-                    assets=json.dumps(_asset_hrefs(item), sort_keys=True),
-                    reason=(
-                        f"{over}cloud {cloud:.1f}% <= {max_cloud:g}%, {over}nodata {nodata:.1f}%"
-                        + (f" (tile cloud {tile_rank(item)[0]:.1f}%)" if aoi_stats else "")
-                        + f"; rank {position} of {len(eligible)} eligible of {len(tile_items)} days"
-                    ),
-                )
-            )
+    for tile, tile_items in sorted(_clearest_per_day(items).items()):
+        records += _select_tile(tile, tile_items, max_cloud, max_dates_per_tile, aoi_stats)
     records.sort(key=lambda r: (r.tile, r.date))
     return records
 

@@ -156,7 +156,7 @@ def _demo_window_problems(config: dict[str, Any]) -> list[str]:
     demo, window = config.get("demo") or {}, config.get("window", "full")
     if not demo.get("generate") or config.get("aoi"):  # an AOI outside the demo reads nodata
         return []
-    from tilepipe.demo.campaign import (
+    from tilepipe.demo.world import (
         DEMO_OFFSET,  # only demo campaigns pay for importing the generator
     )
 

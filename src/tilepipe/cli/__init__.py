@@ -74,7 +74,8 @@ def _json_arg(text: str) -> dict:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from tilepipe.demo.campaign import DEMO_DATES, DEMO_TILES, generate_campaign
+    from tilepipe.demo.campaign import generate_campaign
+    from tilepipe.demo.world import DEMO_DATES, DEMO_TILES
 
     out = generate_campaign(
         args.out,

@@ -22,18 +22,16 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.transform import array_bounds
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.raster import atomic_output, gtiff_profile
+from tilepipe.embeddings.mosaic import TargetGrid, fill_nan_from, fill_windows, mosaic_writer
 
 AEF_NODATA = -128
 AEF_BANDS = 64
-_WINDOW = 256  # output pixels per side processed at once (x 64 bands x float32)
 
 #: Dequantisation formulas by name: int8 (as float64) -> float embedding value.
 DEQUANTISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -123,6 +121,58 @@ def read_north_up(src: rasterio.DatasetReader, win: Window) -> tuple[np.ndarray,
     return np.ascontiguousarray(data), transform
 
 
+def _files_on_grid(
+    files: list[AefFile], grid: TargetGrid, source: str | os.PathLike, year: int, tile: str | None
+) -> tuple[list[AefFile], int]:
+    """The AEF files whose pixels meet the grid, and their band count (all must agree)."""
+    used = []
+    for f in files:
+        bounds = transform_bounds(grid.crs, f.crs, *grid.bounds())
+        if pixel_window(bounds, f.transform, f.width, f.height) is not None:
+            used.append(f)
+    if not used:
+        raise InputError(
+            f"{context(tile)}year {year}: no AEF file under {Path(source) / str(year)} covers "
+            f"the target grid ({len(files)} files scanned)"
+        )
+    counts = {f.count for f in used}
+    if len(counts) > 1:
+        raise InputError(f"{context(tile)}year {year}: AEF files disagree on bands {counts}")
+    return used, counts.pop()
+
+
+@dataclass
+class _FileFill:
+    """Fills output windows from the AEF files in order; sums the norms of what it filled."""
+
+    files: list[AefFile]
+    crs: CRS
+    formula: str
+    tolerance: float
+    valid: int = 0  # vectors with every band finite
+    unit: int = 0  # of those, vectors within ``tolerance`` of unit length
+    norm_sum: float = 0.0
+
+    def __call__(self, out: np.ndarray, win: Window, win_transform: Affine) -> None:
+        for f in self.files:
+            _fill_from(out, f, self.crs, win_transform, self.formula)
+        n, n_unit, s = norm_stats(out, self.tolerance)
+        self.valid, self.unit, self.norm_sum = self.valid + n, self.unit + n_unit, self.norm_sum + s
+
+
+def _check_norms(fill: _FileFill, min_unit_fraction: float, path: Path, year: int, tile) -> None:
+    """Refuse an all-nodata result, or one whose vectors are not unit length (wrong formula)."""
+    if fill.valid == 0:
+        raise InputError(f"{context(tile)}year {year}: the AEF embeddings are all nodata")
+    if fill.unit / fill.valid < min_unit_fraction:
+        other = next(name for name in DEQUANTISE if name != fill.formula)
+        raise InputError(
+            f"{context(tile, path=path)}year {year}: dequantisation {fill.formula!r} "
+            f"gives unit-length vectors for only {fill.unit / fill.valid:.1%} of pixels (mean "
+            f"norm {fill.norm_sum / fill.valid:.3f}); AEF vectors are unit length: try {other!r}"
+        )
+
+
 def build_tile_embeddings_aef(
     source: str | os.PathLike,
     year: int,
@@ -143,76 +193,29 @@ def build_tile_embeddings_aef(
     output, when no file covers the grid, when the result is all nodata, or when fewer than
     ``min_unit_fraction`` of the vectors have a norm within ``tolerance`` of 1 (wrong formula).
     """
-    crs = CRS.from_user_input(crs)
+    grid = TargetGrid(CRS.from_user_input(crs), transform, width, height)
     if formula not in DEQUANTISE:
         raise InputError(f"unknown AEF dequantisation {formula!r} (known: {sorted(DEQUANTISE)})")
-    files = scan_aef(source, year)
-    left, top = transform * (0, 0)
-    right, bottom = transform * (width, height)
-    target_bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-    used = []
-    for f in files:
-        fb = transform_bounds(crs, f.crs, *target_bounds)
-        if pixel_window(fb, f.transform, f.width, f.height) is not None:
-            used.append(f)
-    if not used:
-        raise InputError(
-            f"{context(tile)}year {year}: no AEF file under {Path(source) / str(year)} covers "
-            f"the target grid ({len(files)} files scanned)"
+    used, count = _files_on_grid(scan_aef(source, year), grid, source, year, tile)
+    fill = _FileFill(used, grid.crs, formula, tolerance)
+    with mosaic_writer(dst, grid, count) as out_ds:
+        fill_windows(out_ds, grid, fill)
+        out_ds.descriptions = tuple(f"aef_{i:02d}" for i in range(count))
+        out_ds.update_tags(
+            TILE=tile or "",
+            YEAR=str(year),
+            EMBEDDINGS_SOURCE="aef",
+            AEF_DEQUANTISE=formula,
+            EMBEDDINGS_FILES=",".join(f.path.name for f in used),
         )
-    counts = {f.count for f in used}
-    if len(counts) > 1:
-        raise InputError(f"{context(tile)}year {year}: AEF files disagree on bands {counts}")
-    count = counts.pop()
-
-    profile = gtiff_profile(
-        width=width,
-        height=height,
-        count=count,
-        dtype="float32",
-        crs=crs,
-        transform=transform,
-        nodata=float("nan"),
-    )
-    profile["interleave"] = "band"
-    valid = unit = 0
-    norm_sum = 0.0
-    with atomic_output(dst) as tmp:
-        with rasterio.open(tmp, "w", **profile) as out_ds:
-            for r0 in range(0, height, _WINDOW):
-                for c0 in range(0, width, _WINDOW):
-                    win = Window(c0, r0, min(_WINDOW, width - c0), min(_WINDOW, height - r0))
-                    out = np.full((count, win.height, win.width), np.nan, dtype=np.float32)
-                    win_transform = window_transform(win, transform)
-                    for f in used:
-                        _fill_from(out, f, crs, win_transform, formula)
-                    n, n_unit, s = norm_stats(out, tolerance)
-                    valid, unit, norm_sum = valid + n, unit + n_unit, norm_sum + s
-                    out_ds.write(out, window=win)
-            out_ds.descriptions = tuple(f"aef_{i:02d}" for i in range(count))
-            out_ds.update_tags(
-                TILE=tile or "",
-                YEAR=str(year),
-                EMBEDDINGS_SOURCE="aef",
-                AEF_DEQUANTISE=formula,
-                EMBEDDINGS_FILES=",".join(f.path.name for f in used),
-            )
-        if valid == 0:
-            raise InputError(f"{context(tile)}year {year}: the AEF embeddings are all nodata")
-        if unit / valid < min_unit_fraction:
-            other = next(name for name in DEQUANTISE if name != formula)
-            raise InputError(
-                f"{context(tile, path=used[0].path)}year {year}: dequantisation {formula!r} "
-                f"gives unit-length vectors for only {unit / valid:.1%} of pixels (mean norm "
-                f"{norm_sum / valid:.3f}); AEF vectors are unit length: try {other!r}"
-            )
+        _check_norms(fill, min_unit_fraction, used[0].path, year, tile)
     return {
         "path": str(dst),
         "files": [str(f.path) for f in used],
         "bands": count,
-        "valid_fraction": valid / (width * height),
-        "unit_fraction": unit / valid,
-        "mean_norm": norm_sum / valid,
+        "valid_fraction": fill.valid / (width * height),
+        "unit_fraction": fill.unit / fill.valid,
+        "mean_norm": fill.norm_sum / fill.valid,
     }
 
 
@@ -226,17 +229,4 @@ def _fill_from(out: np.ndarray, f: AefFile, crs: CRS, dst_transform: Affine, for
     with rasterio.open(f.path) as src:
         raw, src_transform = read_north_up(src, win)
     values = dequantise_aef(raw, formula)
-    warped = np.full(out.shape, np.nan, dtype=np.float32)
-    reproject(
-        source=values,
-        destination=warped,
-        src_transform=src_transform,
-        src_crs=f.crs,
-        src_nodata=np.nan,
-        dst_transform=dst_transform,
-        dst_crs=crs,
-        dst_nodata=np.nan,
-        resampling=Resampling.nearest,
-    )
-    fill = np.isnan(out) & ~np.isnan(warped)
-    out[fill] = warped[fill]
+    fill_nan_from(out, values, src_transform, f.crs, dst_transform, crs)

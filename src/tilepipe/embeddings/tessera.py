@@ -16,30 +16,28 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.errors import WindowError
 from rasterio.transform import array_bounds
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
 from tilepipe.core.checksum import sha256_file
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.raster import atomic_output, gtiff_profile
+from tilepipe.embeddings.mosaic import TargetGrid, fill_nan_from, fill_windows, mosaic_writer
 
 CELL_DEG = 0.1
 MAX_SCALE = 10.0  # a dequantisation scale at or above this is a data fault, not an embedding
 REPRESENTATION_DIR = "global_0.1_degree_representation"
 LANDMASK_DIR = "global_0.1_degree_tiff_all"
 REGISTRY = "registry.tsv"
-_WINDOW = 256  # output pixels per side processed at once (x C bands x float32)
 
 
 def cell_name(lon: float, lat: float) -> str:
@@ -262,26 +260,68 @@ def _reproject_into(out: np.ndarray, cell: _Cell, crs, dst_transform: Affine) ->
     )
     source = np.ascontiguousarray(np.moveaxis(values, 2, 0))
     del values
-    warped = np.full(out.shape, np.nan, dtype=np.float32)
-    reproject(
-        source=source,
-        destination=warped,
-        src_transform=window_transform(win, cell.transform),
-        src_crs=cell.crs,
-        src_nodata=np.nan,
-        dst_transform=dst_transform,
-        dst_crs=crs,
-        dst_nodata=np.nan,
-        resampling=Resampling.nearest,
-    )
-    fill = np.isnan(out) & ~np.isnan(warped)
-    out[fill] = warped[fill]
-    return bool(fill.any())
+    src_transform = window_transform(win, cell.transform)
+    return fill_nan_from(out, source, src_transform, cell.crs, dst_transform, crs)
 
 
 def _summary(names: list[str], limit: int = 12) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} cells)" if len(names) > limit else "")
+
+
+def _listed_cells(
+    source: Path, registry: dict, year: int, grid: TargetGrid, tile
+) -> tuple[list[str], list[str]]:
+    """(cells looked for over the grid's lon/lat footprint, those the registry lists for year)."""
+    lonlat = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds(), densify_pts=21)
+    looked_for = cells_for_bounds(*lonlat)
+    listed = [n for n in looked_for if cell_files(n, year)["embeddings"] in registry]
+    if not listed:
+        raise InputError(
+            f"{context(tile)}year {year}: no TESSERA cell listed in {source / REGISTRY} for the "
+            f"target footprint; looked for {_summary(looked_for)}"
+        )
+    return looked_for, listed
+
+
+def _cells_on_grid(
+    source: Path, registry: dict, listed: list[str], year: int, grid: TargetGrid, tile
+) -> tuple[list[_Cell], int]:
+    """Open and verify the listed cells; (those meeting the grid, their embedding dimension)."""
+    cells = []
+    for name in listed:
+        cell = _open_cell(source, registry, name, year, tile)
+        footprint = _footprint(cell, grid.crs, grid.transform, grid.width, grid.height)
+        if footprint is not None and footprint.width > 0 and footprint.height > 0:
+            cell.target_window = footprint
+            cells.append(cell)
+    dims = {c.raw.shape[2] for c in cells}
+    if len(dims) > 1:
+        raise InputError(f"{context(tile)}year {year}: cells disagree on dimensions {dims}")
+    if not cells:
+        raise InputError(
+            f"{context(tile)}year {year}: none of the listed cells ({_summary(listed)}) "
+            f"overlaps the target grid"
+        )
+    return cells, dims.pop()
+
+
+@dataclass
+class _CellFill:
+    """Fills output windows from the cells that meet them; counts what it filled."""
+
+    cells: list[_Cell]
+    crs: CRS
+    used: list[str] = field(default_factory=list)  # cells that gave pixels, first use first
+    valid: int = 0  # output pixels with an embedding
+
+    def __call__(self, out: np.ndarray, win: Window, win_transform: Affine) -> None:
+        for cell in self.cells:
+            if not _overlaps(win, cell.target_window):
+                continue
+            if _reproject_into(out, cell, self.crs, win_transform) and cell.name not in self.used:
+                self.used.append(cell.name)
+        self.valid += int(np.isfinite(out[0]).sum())
 
 
 def build_tile_embeddings(
@@ -302,89 +342,31 @@ def build_tile_embeddings(
     wins. Returns ``{"path", "cells", "cells_looked_for", "bands", "valid_fraction"}``.
     """
     source = Path(source)
-    crs = CRS.from_user_input(crs)
+    grid = TargetGrid(CRS.from_user_input(crs), transform, width, height)
     if width <= 0 or height <= 0:
         raise InputError(f"{context(tile)}empty target grid {width}x{height}")
     registry = read_registry(source)
-    left, top = transform @ (0, 0)
-    right, bottom = transform @ (width, height)
-    lonlat = transform_bounds(
-        crs,
-        "EPSG:4326",
-        min(left, right),
-        min(top, bottom),
-        max(left, right),
-        max(top, bottom),
-        densify_pts=21,
-    )
-    looked_for = cells_for_bounds(*lonlat)
-    listed = [n for n in looked_for if cell_files(n, year)["embeddings"] in registry]
-    where = f"{source / REGISTRY}"
-    if not listed:
-        raise InputError(
-            f"{context(tile)}year {year}: no TESSERA cell listed in {where} for the target "
-            f"footprint; looked for {_summary(looked_for)}"
+    looked_for, listed = _listed_cells(source, registry, year, grid, tile)
+    cells, count = _cells_on_grid(source, registry, listed, year, grid, tile)
+    fill = _CellFill(cells, grid.crs)
+    with mosaic_writer(dst, grid, count) as out_ds:
+        fill_windows(out_ds, grid, fill)
+        out_ds.descriptions = tuple(f"tessera_{i:03d}" for i in range(count))
+        out_ds.update_tags(
+            TILE=tile or "",
+            YEAR=str(year),
+            EMBEDDINGS_SOURCE="tessera",
+            EMBEDDINGS_CELLS=",".join(fill.used),
         )
-
-    cells = []
-    for name in listed:
-        cell = _open_cell(source, registry, name, year, tile)
-        footprint = _footprint(cell, crs, transform, width, height)
-        if footprint is not None and footprint.width > 0 and footprint.height > 0:
-            cell.target_window = footprint
-            cells.append(cell)
-    dims = {c.raw.shape[2] for c in cells}
-    if len(dims) > 1:
-        raise InputError(f"{context(tile)}year {year}: cells disagree on dimensions {dims}")
-    if not cells:
-        raise InputError(
-            f"{context(tile)}year {year}: none of the listed cells ({_summary(listed)}) "
-            f"overlaps the target grid"
-        )
-    count = dims.pop()
-
-    used: list[str] = []
-    valid = 0
-    profile = gtiff_profile(
-        width=width,
-        height=height,
-        count=count,
-        dtype="float32",
-        crs=crs,
-        transform=transform,
-        nodata=float("nan"),
-    )
-    profile["interleave"] = "band"  # readers take band subsets; writers whole windows
-    with atomic_output(dst) as tmp:
-        with rasterio.open(tmp, "w", **profile) as out_ds:
-            for r0 in range(0, height, _WINDOW):
-                for c0 in range(0, width, _WINDOW):
-                    win = Window(c0, r0, min(_WINDOW, width - c0), min(_WINDOW, height - r0))
-                    out = np.full((count, win.height, win.width), np.nan, dtype=np.float32)
-                    win_transform = window_transform(win, transform)
-                    for cell in cells:
-                        if not _overlaps(win, cell.target_window):
-                            continue
-                        if _reproject_into(out, cell, crs, win_transform) and cell.name not in used:
-                            used.append(cell.name)
-                    valid += int(np.isfinite(out[0]).sum())
-                    out_ds.write(out, window=win)
-            out_ds.descriptions = tuple(f"tessera_{i:03d}" for i in range(count))
-            out_ds.update_tags(
-                TILE=tile or "",
-                YEAR=str(year),
-                EMBEDDINGS_SOURCE="tessera",
-                EMBEDDINGS_CELLS=",".join(used),
-            )
-        if valid == 0:
+        if fill.valid == 0:
             raise InputError(
                 f"{context(tile)}year {year}: the embeddings are all NaN on the target grid; "
                 f"cells looked for: {_summary(looked_for)}"
             )
     return {
         "path": str(dst),
-        "cells": used,
+        "cells": fill.used,
         "cells_looked_for": looked_for,
         "bands": count,
-        "valid_fraction": valid / (width * height),
+        "valid_fraction": fill.valid / (width * height),
     }

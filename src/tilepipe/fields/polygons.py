@@ -25,7 +25,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -177,74 +177,99 @@ def _band_names(src, path: Path) -> list[str]:
     return desc
 
 
-def _seed_pass(src, names, params: Params, prov_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 1: provisional seed labels to ``prov_path``; return (lut prov->global, seed max row)."""
-    height, width = src.height, src.width
-    tile_px = math.gcd(params.block, 256)
+def _label_profile(src, block: int) -> dict:
+    """The temporary int32 label raster's profile: tiles that divide the block size."""
+    tile_px = math.gcd(block, 256)
     profile = gtiff_profile(
-        width=width,
-        height=height,
+        width=src.width,
+        height=src.height,
         count=1,
         dtype="int32",
         crs=src.crs,
         transform=src.transform,
     )
     profile.update(blockxsize=tile_px, blockysize=tile_px, predictor=2)
-    uf = _UnionFind()
-    first: list[np.ndarray] = [np.array([np.iinfo(np.int64).max])]
-    last_row: list[np.ndarray] = [np.array([-1])]
-    above = np.zeros(width, dtype=np.int32)  # bottom row of the previous block row
-    offset = 0
-    with rasterio.open(prov_path, "w", **profile) as dst:
-        for r0, cols in blocks(height, width, params.block):
-            h = min(params.block, height - r0)
-            bottom = np.zeros(width, dtype=np.int32)
-            left = np.zeros(h, dtype=np.int32)
-            for c0 in cols:
-                w = min(params.block, width - c0)
-                win = Window(c0, r0, w, h)
-                b = _read_bands(src, names, win)
-                seeds = seed_mask(
-                    b["extent"],
-                    b["boundary"],
-                    threshold=params.threshold,
-                    seed_threshold=params.seed_threshold,
-                )
-                local = label(seeds, connectivity=1).astype(np.int32)
-                n = int(local.max())
-                prov = np.where(local > 0, local + offset, 0).astype(np.int32)
-                if n:
-                    flat = local.ravel()
-                    labs, idx = np.unique(flat, return_index=True)
-                    rr, cc = np.divmod(idx[labs > 0], w)
-                    first.append((r0 + rr).astype(np.int64) * width + c0 + cc)
-                    _, ridx = np.unique(flat[::-1], return_index=True)
-                    last_row.append(r0 + (flat.size - 1 - ridx[labs > 0]) // w)
-                    uf.add(n)
-                    offset += n
-                if c0 > 0:
-                    uf.union_pairs(left, prov[:, 0])
-                if r0 > 0:
-                    uf.union_pairs(above[c0 : c0 + w], prov[0])
-                left = prov[:, -1].copy()
-                bottom[c0 : c0 + w] = prov[-1]
-                dst.write(prov, 1, window=win)
-            above = bottom
-    first_all, last_all = np.concatenate(first), np.concatenate(last_row)
-    roots = np.array([uf.find(i) for i in range(offset + 1)], dtype=np.int64)
-    root_first = np.full(offset + 1, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(root_first, roots, first_all)
-    root_last = np.full(offset + 1, -1, dtype=np.int64)
-    np.maximum.at(root_last, roots, last_all)
+    return profile
+
+
+def _local_seeds(src, names, win: Window, params: Params) -> np.ndarray:
+    """The window's seed components, labelled 1..n (4-connected) as int32."""
+    b = _read_bands(src, names, win)
+    seeds = seed_mask(
+        b["extent"], b["boundary"], threshold=params.threshold, seed_threshold=params.seed_threshold
+    )
+    return label(seeds, connectivity=1).astype(np.int32)
+
+
+def _extremes(local: np.ndarray, r0: int, c0: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per local label 1..n: (raster-order index of its first pixel, its last row) in the raster."""
+    w = local.shape[1]
+    flat = local.ravel()
+    labs, idx = np.unique(flat, return_index=True)
+    rr, cc = np.divmod(idx[labs > 0], w)
+    first = (r0 + rr).astype(np.int64) * width + c0 + cc
+    _, ridx = np.unique(flat[::-1], return_index=True)
+    last = r0 + (flat.size - 1 - ridx[labs > 0]) // w
+    return first, last
+
+
+def _rank_globally(
+    uf: _UnionFind, n: int, first: np.ndarray, last: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lut provisional -> global id, last row of each global seed) of n provisional ids.
+
+    A merged component's global id is its rank by first pixel in raster order, so ids do not
+    depend on the block size. ``first`` and ``last`` are indexed by provisional id (0 unused).
+    """
+    roots = np.array([uf.find(i) for i in range(n + 1)], dtype=np.int64)
+    root_first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(root_first, roots, first)
+    root_last = np.full(n + 1, -1, dtype=np.int64)
+    np.maximum.at(root_last, roots, last)
     uniq = np.unique(roots[1:])
     order = uniq[np.argsort(root_first[uniq], kind="stable")]
-    global_of_root = np.zeros(offset + 1, dtype=np.int32)
+    global_of_root = np.zeros(n + 1, dtype=np.int32)
     global_of_root[order] = np.arange(1, len(order) + 1, dtype=np.int32)
     lut = global_of_root[roots]
     lut[0] = 0
     seed_last = np.full(len(order) + 1, -1, dtype=np.int64)
     seed_last[1:] = root_last[order]
     return lut, seed_last
+
+
+def _seed_pass(src, names, params: Params, prov_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: provisional seed labels to ``prov_path``; return (lut prov->global, seed max row)."""
+    height, width = src.height, src.width
+    uf = _UnionFind()
+    first: list[np.ndarray] = [np.array([np.iinfo(np.int64).max])]
+    last_row: list[np.ndarray] = [np.array([-1])]
+    above = np.zeros(width, dtype=np.int32)  # bottom row of the previous block row
+    offset = 0
+    with rasterio.open(prov_path, "w", **_label_profile(src, params.block)) as dst:
+        for r0, cols in blocks(height, width, params.block):
+            h = min(params.block, height - r0)
+            bottom = np.zeros(width, dtype=np.int32)
+            left = np.zeros(h, dtype=np.int32)
+            for c0 in cols:
+                win = Window(c0, r0, min(params.block, width - c0), h)
+                local = _local_seeds(src, names, win, params)
+                n = int(local.max())
+                prov = np.where(local > 0, local + offset, 0).astype(np.int32)
+                if n:
+                    block_first, block_last = _extremes(local, r0, c0, width)
+                    first.append(block_first)
+                    last_row.append(block_last)
+                    uf.add(n)
+                    offset += n
+                if c0 > 0:
+                    uf.union_pairs(left, prov[:, 0])
+                if r0 > 0:
+                    uf.union_pairs(above[c0 : c0 + win.width], prov[0])
+                left = prov[:, -1].copy()
+                bottom[c0 : c0 + win.width] = prov[-1]
+                dst.write(prov, 1, window=win)
+            above = bottom
+    return _rank_globally(uf, offset, np.concatenate(first), np.concatenate(last_row))
 
 
 def _to_map(geom, transform: Affine):
@@ -311,86 +336,114 @@ def delineate(
             prov_path.unlink()
 
 
-def _grow_pass(src, prov, names, lut, seed_last, params: Params) -> FieldTable:
-    """Pass 2: grow seeds per padded block, polygonise cores, finish fields as they close."""
-    height, width, halo = src.height, src.width, params.halo
-    transform = src.transform
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    n_seeds = len(seed_last) - 1
-    count = np.zeros(n_seeds + 1, dtype=np.int64)
-    sum_ext = np.zeros(n_seeds + 1, dtype=np.float64)
-    sum_bnd = np.zeros(n_seeds + 1, dtype=np.float64)
-    pieces: dict[int, list] = {}
-    done: dict[int, object] = {}
-    stats = {"seeds": n_seeds, "too_small": 0, "too_large": 0, "empty": 0}
-    min_px = params.min_area_m2 / pixel_area
-    max_px = params.max_area_m2 / pixel_area if params.max_area_m2 else math.inf
+@dataclass
+class _OpenFields:
+    """Fields under construction: per-seed pixel sums, open pieces, finished geometries."""
 
-    def finish(lab: int) -> None:
-        parts = pieces.pop(lab)
-        if count[lab] < min_px:
-            stats["too_small"] += 1
+    count: np.ndarray  # pixels per global seed id
+    sum_ext: np.ndarray  # sum of extent probability per seed
+    sum_bnd: np.ndarray  # sum of boundary probability per seed
+    stats: dict[str, int]
+    pieces: dict[int, list] = field(default_factory=dict)  # seed -> polygons in pixel coords
+    done: dict[int, object] = field(default_factory=dict)  # seed -> finished map geometry
+
+    @classmethod
+    def for_seeds(cls, n_seeds: int) -> _OpenFields:
+        """Empty sums for global seed ids 1..n_seeds."""
+        stats = {"seeds": n_seeds, "too_small": 0, "too_large": 0, "empty": 0}
+        zeros = [np.zeros(n_seeds + 1, dtype=dt) for dt in (np.int64, np.float64, np.float64)]
+        return cls(*zeros, stats)
+
+    def add_core(self, labels, extent, boundary, c0: int, r0: int) -> None:
+        """Add a block core's labels (and their probabilities) at (c0, r0): sums and pieces."""
+        labs, inv = np.unique(labels, return_inverse=True)
+        inv = inv.ravel()
+        self.count[labs] += np.bincount(inv, minlength=len(labs))
+        ext = np.nan_to_num(extent, nan=0.0).ravel()
+        self.sum_ext[labs] += np.bincount(inv, weights=ext, minlength=len(labs))
+        if boundary is not None:
+            bnd = np.nan_to_num(boundary, nan=0.0).ravel()
+            self.sum_bnd[labs] += np.bincount(inv, weights=bnd, minlength=len(labs))
+        for geom, value in rasterio.features.shapes(
+            labels, mask=labels > 0, connectivity=4, transform=Affine.translation(c0, r0)
+        ):
+            self.pieces.setdefault(int(value), []).append(shape(geom))
+
+    def finish(self, lab: int, transform: Affine, params: Params, px_range) -> None:
+        """Close a field: union its pieces, filter by size (pixels), clean it in map units."""
+        parts = self.pieces.pop(lab)
+        min_px, max_px = px_range
+        if self.count[lab] < min_px:
+            self.stats["too_small"] += 1
             return
-        if count[lab] > max_px:
-            stats["too_large"] += 1
+        if self.count[lab] > max_px:
+            self.stats["too_large"] += 1
             return
         geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
         geom = clean_geometry(_to_map(geom, transform), params)
         if geom is None:
-            stats["empty"] += 1
+            self.stats["empty"] += 1
             return
-        done[lab] = geom
+        self.done[lab] = geom
 
-    for r0, cols in blocks(height, width, params.block):
-        h = min(params.block, height - r0)
-        pr0, pr1 = max(r0 - halo, 0), min(r0 + h + halo, height)
+    def table(self, has_boundary: bool, crs: str | None) -> FieldTable:
+        """The finished fields in seed order, numbered 1..n, with their mean probabilities."""
+        order = sorted(self.done)
+        geoms = [self.done[k] for k in order]
+        idx = np.asarray(order, dtype=np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = self.sum_ext[idx] / self.count[idx] if len(idx) else np.zeros(0)
+            boundary = self.sum_bnd[idx] / self.count[idx] if len(idx) else np.zeros(0)
+        columns = {
+            "field_id": np.arange(1, len(geoms) + 1, dtype=np.int64),
+            "area_m2": np.asarray(shapely.area(geoms), dtype=np.float64),
+            "perimeter_m": np.asarray(shapely.length(geoms), dtype=np.float64),
+            "score": np.clip(score, 0.0, 1.0),
+            "boundary_score": np.clip(boundary, 0.0, 1.0),
+        }
+        if not has_boundary:
+            columns["boundary_score"] = np.full(len(geoms), np.nan)
+        self.stats["fields"] = len(geoms)
+        return FieldTable(geoms, columns, crs, self.stats)
+
+
+def _grow_block(src, prov, names, lut, params: Params, r0: int, c0: int):
+    """Grow the seeds of a block padded by ``halo``; (labels, extent, boundary) of its core."""
+    height, width, halo = src.height, src.width, params.halo
+    h, w = min(params.block, height - r0), min(params.block, width - c0)
+    pr0, pr1 = max(r0 - halo, 0), min(r0 + h + halo, height)
+    pc0, pc1 = max(c0 - halo, 0), min(c0 + w + halo, width)
+    win = Window(pc0, pr0, pc1 - pc0, pr1 - pr0)
+    b = _read_bands(src, names, win)
+    markers = lut[prov.read(1, window=win)]
+    labels = grow(markers, b["extent"], b["boundary"], b["distance"], threshold=params.threshold)
+    core = (slice(r0 - pr0, r0 - pr0 + h), slice(c0 - pc0, c0 - pc0 + w))
+    boundary = b["boundary"][core] if b["boundary"] is not None else None
+    return np.ascontiguousarray(labels[core]), b["extent"][core], boundary
+
+
+def _closed(open_ids, seed_last: np.ndarray, band_end: int, height: int, halo: int) -> list[int]:
+    """The open fields no later block can add to: their seed ends more than ``halo`` rows above
+    the next block row (all of them after the last block row)."""
+    return [k for k in open_ids if band_end >= height or seed_last[k] < band_end - halo]
+
+
+def _grow_pass(src, prov, names, lut, seed_last, params: Params) -> FieldTable:
+    """Pass 2: grow seeds per padded block, polygonise cores, finish fields as they close."""
+    transform = src.transform
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    px_range = (
+        params.min_area_m2 / pixel_area,
+        params.max_area_m2 / pixel_area if params.max_area_m2 else math.inf,
+    )
+    fields = _OpenFields.for_seeds(len(seed_last) - 1)
+    for r0, cols in blocks(src.height, src.width, params.block):
         for c0 in cols:
-            w = min(params.block, width - c0)
-            pc0, pc1 = max(c0 - halo, 0), min(c0 + w + halo, width)
-            win = Window(pc0, pr0, pc1 - pc0, pr1 - pr0)
-            b = _read_bands(src, names, win)
-            markers = lut[prov.read(1, window=win)]
-            labels = grow(
-                markers, b["extent"], b["boundary"], b["distance"], threshold=params.threshold
-            )
-            core = (slice(r0 - pr0, r0 - pr0 + h), slice(c0 - pc0, c0 - pc0 + w))
-            core_labels = np.ascontiguousarray(labels[core])
-            if not core_labels.any():
-                continue
-            labs, inv = np.unique(core_labels, return_inverse=True)
-            inv = inv.ravel()
-            count[labs] += np.bincount(inv, minlength=len(labs))
-            ext = np.nan_to_num(b["extent"][core], nan=0.0).ravel()
-            sum_ext[labs] += np.bincount(inv, weights=ext, minlength=len(labs))
-            if b["boundary"] is not None:
-                bnd = np.nan_to_num(b["boundary"][core], nan=0.0).ravel()
-                sum_bnd[labs] += np.bincount(inv, weights=bnd, minlength=len(labs))
-            for geom, value in rasterio.features.shapes(
-                core_labels,
-                mask=core_labels > 0,
-                connectivity=4,
-                transform=Affine.translation(c0, r0),
-            ):
-                pieces.setdefault(int(value), []).append(shape(geom))
-        last_band = r0 + h >= height
-        for lab in [k for k in pieces if last_band or seed_last[k] < r0 + h - halo]:
-            finish(lab)
-
-    order = sorted(done)
-    geoms = [done[k] for k in order]
-    idx = np.asarray(order, dtype=np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = sum_ext[idx] / count[idx] if len(idx) else np.zeros(0)
-        boundary = sum_bnd[idx] / count[idx] if len(idx) else np.zeros(0)
-    columns = {
-        "field_id": np.arange(1, len(geoms) + 1, dtype=np.int64),
-        "area_m2": np.asarray(shapely.area(geoms), dtype=np.float64),
-        "perimeter_m": np.asarray(shapely.length(geoms), dtype=np.float64),
-        "score": np.clip(score, 0.0, 1.0),
-        "boundary_score": np.clip(boundary, 0.0, 1.0),
-    }
-    if "boundary" not in names:
-        columns["boundary_score"] = np.full(len(geoms), np.nan)
-    stats["fields"] = len(geoms)
+            labels, extent, boundary = _grow_block(src, prov, names, lut, params, r0, c0)
+            if labels.any():
+                fields.add_core(labels, extent, boundary, c0, r0)
+        band_end = min(r0 + params.block, src.height)
+        for lab in _closed(fields.pieces, seed_last, band_end, src.height, params.halo):
+            fields.finish(lab, transform, params, px_range)
     crs = src.crs.to_wkt() if src.crs else None
-    return FieldTable(geoms, columns, crs, stats)
+    return fields.table("boundary" in names, crs)

@@ -1,0 +1,132 @@
+"""Demo TESSERA embeddings in geotessera's layout: int8 0.1° cells, scales, landmasks, registry.
+
+Each 10 m pixel holds a noisy copy of its class's centroid (road pixels a class of their own),
+so a classifier trained on the demo labels can learn the crops from the embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+
+from tilepipe.core.checksum import sha256_file
+from tilepipe.core.raster import atomic_output
+from tilepipe.demo.world import CLASSES, Scene, pixel_classes
+from tilepipe.embeddings.tessera import CELL_DEG, REGISTRY, cell_files, cell_name
+
+EMBEDDING_DIM = 128
+
+
+def class_centroids(seed: int) -> np.ndarray:
+    """(classes + 1, EMBEDDING_DIM) centroids, the last one for roads and hedges."""
+    return np.random.default_rng(seed).normal(0, 1, size=(len(CLASSES) + 1, EMBEDDING_DIM))
+
+
+def pixel_vectors(
+    scene: Scene, size: int, centroids: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """(size, size, EMBEDDING_DIM) float32 embeddings: each pixel's class centroid plus noise."""
+    noise = rng.normal(0, 0.35, size=(size, size, EMBEDDING_DIM))
+    return (centroids[pixel_classes(scene, size)] + noise).astype(np.float32)
+
+
+def _cell_window(
+    lon0: float, lat0: float, from_ll: Transformer, transform: Affine, size: int
+) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1) of a 0.1° cell on the window's 10 m grid, clipped to the window.
+
+    Real cells are in their own UTM zone; the demo's cells share the tile's zone.
+    """
+    left, top = transform.c, transform.f
+    xs, ys = from_ll.transform(
+        [lon0, lon0 + CELL_DEG, lon0, lon0 + CELL_DEG],
+        [lat0, lat0, lat0 + CELL_DEG, lat0 + CELL_DEG],
+    )
+    c0 = max(0, math.floor((min(xs) - left) / 10))
+    c1 = min(size, math.ceil((max(xs) - left) / 10))
+    r0 = max(0, math.floor((top - max(ys)) / 10))
+    r1 = min(size, math.ceil((top - min(ys)) / 10))
+    return r0, r1, c0, c1
+
+
+def cells_over(
+    crs: str, transform: Affine, size: int
+) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
+    """(name, (r0, r1, c0, c1)) of each 0.1° cell meeting the window, west to east."""
+    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    from_ll = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    left, top = transform.c, transform.f
+    right, bottom = left + 10 * size, top - 10 * size
+    lons, lats = to_ll.transform([left, right, left, right], [top, top, bottom, bottom])
+    for lon0 in np.arange(math.floor(min(lons) * 10) / 10, max(lons), CELL_DEG):
+        for lat0 in np.arange(math.floor(min(lats) * 10) / 10, max(lats), CELL_DEG):
+            r0, r1, c0, c1 = _cell_window(lon0, lat0, from_ll, transform, size)
+            if c1 > c0 and r1 > r0:
+                yield cell_name(lon0 + CELL_DEG / 2, lat0 + CELL_DEG / 2), (r0, r1, c0, c1)
+
+
+def quantise(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes and float32 per-pixel scales whose product is ``block`` (H, W, C)."""
+    scales = (np.abs(block).max(axis=2) / 127.0).astype(np.float32)
+    raw = np.round(block / scales[..., None]).clip(-127, 127).astype(np.int8)
+    return raw, scales
+
+
+def _write_landmask(path: Path, crs: str, transform: Affine, height: int, width: int) -> None:
+    """An all-land mask: the georeference of a cell's arrays."""
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint8",
+        crs=crs,
+        transform=transform,
+        compress="deflate",
+    ) as dst:
+        dst.write(np.ones((1, height, width), dtype=np.uint8))
+
+
+def write_cell(
+    root: Path, year: int, name: str, block: np.ndarray, crs: str, transform: Affine
+) -> list[str]:
+    """Write one cell's embeddings, scales and landmask where the reader looks for them.
+
+    Returns their paths relative to ``root``, in that order.
+    """
+    raw, scales = quantise(block)
+    files = cell_files(name, year)
+    for rel in files.values():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    np.save(root / files["embeddings"], raw)
+    np.save(root / files["scales"], scales)
+    _write_landmask(root / files["landmask"], crs, transform, *block.shape[:2])
+    return [files["embeddings"], files["scales"], files["landmask"]]
+
+
+def write_tessera(
+    root: Path, crs: str, year: int, vectors: np.ndarray, transform: Affine
+) -> list[tuple[str, str, str]]:
+    """Write the cells of a window's embeddings; return registry rows (year, name, file)."""
+    rows = []
+    for name, (r0, r1, c0, c1) in cells_over(crs, transform, vectors.shape[0]):
+        cell_transform = transform @ Affine.translation(c0, r0)
+        for rel in write_cell(root, year, name, vectors[r0:r1, c0:c1], crs, cell_transform):
+            rows.append((str(year), name, rel))
+    return rows
+
+
+def write_registry(root: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Write ``registry.tsv``: each file's year, cell name, path and sha256."""
+    with atomic_output(root / REGISTRY) as tmp:
+        lines = ["year\tname\tfile\tsha256"]
+        lines += [f"{y}\t{n}\t{f}\t{sha256_file(root / f)}" for y, n, f in rows]
+        tmp.write_text("\n".join(lines) + "\n")
