@@ -60,18 +60,22 @@ def installed(monkeypatch) -> None:
     assert slurm_arrays.install("slurm", logging.getLogger("test_slurm_arrays"))
 
 
-def test_the_plugins_own_run_jobs_keeps_back_jobs_when_fewer_arrive_than_are_ready():
-    """Why the fix exists: 3 of 10 ready jobs handed over, none submitted, never again asked."""
-    ready = [FakeJob("download") for _ in range(10)]
-    ex = executor({"download"}, ready)
-    Executor.run_jobs(ex, ready[:3])
+@pytest.mark.parametrize(("ready", "selected"), [(10, 3), (5, 2), (3, 1)])
+def test_the_plugins_own_run_jobs_keeps_back_jobs_when_fewer_arrive_than_stay_ready(
+    ready, selected
+):
+    """Why the fix exists: Snakemake takes the selected jobs out of the DAG's ready jobs, then
+    hands them over once; plugin 2.8.0 submits none of them while more stay ready."""
+    jobs = [FakeJob("download") for _ in range(ready)]
+    ex = executor({"download"}, jobs[selected:])
+    Executor.run_jobs(ex, jobs[:selected])
     assert submitted(ex) == []
 
 
 def test_every_job_given_is_submitted_exactly_once(installed):
     ready = [FakeJob("download") for _ in range(10)]
     given = [*ready[:3], FakeJob("superres", gpu=1), FakeJob("qc"), FakeJob("train", group=True)]
-    ex = executor({"download", "superres", "qc"}, ready)
+    ex = executor({"download", "superres", "qc"}, ready[3:])
     ex.run_jobs(given)
     assert sorted(map(id, submitted(ex))) == sorted(map(id, given))
 
