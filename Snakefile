@@ -26,7 +26,6 @@ validate(config, _schema)
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/slurm.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/superres.smk"
 include: "workflow/rules/fields.smk"

@@ -16,7 +16,7 @@ these documented overrides:
   of an array share one `--comment`), which is how the checks below tell the tasks apart;
 - LUMI only, `--resources network=2`: at most two downloads at once, so that fewer jobs of a
   rule are handed to the plugin than the DAG has ready: the case in which plugin 2.8.0 drops
-  array jobs and Snakemake waits forever (fixed by workflow/rules/slurm.smk);
+  array jobs and Snakemake waits forever (fixed by tilepipe.campaign.slurm_arrays);
 - `TILEPIPE_ACCOUNT` is the test cluster's account (associations are enforced, so a wrong or
   unexpanded account is rejected by sbatch); `USERWORK` and `TILEPIPE_SCRATCH` point into the
   temporary directory;

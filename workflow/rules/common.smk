@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from snakemake.logging import logger
 
 from tilepipe.campaign.config import (
     apply_cluster_env,
@@ -14,6 +15,7 @@ from tilepipe.campaign.config import (
     window_arg,
 )
 from tilepipe.campaign.locks import clear_stale_locks, write_owner
+from tilepipe.campaign.slurm_arrays import install as install_slurm_array_fix
 
 
 wildcard_constraints:
@@ -56,6 +58,8 @@ onstart:
     if problems:
         raise WorkflowError("cannot submit:\n  - " + "\n  - ".join(problems))
     apply_cluster_env(CLUSTER["env"], create_dirs=True)
+    # Slurm runs only, before the first submission: the plugin's job arrays lose no job
+    install_slurm_array_fix(executor, logger)
 
 
 # the demo generator and the final target are cheap: never a cluster job
