@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.raster import is_north_up
-from tilepipe.engine.tiling import progress_logger, run_tiled
+from tilepipe.engine.progress import progress_logger
+from tilepipe.engine.tiling import run_tiled
 from tilepipe.models.loading import (
     BANDS,
     check_patch,

@@ -11,7 +11,8 @@ from affine import Affine
 
 from tilepipe.core.errors import TilepipeError
 from tilepipe.core.raster import gtiff_profile
-from tilepipe.engine.tiling import blend_weights, run_tiled, window_origins
+from tilepipe.engine.tiling import run_tiled
+from tilepipe.engine.windows import blend_weights, window_origins
 
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)
 CRS = "EPSG:32633"

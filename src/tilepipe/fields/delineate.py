@@ -24,7 +24,8 @@ import torch
 from tilepipe.core.errors import InputError, ModelError, context
 from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.raster import atomic_output, is_north_up
-from tilepipe.engine.tiling import progress_logger, run_tiled
+from tilepipe.engine.progress import progress_logger
+from tilepipe.engine.tiling import run_tiled
 from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
 from tilepipe.models.loading import BANDS, load_model, make_predict, resolve_device
 
