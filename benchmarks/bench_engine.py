@@ -34,7 +34,8 @@ from affine import Affine
 
 from tilepipe.core.raster import gtiff_profile
 from tilepipe.demo.world import render_scene
-from tilepipe.engine.tiling import fill_invalid, invalid_mask, read_strip, window_origins
+from tilepipe.engine.pixels import fill_invalid, invalid_mask, read_strip
+from tilepipe.engine.windows import window_origins
 from tilepipe.models.loading import BANDS, load_model, make_predict, resolve_device, save_model
 from tilepipe.models.nets import SRNet
 from tilepipe.superres import run_superres

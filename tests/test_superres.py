@@ -22,7 +22,7 @@ from tilepipe.demo.world import render_scene
 from tilepipe.engine.journal import STOP_AFTER_SLABS_ENV
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
-from tilepipe.superres import run_superres
+from tilepipe.superres import bicubic_forward, dr_tags, load_dr, run_superres
 
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)
 W, H = 30, 24
@@ -221,3 +221,32 @@ def test_aoi_outside_the_scene_is_an_input_error_naming_the_file(tmp_path, s2):
     with pytest.raises(InputError, match=r"s2\.tif: AOI .* does not intersect"):
         run_superres(s2[0], tmp_path / "dr.tif", method="bicubic", aoi=(0.0, 0.0, 10.0, 10.0))
     assert not (tmp_path / "dr.tif").exists()
+
+
+def test_bicubic_dr_needs_no_model():
+    dr = load_dr("bicubic", None, "cpu", "auto", False, 16, 4, "33UXP", "2022-06-21")
+    assert (dr.forward, dr.model_id, dr.sha256, dr.device.type) == (
+        bicubic_forward,
+        "bicubic",
+        "",
+        "cpu",
+    )
+
+
+def test_model_dr_without_a_model_path_is_a_config_error_naming_the_scene():
+    with pytest.raises(ConfigError, match=r"33UXP.*needs a model_path"):
+        load_dr("model", None, "cpu", "auto", False, 16, 4, "33UXP", "2022-06-21")
+
+
+def test_dr_tags_keep_the_source_tags_first_then_say_how_dr_was_made():
+    dr = load_dr("bicubic", None, "cpu", "auto", False, 16, 4, None, None)
+    tags = dr_tags({"CLOUD": "3", "TILE": "old"}, "33UXP", None, dr, 16, 4, None, 0)
+    assert list(tags)[:3] == ["CLOUD", "TILE", "DATE"] and tags["TILE"] == "33UXP"
+    assert tags["DATE"] == "" and tags["DR_PATCH"] == 16 and tags["DR_OVERLAP"] == 4
+    assert "DR_AOI" not in tags
+
+
+def test_dr_tags_record_the_aoi_and_its_margin():
+    dr = load_dr("bicubic", None, "cpu", "auto", False, 16, 4, None, None)
+    tags = dr_tags({}, "33UXP", "2022-06-21", dr, 16, 4, (1.0, 2.0, 3.0, 4.5), 2)
+    assert tags["DR_AOI"] == "1.0,2.0,3.0,4.5" and tags["DR_AOI_MARGIN"] == 2

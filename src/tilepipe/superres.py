@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import rasterio
@@ -12,7 +15,8 @@ import torch.nn.functional as F
 
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.raster import is_north_up
-from tilepipe.engine.tiling import progress_logger, run_tiled
+from tilepipe.engine.progress import progress_logger
+from tilepipe.engine.tiling import run_tiled
 from tilepipe.models.loading import (
     BANDS,
     check_patch,
@@ -51,6 +55,107 @@ def check_s2(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
     return tags
 
 
+def model_forward(net: torch.nn.Module, divide: float, x: torch.Tensor) -> torch.Tensor:
+    """DR by the model: reflectance x 10000 scaled in and out, clipped to valid uint16."""
+    return (net(x / divide) * divide).clamp_(1.0, 65535.0)
+
+
+def bicubic_forward(x: torch.Tensor) -> torch.Tensor:
+    """DR by bicubic interpolation (the baseline), clipped to valid uint16."""
+    up = F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
+    return up.float().clamp_(1.0, 65535.0)
+
+
+@dataclass(frozen=True)
+class Dr:
+    """How DR is computed: the method, its function and model, the device and precision."""
+
+    method: str
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    model_id: str
+    sha256: str
+    device: torch.device
+    precision: str
+    compiled: bool
+
+    def stats(self) -> dict[str, object]:
+        """What run_superres adds to the engine's statistics."""
+        return {
+            "method": self.method,
+            "model_id": self.model_id,
+            "model_sha256": self.sha256,
+            "device": str(self.device),
+            "precision": self.precision,
+        }
+
+
+def load_dr(
+    method: str,
+    model_path: str | os.PathLike | None,
+    device: str,
+    precision: str,
+    compile: bool,
+    patch: int,
+    overlap: int,
+    tile: str | None,
+    date: str | None,
+) -> Dr:
+    """The DR of ``method`` on ``device``: its model loaded and checked against the window."""
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    if method == "bicubic":
+        return Dr(method, bicubic_forward, "bicubic", "", dev, prec, compile)
+    if model_path is None:
+        raise ConfigError(f"{context(tile=tile, date=date)}method 'model' needs a model_path")
+    model = load_model(model_path, expect_bands=BANDS, expect_scale=SCALE, device=dev)
+    check_patch(model.meta, patch, overlap, context(tile=tile, date=date, path=model_path))
+    forward = partial(model_forward, maybe_compile(model.module, compile), model.divide)
+    return Dr(method, forward, model.model_id, model.sha256, dev, prec, compile)
+
+
+def dr_tags(
+    src_tags: dict[str, str],
+    tile: str | None,
+    date: str | None,
+    dr: Dr,
+    patch: int,
+    overlap: int,
+    aoi: tuple[float, float, float, float] | None,
+    aoi_margin: int,
+) -> dict[str, object]:
+    """The dr.tif tags: the source's, then how it was made (method, model, window, device, AOI)."""
+    tags = {
+        **src_tags,
+        "TILE": tile or "",
+        "DATE": date or "",
+        "DR_METHOD": dr.method,
+        "DR_MODEL_ID": dr.model_id,
+        "DR_MODEL_SHA256": dr.sha256,
+        "DR_SCALE": SCALE,
+        "DR_PATCH": patch,
+        "DR_OVERLAP": overlap,
+        "DR_DEVICE": dr.device.type,
+        "DR_PRECISION": dr.precision,
+        "DR_COMPILE": int(dr.compiled),
+    }
+    if aoi is not None:
+        tags["DR_AOI"] = ",".join(str(v) for v in aoi)
+        tags["DR_AOI_MARGIN"] = aoi_margin
+    return tags
+
+
+def log_start(tile: str | None, date: str | None, dr: Dr) -> None:
+    """Log how a DR run is about to be computed."""
+    what = (dr.method, dr.model_id, dr.device)
+    log.info("superres %s %s: method=%s model=%s device=%s", tile, date, *what)
+
+
+def log_done(tile: str | None, date: str | None, stats: dict[str, object]) -> None:
+    """Log a finished DR run: windows, seconds and throughput."""
+    windows, seconds, mpx = stats["windows"], stats["seconds"], stats["mpx_per_s"]
+    log.info("superres %s %s: %d windows in %.1f s (%.2f Mpx/s)", tile, date, windows, seconds, mpx)
+
+
 def run_superres(
     s2_path: str | os.PathLike,
     dst_path: str | os.PathLike,
@@ -80,51 +185,14 @@ def run_superres(
     if method not in METHODS:
         raise ConfigError(f"unknown superres method {method!r}: use one of {', '.join(METHODS)}")
     src_tags = check_s2(s2_path, tile, date)
-    tile = tile or src_tags.get("TILE")
-    date = date or src_tags.get("DATE")
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-
-    if method == "model":
-        if model_path is None:
-            raise ConfigError(f"{context(tile=tile, date=date)}method 'model' needs a model_path")
-        model = load_model(model_path, expect_bands=BANDS, expect_scale=SCALE, device=dev)
-        check_patch(model.meta, patch, overlap, context(tile=tile, date=date, path=model_path))
-        divide, net = model.divide, maybe_compile(model.module, compile)
-        model_id, sha = model.model_id, model.sha256
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return (net(x / divide) * divide).clamp_(1.0, 65535.0)
-
-    else:
-        model_id, sha = "bicubic", ""
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            up = F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
-            return up.float().clamp_(1.0, 65535.0)
-
-    tags = {
-        **src_tags,
-        "TILE": tile or "",
-        "DATE": date or "",
-        "DR_METHOD": method,
-        "DR_MODEL_ID": model_id,
-        "DR_MODEL_SHA256": sha,
-        "DR_SCALE": SCALE,
-        "DR_PATCH": patch,
-        "DR_OVERLAP": overlap,
-        "DR_DEVICE": dev.type,
-        "DR_PRECISION": prec,
-        "DR_COMPILE": int(compile),
-    }
-    if aoi is not None:
-        tags["DR_AOI"] = ",".join(str(v) for v in aoi)
-        tags["DR_AOI_MARGIN"] = aoi_margin
-    log.info("superres %s %s: method=%s model=%s device=%s", tile, date, method, model_id, dev)
+    tile, date = tile or src_tags.get("TILE"), date or src_tags.get("DATE")
+    dr = load_dr(method, model_path, device, precision, compile, patch, overlap, tile, date)
+    tags = dr_tags(src_tags, tile, date, dr, patch, overlap, aoi, aoi_margin)
+    log_start(tile, date, dr)
     stats = run_tiled(
         s2_path,
         dst_path,
-        make_predict(forward, dev, prec),
+        make_predict(dr.forward, dr.device, dr.precision),
         scale=SCALE,
         out_bands=len(BANDS),
         out_dtype="uint16",
@@ -142,15 +210,6 @@ def run_superres(
         aoi=aoi,
         aoi_margin=aoi_margin,
     )
-    stats.update(
-        method=method, model_id=model_id, model_sha256=sha, device=str(dev), precision=prec
-    )
-    log.info(
-        "superres %s %s: %d windows in %.1f s (%.2f Mpx/s)",
-        tile,
-        date,
-        stats["windows"],
-        stats["seconds"],
-        stats["mpx_per_s"],
-    )
+    stats.update(dr.stats())
+    log_done(tile, date, stats)
     return stats

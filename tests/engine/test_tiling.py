@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import rasterio
@@ -11,7 +13,8 @@ from affine import Affine
 
 from tilepipe.core.errors import TilepipeError
 from tilepipe.core.raster import gtiff_profile
-from tilepipe.engine.tiling import blend_weights, run_tiled, window_origins
+from tilepipe.engine.tiling import prefetch, run_tiled
+from tilepipe.engine.windows import window_origins
 
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)
 CRS = "EPSG:32633"
@@ -91,19 +94,6 @@ def test_output_grid_is_source_grid_refined_by_scale(tmp_path):
         assert out.dtypes == ("uint16", "uint16")
         assert out.descriptions == ("a", "b")
         assert out.tags()["K"] == "v"
-
-
-def test_window_origins_cover_the_image_with_margin():
-    origins = window_origins(100, patch=32, overlap=8)
-    assert origins[0] == -4
-    assert np.diff(origins).tolist() == [24] * (len(origins) - 1)
-    assert origins[-1] + 32 >= 100 + 4
-
-
-def test_blend_weights_form_partition_of_unity_in_overlap():
-    w = blend_weights(16, 4).astype(np.float64)
-    assert np.allclose(w[-4:] + w[:4], 1.0, atol=2e-3)
-    assert w.min() > 0
 
 
 def test_pointwise_model_is_exact_everywhere(tmp_path):
@@ -226,6 +216,27 @@ def test_progress_reaches_total_and_stats_count_windows(tmp_path):
     n = len(window_origins(40, 16, 4))
     assert calls[-1][0] == calls[-1][1] == stats["windows"] == n * n
     assert stats["batches"] == n * -(-n // 3) and stats["mpx_per_s"] > 0
+
+
+def test_predict_returning_the_wrong_shape_is_an_error(tmp_path):
+    src = write_tif(tmp_path / "s.tif", smooth_image((1, 20, 20)))
+    with pytest.raises(TilepipeError, match="predict returned shape"):
+        run(src, tmp_path / "o.tif", upsample_predict(1), scale=2)
+
+
+def test_prefetch_yields_every_result_in_order():
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert list(prefetch(pool, lambda x: 2 * x, [3, 1, 2])) == [6, 2, 4]
+        assert list(prefetch(pool, lambda x: x, [])) == []
+
+
+def test_prefetch_computes_the_next_item_while_the_caller_works():
+    started = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        items = prefetch(pool, started.append, [1, 2, 3])
+        next(items)
+        pool.submit(lambda: None).result()  # the pool has run what was submitted before
+        assert started == [1, 2]
 
 
 def test_overlap_not_smaller_than_patch_is_rejected(tmp_path):

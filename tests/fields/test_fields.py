@@ -16,7 +16,7 @@ from tilepipe.core.errors import InputError, ModelError
 from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.raster import gtiff_profile
 from tilepipe.demo.world import render_scene
-from tilepipe.fields.delineate import COLUMNS, run_fields
+from tilepipe.fields.delineate import COLUMNS, fields_metadata, run_fields, scratch_raster
 from tilepipe.fields.polygons import Params
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
@@ -239,3 +239,24 @@ def test_cli_refuses_impossible_parameters_in_one_line(tmp_path, dr, nir_model, 
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "block 100 must be a multiple of 16" in line and "max_area_m2 10.0" in line
     assert not (tmp_path / "f.gpkg").exists()
+
+
+def test_scratch_raster_lies_beside_the_output_and_is_removed_afterwards(tmp_path):
+    dst = tmp_path / "out" / "fields.gpkg"
+    with scratch_raster(dst) as prob:
+        assert prob.parent == dst.parent and prob.name.startswith(".fields.gpkg.prob-")
+        assert prob.is_file()
+    assert list(dst.parent.iterdir()) == []
+
+
+def test_scratch_raster_is_removed_when_the_step_fails(tmp_path):
+    with pytest.raises(RuntimeError), scratch_raster(tmp_path / "f.gpkg"):
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fields_metadata_names_model_heads_parameters_and_source(tmp_path):
+    model = type("M", (), {"model_id": "m1", "sha256": "abc"})()
+    meta = fields_metadata(model, ["extent", "boundary"], Params(), tmp_path / "dr.tif")
+    assert meta["FIELDS_MODEL_ID"] == "m1" and meta["HEADS"] == "extent,boundary"
+    assert meta["SOURCE"] == "dr.tif" and meta["THRESHOLD"] == str(Params().threshold)

@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +26,16 @@ import torch
 from tilepipe.core.errors import InputError, ModelError, context
 from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.raster import atomic_output, is_north_up
-from tilepipe.engine.tiling import progress_logger, run_tiled
+from tilepipe.engine.progress import progress_logger
+from tilepipe.engine.tiling import Predict, run_tiled
 from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
-from tilepipe.models.loading import BANDS, load_model, make_predict, resolve_device
+from tilepipe.models.loading import (
+    BANDS,
+    LoadedModel,
+    load_model,
+    make_predict,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +143,56 @@ def write_fields(
         )
 
 
+def fields_forward(net: torch.nn.Module, divide: float, x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel head probabilities, scaled to the probability raster's integers."""
+    return torch.sigmoid(net(x / divide).float()) * PROB_SCALE
+
+
+def load_fields_model(
+    model_path: str | os.PathLike, device: str, pixel_m: float, where: str
+) -> tuple[LoadedModel, list[str], Predict]:
+    """Load the fields model, check it suits the image; return it, its heads and predict."""
+    dev = resolve_device(device)
+    model = load_model(model_path, expect_bands=BANDS, expect_scale=1, device=dev)
+    heads = model_heads(model.meta, where)
+    check_gsd(model.meta, pixel_m, where)
+    return model, heads, make_predict(partial(fields_forward, model.module, model.divide), dev)
+
+
+@contextlib.contextmanager
+def scratch_raster(dst_path: Path) -> Iterator[Path]:
+    """A temporary raster path beside ``dst_path`` (for the probabilities), removed afterwards."""
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dst_path.name}.prob-", suffix=".tif", dir=dst_path.parent
+    )
+    os.close(fd)
+    path = Path(tmp_name)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def fields_metadata(
+    model: LoadedModel, heads: list[str], params: Params, image_path: Path
+) -> dict[str, str]:
+    """The fields layer's metadata: model, heads, delineation parameters and the input's name."""
+    return {
+        "FIELDS_MODEL_ID": model.model_id,
+        "FIELDS_MODEL_SHA256": model.sha256,
+        "HEADS": ",".join(heads),
+        "THRESHOLD": str(params.threshold),
+        "SEED_THRESHOLD": str(params.seed_threshold),
+        "MIN_AREA_M2": str(params.min_area_m2),
+        "MAX_AREA_M2": str(params.max_area_m2),
+        "SIMPLIFY_M": str(params.simplify_m),
+        "FILL_HOLES_M2": str(params.fill_holes_m2),
+        "SOURCE": image_path.name,
+    }
+
+
 def run_fields(
     image_path: str | os.PathLike,
     dst_path: str | os.PathLike,
@@ -156,26 +215,12 @@ def run_fields(
     tile = tile or tags.get("TILE") or ""
     date = date or tags.get("DATE") or ""
     where = context(tile=tile, date=date, path=model_path)
-    dev = resolve_device(device)
-    model = load_model(model_path, expect_bands=BANDS, expect_scale=1, device=dev)
-    heads = model_heads(model.meta, where)
-    check_gsd(model.meta, pixel_m, where)
-    divide, net = model.divide, model.module
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(net(x / divide).float()) * PROB_SCALE
-
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dst_path.name}.prob-", suffix=".tif", dir=dst_path.parent
-    )
-    os.close(fd)
-    prob_path = Path(tmp_name)
-    try:
+    model, heads, predict = load_fields_model(model_path, device, pixel_m, where)
+    with scratch_raster(dst_path) as prob_path:
         stats = run_tiled(
             image_path,
             prob_path,
-            make_predict(forward, dev),
+            predict,
             scale=1,
             out_bands=len(heads),
             out_dtype="uint8",
@@ -189,22 +234,7 @@ def run_fields(
         )
         log.info("fields %s %s: probabilities in %.1f s", tile, date, stats["seconds"])
         table = delineate(prob_path, params, tile=tile, date=date)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            prob_path.unlink()
     log.info("fields %s %s: %s", tile, date, table.stats)
-    meta = {
-        "FIELDS_MODEL_ID": model.model_id,
-        "FIELDS_MODEL_SHA256": model.sha256,
-        "HEADS": ",".join(heads),
-        "THRESHOLD": str(params.threshold),
-        "SEED_THRESHOLD": str(params.seed_threshold),
-        "MIN_AREA_M2": str(params.min_area_m2),
-        "MAX_AREA_M2": str(params.max_area_m2),
-        "SIMPLIFY_M": str(params.simplify_m),
-        "FILL_HOLES_M2": str(params.fill_holes_m2),
-        "SOURCE": image_path.name,
-    }
     write_fields(
         dst_path,
         table.geoms,
@@ -212,7 +242,7 @@ def run_fields(
         crs=table.crs,
         tile=tile,
         date=date,
-        metadata=meta,
+        metadata=fields_metadata(model, heads, params, image_path),
         parquet_path=parquet_path,
     )
     log.info("fields %s %s: %d polygons", tile, date, len(table.geoms))
