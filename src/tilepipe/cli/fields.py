@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Run the field model on the image and polygonise its probabilities."""
     from tilepipe.fields.delineate import run_fields
-    from tilepipe.fields.polygons import Params
+    from tilepipe.fields.polygons import Params, check_params
 
-    settings = step_settings(args)
+    settings = step_settings(args, check=lambda s: check_params(Params.from_settings(s)))
     n = run_fields(
         args.dr,
         args.out,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,13 +143,18 @@ def add_settings(
     p.set_defaults(section=section, section_keys=tuple(keys))
 
 
-def step_settings(args: argparse.Namespace, need: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The step's section: schema defaults, then ``--settings``, then explicit flags."""
+def step_settings(
+    args: argparse.Namespace, need: tuple[str, ...] = (), check: Callable | None = None
+) -> dict[str, Any]:
+    """The step's section: schema defaults, then ``--settings``, then explicit flags; ``check``
+    (the step's own checks, which name every problem in its words) runs before the schema's."""
     given = json_arg(args.settings) if args.settings else {}
     for key in args.section_keys:
         value = getattr(args, f"setting_{key}")
         if value is not None:
             given[key] = value
+    if check is not None:
+        check(section_settings(args.section, given, need, check=False))
     return section_settings(args.section, given, need)
 
 

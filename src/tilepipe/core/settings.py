@@ -79,14 +79,16 @@ def section_defaults(name: str) -> dict[str, Any]:
 
 
 def section_settings(
-    name: str, given: dict[str, Any] | None = None, need: tuple[str, ...] = ()
+    name: str, given: dict[str, Any] | None = None, need: tuple[str, ...] = (), *, check=True
 ) -> dict[str, Any]:
     """Section ``name`` as given, defaults filled and checked against the schema (ConfigError
     naming each bad key); of the keys the schema requires, only those in ``need`` must be there
-    (a step run by hand needs only what it reads)."""
+    (a step run by hand needs only what it reads). ``check=False`` only fills the defaults."""
     schema = section_schema(name)
     schema["required"] = [key for key in schema.get("required", []) if key in need]
     settings = fill_defaults(dict(given or {}), schema, schema)
+    if not check:
+        return settings
     validator = jsonschema.Draft202012Validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(settings), key=str):
