@@ -4,6 +4,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from tilepipe.campaign.config import coerce_types, config_problems, load_schema
+from tilepipe.core.settings import schema_path
 
 min_version("9.0")
 
@@ -14,8 +15,9 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-_schema = "workflow/schemas/config.schema.yaml"
-_schema_dict = load_schema(workflow.source_path(_schema))
+# the one config schema, shipped inside the package (steps read their defaults from it too)
+_schema = str(schema_path())
+_schema_dict = load_schema(_schema)
 config.update(
     coerce_types(dict(config), _schema_dict)
 )  # --config passes nested values as text

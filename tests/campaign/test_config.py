@@ -19,10 +19,11 @@ from tilepipe.campaign.config import (
     load_schema,
     window_arg,
 )
+from tilepipe.core.settings import schema_path
 
 from ..conftest import REPO
 
-SCHEMA = load_schema(REPO / "workflow/schemas/config.schema.yaml")
+SCHEMA = load_schema(schema_path())
 DEMO_CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())
 
 

@@ -23,12 +23,11 @@ rule embeddings:
             str(Path(input[0]).parent) if input else config["embeddings"]["source"]
         ),
         window=WINDOW,
-        kind=config["embeddings"]["kind"],
-        dequantise=config["embeddings"]["aef_dequantise"],
+        settings=settings("embeddings"),
     shell:
         "tilepipe embeddings --tile {wildcards.tile} --year {wildcards.year}"
         " --source {params.source:q} --window {params.window} --out {output.embeddings}"
-        " --kind {params.kind} --dequantise {params.dequantise} > {log} 2>&1"
+        " --settings {params.settings:q} > {log} 2>&1"
 
 
 rule train_classifier:
@@ -53,25 +52,12 @@ rule train_classifier:
         pairs=lambda wildcards, input: " ".join(
             f"{tile}={path}" for tile, path in zip(TILES, input.embeddings)
         ),
-        iterations=CL["iterations"],
-        test_fraction=CL["test_fraction"],
-        seed=CL["seed"],
-        options=" ".join(
-            [
-                f"--class-weights {CL['class_weights']} --task-type {CL['task_type']}",
-                f"--baseline-k {CL['baseline_k']}",
-                (
-                    f"--spatial-block-m {CL['spatial_block_m']}"
-                    if CL["spatial_block_m"]
-                    else ""
-                ),
-            ]
-        ),
+        # the gate and the class raster choose other rules' inputs, not the training
+        settings=settings("classify", "skip_failed_qc", "class_raster"),
     shell:
         "tilepipe train --labels {input.labels} --embeddings {params.pairs}"
         " --model-out {output.model} --metrics-out {output.metrics}"
-        " --iterations {params.iterations} --test-fraction {params.test_fraction}"
-        " --seed {params.seed} {params.options} > {log} 2>&1"
+        " --settings {params.settings:q} > {log} 2>&1"
 
 
 rule classify:

@@ -84,10 +84,18 @@ DEMO = config["demo"]
 WINDOW = window_arg(config["window"], config.get("aoi"))
 # the source's connection budget: each network job holds its share of `<provider>_connections`
 # (profiles set the total with `resources:`, e.g. cdse_connections=4)
-SOURCE_JSON = json.dumps(config["source"], sort_keys=True)
 CONNECTIONS = f"{config['source']['provider']}_connections"
 SCENE = "results/{tile}/{date}"
 SCENES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/scenes.schema.yaml")
+
+
+def settings(section, *wiring):
+    """Config `section` as the JSON a step's `--settings` takes (schema defaults filled in by
+    validation), less the `wiring` keys that only choose the rule's inputs and outputs. A static
+    param: changing the section reruns the step, and planning stays free of per-job code.
+    """
+    kept = {k: v for k, v in config[section].items() if k not in wiring}
+    return json.dumps(kept, sort_keys=True)
 
 
 def repo_path(path):

@@ -18,11 +18,10 @@ if DEMO["generate"]:
         params:
             out=lambda wildcards, output: str(Path(output.catalog).parents[1]),
             tiles=" ".join(TILES),
-            size=DEMO["size"],
-            seed=DEMO["seed"],
+            settings=settings("demo"),
         shell:
-            "tilepipe demo --out {params.out} --tiles {params.tiles} --size {params.size}"
-            " --seed {params.seed} > {log} 2>&1"
+            "tilepipe demo --out {params.out} --tiles {params.tiles}"
+            " --settings {params.settings:q} > {log} 2>&1"
 
 
 checkpoint search_scenes:
@@ -45,23 +44,15 @@ checkpoint search_scenes:
         catalog=lambda wildcards, input: (
             input[0] if input else config["source"]["catalog"]
         ),
-        source=SOURCE_JSON,
+        settings=settings("source"),
         window=WINDOW,
-        collection=config["source"]["collection"],
         tiles=" ".join(TILES),
         start=config["dates"]["start"],
         end=config["dates"]["end"],
-        max_cloud=config["source"]["max_cloud"],
-        max_dates=(
-            f"--max-dates {config['source']['max_dates_per_tile']}"
-            if config["source"]["max_dates_per_tile"]
-            else ""
-        ),
     shell:
-        "tilepipe search --catalog {params.catalog:q} --collection {params.collection}"
-        " --tiles {params.tiles} --start {params.start} --end {params.end}"
-        " --max-cloud {params.max_cloud} {params.max_dates} --window {params.window}"
-        " --source {params.source:q} --out {output.manifest} > {log} 2>&1"
+        "tilepipe search --catalog {params.catalog:q} --tiles {params.tiles}"
+        " --start {params.start} --end {params.end} --window {params.window}"
+        " --settings {params.settings:q} --out {output.manifest} > {log} 2>&1"
 
 
 rule download:
@@ -85,8 +76,8 @@ rule download:
     params:
         item=item_of,
         window=WINDOW,
-        source=SOURCE_JSON,
+        settings=settings("source"),
     shell:
         "tilepipe download --tile {wildcards.tile} --date {wildcards.date}"
-        " --manifest {input.manifest} --window {params.window} --source {params.source:q}"
+        " --manifest {input.manifest} --window {params.window} --settings {params.settings:q}"
         " --s2 {output.s2} --scl {output.scl} > {log} 2>&1"

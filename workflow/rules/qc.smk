@@ -19,11 +19,11 @@ rule qc:
     container:
         CONTAINERS["cpu"]
     params:
-        thresholds=json.dumps(config["qc"]),
+        settings=settings("qc"),
     shell:
         "tilepipe qc --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
         " --scl {input.scl} --dr {input.dr} --fields {input.fields}"
-        " --thresholds {params.thresholds:q} --out {output.qc} > {log} 2>&1"
+        " --settings {params.settings:q} --out {output.qc} > {log} 2>&1"
 
 
 rule qc_classification:
@@ -40,8 +40,8 @@ rule qc_classification:
     container:
         CONTAINERS["cpu"]
     params:
-        thresholds=json.dumps(config["qc"]),
+        settings=settings("qc"),
     shell:
         "tilepipe qc-classification --tile {wildcards.tile} --date {wildcards.date}"
-        " --classified {input.classified} --thresholds {params.thresholds:q}"
+        " --classified {input.classified} --settings {params.settings:q}"
         " --out {output.qc} > {log} 2>&1"

@@ -41,11 +41,11 @@ rule quicklook:
     container:
         CONTAINERS["cpu"]
     params:
-        size=config["report"]["quicklook_size"],
+        settings=settings("report"),
     shell:
         "tilepipe quicklook --s2 {input.s2} --dr {input.dr} --fields {input.fields}"
         " --rgb {output.rgb} --dr-png {output.dr} --fields-png {output.fields}"
-        " --size {params.size} > {log} 2>&1"
+        " --settings {params.settings:q} > {log} 2>&1"
 
 
 rule qc_summary:

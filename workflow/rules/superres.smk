@@ -19,20 +19,10 @@ rule superres:
         CONTAINERS["gpu"]
     threads: 2
     params:
-        method=f"--method {SR['method']}",
+        settings=settings("superres"),
+        # static: the model file is an input only with method `model`
         model_flag="--model" if SR["method"] == "model" else "",
-        patch=SR["patch"],
-        overlap=SR["overlap"],
-        batch=SR["batch"],
-        device=SR["device"],
-        precision=SR["precision"],
-        flags=" ".join(
-            f"--{key}" for key in ("compile", "cog", "overviews") if SR[key]
-        )
-        + ("" if SR["resume"] else " --no-resume"),
     shell:
         "tilepipe superres --tile {wildcards.tile} --date {wildcards.date} --s2 {input.s2}"
-        " --out {output.dr} {params.method} {params.model_flag} {input.model}"
-        " --patch {params.patch}"
-        " --overlap {params.overlap} --batch {params.batch} --device {params.device}"
-        " --precision {params.precision} {params.flags} > {log} 2>&1"
+        " --out {output.dr} {params.model_flag} {input.model}"
+        " --settings {params.settings:q} > {log} 2>&1"

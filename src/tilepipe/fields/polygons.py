@@ -21,12 +21,14 @@ finished field; GDAL's block cache is off meanwhile (GDAL_CACHE_BYTES).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -39,6 +41,7 @@ from skimage.measure import label
 
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.raster import atomic_output, gtiff_profile
+from tilepipe.core.settings import section_defaults
 from tilepipe.fields.instances import grow, seed_mask
 
 #: Probabilities are stored as round(p * PROB_SCALE) in uint8; PROB_NODATA marks no data.
@@ -52,18 +55,31 @@ PROB_BANDS = ("extent", "boundary", "distance")
 GDAL_CACHE_BYTES = 0
 
 
+def _default(key: str):
+    """A dataclass default read from the config schema's ``fields`` section (written once)."""
+    return field(default_factory=lambda: section_defaults("fields")[key])
+
+
 @dataclass
 class Params:
-    """How probabilities become fields (areas in m², lengths in map units = m)."""
+    """How probabilities become fields (areas in m², lengths in map units = m); each default is
+    the config schema's ``fields`` default."""
 
-    threshold: float = 0.5
-    seed_threshold: float = 0.5
-    min_area_m2: float = 2000.0
-    max_area_m2: float | None = None
-    simplify_m: float = 1.0
-    fill_holes_m2: float = 0.0
-    block: int = 1024
-    halo: int = 32
+    threshold: float = _default("threshold")
+    seed_threshold: float = _default("seed_threshold")
+    min_area_m2: float = _default("min_area_m2")
+    max_area_m2: float | None = _default("max_area_m2")
+    simplify_m: float = _default("simplify_m")
+    fill_holes_m2: float = _default("fill_holes_m2")
+    block: int = _default("block")
+    halo: int = _default("halo")
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Params:
+        """The polygon parameters of a ``fields`` config section (other keys ignored)."""
+        return cls(
+            **{f.name: settings[f.name] for f in dataclasses.fields(cls) if f.name in settings}
+        )
 
 
 @dataclass

@@ -16,8 +16,10 @@ import numpy as np
 
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.raster import atomic_output
+from tilepipe.core.settings import section_defaults
 
-#: Thresholds of every check; ``run_qc`` merges a caller's dict over these, key by key.
+#: Thresholds of every check (the config schema's ``qc`` defaults, written there once);
+#: ``run_qc`` merges a caller's dict over these, key by key.
 #:
 #: - ``nodata_fraction`` {warn, fail}: fraction of s2 pixels that are nodata (all bands 0 or
 #:   SCL 0); above ``warn`` warns, above ``fail`` fails.
@@ -48,21 +50,7 @@ from tilepipe.core.raster import atomic_output
 #:   below ``prob``.
 #:
 #: ``crs_matches_tile``, ``north_up`` and ``grid_consistent`` are exact and take no threshold.
-DEFAULT_THRESHOLDS: dict = {
-    "nodata_fraction": {"warn": 0.5, "fail": 0.95},
-    "cloud_fraction": {"warn": 0.3, "fail": 0.7},
-    "reflectance_range": {"min": 1, "max": 12000, "warn": 0.01, "fail": 0.05},
-    "dr_consistency": {"l1_warn": 0.02, "l1_fail": 0.05, "psnr_warn": 30.0, "psnr_fail": 25.0},
-    "field_count": {"warn": 1, "fail": 0},
-    "field_area": {"warn": [2000.0, 2000000.0], "fail": [200.0, 20000000.0]},
-    "sr_spectral": {"warn": 3.0, "fail": 6.0},
-    "sr_spatial": {"warn": 0.25, "fail": 0.5, "windows": 9, "window": 128},
-    "field_invalid": {"warn": 0.0, "fail": 0.05},
-    "field_slivers": {"compactness": 0.1, "warn": 0.1, "fail": 0.3},
-    "field_coverage": {"warn": 0.05, "fail": 0.01, "max": 1.0},
-    "class_distribution": {"warn": 0.95, "fail": 1.0, "unknown_warn": 0.1, "unknown_fail": 0.5},
-    "low_confidence": {"prob": 0.5, "warn": 0.3, "fail": 0.6},
-}
+DEFAULT_THRESHOLDS: dict = section_defaults("qc")  # the config schema's `qc` defaults
 
 
 #: Checks of ``run_qc`` (one scene before classification) and of ``run_classification_qc``.

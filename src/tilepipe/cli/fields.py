@@ -1,0 +1,54 @@
+"""``tilepipe fields``: delineate fields into fields.gpkg (config section ``fields``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from tilepipe.cli.options import add_settings, add_tile_date, engine_kwargs, step_settings
+
+log = logging.getLogger("tilepipe")
+
+KEYS = (
+    "model",
+    "threshold",
+    "seed_threshold",
+    "min_area_m2",
+    "max_area_m2",
+    "simplify_m",
+    "fill_holes_m2",
+    "block",
+    "halo",
+    "patch",
+    "overlap",
+    "batch",
+    "device",
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``fields`` subcommand."""
+    p = sub.add_parser("fields", help="delineate fields on dr.tif or s2.tif into fields.gpkg")
+    add_tile_date(p)
+    p.add_argument("--dr", "--image", dest="dr", required=True, help="dr.tif (1 m) or s2.tif")
+    p.add_argument("--out", required=True, help="fields.gpkg")
+    p.add_argument("--parquet", default=None, help="also write the fields as GeoParquet here")
+    add_settings(p, "fields", KEYS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run the field model on the image and polygonise its probabilities."""
+    from tilepipe.fields.delineate import run_fields
+    from tilepipe.fields.polygons import Params, check_params
+
+    settings = step_settings(args, check=lambda s: check_params(Params.from_settings(s)))
+    n = run_fields(
+        args.dr,
+        args.out,
+        model_path=settings["model"],
+        params=Params.from_settings(settings),
+        parquet_path=args.parquet,
+        **engine_kwargs(settings, args),
+    )
+    log.info("%d fields -> %s", n, args.out)

@@ -1,0 +1,49 @@
+"""``tilepipe status``: done / failed / pending per tile-date, read from disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tilepipe.core.errors import ConfigError
+
+STATES = ("done", "failed", "incomplete", "pending")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``status`` subcommand."""
+    p = sub.add_parser("status", help="done / failed / pending per tile-date, from disk")
+    p.add_argument("--workdir", default=".", help="the campaign's working directory")
+    p.add_argument("--manifest", default=None, help="default: WORKDIR/manifests/scenes.csv")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        choices=STATES,
+        help="print Snakemake targets that redo the tile-dates in these states",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Print each tile-date's state (or the targets that redo some of them)."""
+    from tilepipe.campaign.status import campaign_status, targets
+
+    workdir = Path(args.workdir)
+    manifest = Path(args.manifest) if args.manifest else workdir / "manifests" / "scenes.csv"
+    if not manifest.is_file():
+        raise ConfigError(f"file {manifest}: no scene manifest yet (the search has not run)")
+    statuses = campaign_status(workdir, manifest)
+    if args.targets:
+        print("\n".join(targets(statuses, set(args.targets))))
+        return
+    if args.json:
+        print(json.dumps([s.__dict__ for s in statuses], indent=1))
+        return
+    for s in statuses:
+        detail = f"{s.step}: {s.cause}" if s.cause else s.step
+        qc = f" (qc {s.qc})" if s.qc else ""
+        print(f"{s.tile}  {s.date}  {s.state:<10}{qc} {detail}".rstrip())
+    counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+    print(", ".join(f"{n} {state}" for state, n in counts.items()), f"of {len(statuses)}")
