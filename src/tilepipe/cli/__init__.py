@@ -249,6 +249,7 @@ def cmd_embeddings(args: argparse.Namespace) -> None:
             height=height,
             formula=args.dequantise,
             tile=args.tile,
+            cache=args.cache,
         )
         log.info("AEF embeddings -> %s: %s", args.out, json.dumps(stats))
         return
@@ -261,6 +262,7 @@ def cmd_embeddings(args: argparse.Namespace) -> None:
         width=width,
         height=height,
         tile=args.tile,
+        cache=args.cache,
     )
 
 
@@ -533,7 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embeddings", help="TESSERA embeddings of a tile-year on the tile grid")
     _add_common(p, date=False)
     p.add_argument("--year", type=int, required=True)
-    p.add_argument("--source", required=True, help="TESSERA root (with registry.tsv) or AEF root")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="TESSERA root or URL (registry.parquet) or AEF root or URL (aef_index.parquet)",
+    )
+    p.add_argument("--cache", default=None, help="where remote files go (cache/embeddings)")
     p.add_argument("--kind", choices=("tessera", "aef"), default="tessera")
     p.add_argument(
         "--dequantise", choices=("signed_square", "linear"), default="signed_square", help="AEF"
