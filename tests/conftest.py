@@ -37,9 +37,11 @@ def demo(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def loopback_server(demo) -> Iterator[Loopback]:
-    """One loopback server process over the demo catalog for the whole session."""
+    """One loopback server process over the demo catalog for the whole session, with the demo's
+    TESSERA mirror under ``/mirror/tessera/`` and its AEF COGs under ``/mirror/aef/``."""
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
-    server = Loopback(Path(demo["root"]) / "stac")
+    mounts = {"tessera": demo["tessera"], "aef": demo["aef"]}
+    server = Loopback(Path(demo["root"]) / "stac", mounts=mounts)
     yield server
     server.close()
 

@@ -10,7 +10,9 @@ at those files, and a Planetary-Computer-like SAS token endpoint (``/sas/token/{
 Tests drive it like a flaky real service: bursts of 5xx, 429 with Retry-After, slow responses,
 truncated bodies and expiring tokens; it counts requests and the most requests it served at
 once (the judge of a concurrency cap). A request line with an absolute URI is served as a
-forward proxy would, and counted, so proxy settings can be shown to take effect.
+forward proxy would, and counted, so proxy settings can be shown to take effect. Extra
+directories (``name=DIR`` arguments) are served the same way under ``/mirror/{name}/``: a
+TESSERA mirror in geotessera's layout, AEF COGs with their ``aef_index.parquet``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ServerState:
     root: Path
     collection: str
     items: list[dict]
+    mounts: dict[str, Path] = field(default_factory=dict)  # /mirror/{name}/ -> directory
     faults: list[Fault] = field(default_factory=list)
     require_token: bool = False
     token_lifetime_s: float = 3600.0
@@ -139,6 +142,12 @@ class Handler(BaseHTTPRequestHandler):
             path, query = self._target()
             if path.startswith("/files/"):
                 self._file(path[len("/files/") :], query)
+            elif path.startswith("/mirror/"):
+                name, _, rel = path[len("/mirror/") :].partition("/")
+                if name in self.state.mounts:
+                    self._file(rel, query, self.state.mounts[name])
+                else:
+                    self._send(404, b"no such mirror", "text/plain")
             elif path.startswith("/sas/token/"):
                 self._token(path.rsplit("/", 1)[-1])
             else:
@@ -282,12 +291,14 @@ class Handler(BaseHTTPRequestHandler):
         return expiry is not None and expiry > datetime.now(timezone.utc)
 
     # -- files with Range -------------------------------------------------------------------
-    def _file(self, rel: str, query: dict[str, list[str]]) -> None:
-        target = (self.state.root / rel).resolve()
-        if self.state.root not in target.parents or not target.is_file():
+    def _file(self, rel: str, query: dict[str, list[str]], mount: Path | None = None) -> None:
+        """A file of the catalog (signed when tokens are required) or of a mirror (public)."""
+        root = self.state.root if mount is None else mount
+        target = (root / rel).resolve()
+        if root not in target.parents or not target.is_file():
             self._send(404, b"not found", "text/plain")
             return
-        if not self._token_ok(query):
+        if mount is None and not self._token_ok(query):
             self._send(403, b"AuthenticationFailed: signature expired", "text/plain")
             return
         if self.state.slow_all_s:
@@ -402,10 +413,13 @@ class LoopbackServer(ThreadingHTTPServer):
 class Loopback:
     """A running loopback server process and the test's handle on it."""
 
-    def __init__(self, root: Path, collection: str = "sentinel-2-l2a") -> None:
+    def __init__(
+        self, root: Path, collection: str = "sentinel-2-l2a", mounts: dict | None = None
+    ) -> None:
         self.root = Path(root).resolve()
+        extra = [f"{name}={Path(d).resolve()}" for name, d in (mounts or {}).items()]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, str(self.root), collection],
+            [sys.executable, __file__, str(self.root), collection, *extra],
             stdin=subprocess.PIPE,  # closed when this process ends: the server then stops
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -420,6 +434,10 @@ class Loopback:
     def file_url(self, rel: str) -> str:
         """The URL the server serves ``rel`` (relative to its root) at."""
         return f"{self.url}/files/{rel}"
+
+    def mirror_url(self, name: str) -> str:
+        """The base URL of the directory mounted as ``name``."""
+        return f"{self.url}/mirror/{name}"
 
     def _ctl(self, action: str, body: object = None) -> dict:
         request = urllib.request.Request(
@@ -471,7 +489,9 @@ def main(argv: list[str]) -> None:
     """Serve the static catalog at ``argv[0]`` until killed; print the URL first."""
     root = Path(argv[0]).resolve()
     collection = argv[1] if len(argv) > 1 else "sentinel-2-l2a"
-    state = ServerState(root=root, collection=collection, items=load_items(root, collection))
+    mounts = {n: Path(d).resolve() for n, _, d in (a.partition("=") for a in argv[2:])}
+    items = load_items(root, collection)
+    state = ServerState(root=root, collection=collection, items=items, mounts=mounts)
     server = LoopbackServer(state)
     print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

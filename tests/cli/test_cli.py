@@ -95,7 +95,8 @@ def scene(demo, tmp_path_factory):
 def test_demo_writes_a_catalog_embeddings_and_labels(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--size", "32", "--tiles", "31UFS"]) == 0
     assert (tmp_path / "stac/catalog.json").is_file()
-    assert (tmp_path / "tessera/registry.tsv").is_file()
+    assert (tmp_path / "tessera/registry.parquet").is_file()
+    assert (tmp_path / "aef/aef_index.parquet").is_file()
     assert (tmp_path / "labels.gpkg").is_file()
 
 

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pyogrio
 import pystac
 import rasterio
 
 from tilepipe.demo.campaign import generate_campaign
 from tilepipe.demo.world import CLASSES, SIGNATURES, render_scene
+from tilepipe.embeddings.tessera import cell_files, cell_name
 
 
 def test_catalog_holds_every_tile_date_as_an_item_with_band_cogs(demo):
@@ -63,10 +65,10 @@ def test_scene_has_fields_roads_and_clouds_and_lr_is_the_block_mean_of_hr():
 
 def test_embeddings_are_int8_with_float32_scales_and_a_landmask(demo):
     root = Path(demo["tessera"])
-    rows = (root / "registry.tsv").read_text().splitlines()[1:]
-    npys = [root / r.split("\t")[2] for r in rows if r.split("\t")[2].endswith(".npy")]
-    raw = [p for p in npys if not p.name.endswith("_scales.npy")]
-    assert raw
+    table = pq.read_table(root / "registry.parquet").to_pydict()
+    names = [cell_name(lon, lat) for lon, lat in zip(table["lon"], table["lat"], strict=True)]
+    raw = [root / cell_files(n, y)["embeddings"] for n, y in zip(names, table["year"], strict=True)]
+    assert raw and all(p.is_file() for p in raw)
     for path in raw:
         emb = np.load(path)
         scales = np.load(path.with_name(path.stem + "_scales.npy"))

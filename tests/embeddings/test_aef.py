@@ -1,8 +1,16 @@
-"""AEF COGs (bottom-up, int8, nodata −128) onto a tile grid, from the demo's AEF writer."""
+"""AEF COGs (bottom-up, int8, nodata −128) onto a tile grid, found through ``aef_index.parquet``.
+
+Fixtures come from the demo's AEF writer, whose index has the columns the official README lists
+(https://developers.google.com/earth-engine/guides/aef_on_gcs_readme, "Manifest and index") plus
+``path`` (as aef-loader and rasteret read the published index).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 from affine import Affine
@@ -10,7 +18,7 @@ from affine import Affine
 from tilepipe.cli import main
 from tilepipe.core.errors import InputError
 from tilepipe.core.grid import tile_grid
-from tilepipe.demo.aef import aef_quantise, write_aef_demo
+from tilepipe.demo.aef import aef_quantise, write_aef_demo, write_aef_index
 from tilepipe.embeddings.aef import (
     build_tile_embeddings_aef,
     dequantise_aef,
@@ -24,7 +32,9 @@ TILE, YEAR, SIZE = "33UXP", 2022, 32
 @pytest.fixture(scope="module")
 def aef(tmp_path_factory):
     root = tmp_path_factory.mktemp("aef")
-    return {"root": root, **write_aef_demo(root, TILE, YEAR, size=SIZE)}
+    written = write_aef_demo(root, TILE, YEAR, size=SIZE)
+    write_aef_index(root)
+    return {"root": root, **written}
 
 
 def build(aef, dst, *, transform=None, width=SIZE, height=SIZE, **kwargs):
@@ -124,8 +134,8 @@ def test_grid_outside_every_aef_file_raises_naming_tile_and_year(aef, tmp_path):
 
 def test_non_int8_aef_file_is_rejected_naming_it(tmp_path):
     grid = tile_grid(TILE)
-    path = tmp_path / str(YEAR) / "bad.tif"
-    path.parent.mkdir()
+    path = tmp_path / str(YEAR) / "33N" / "bad.tif"
+    path.parent.mkdir(parents=True)
     with rasterio.open(
         path,
         "w",
@@ -138,6 +148,7 @@ def test_non_int8_aef_file_is_rejected_naming_it(tmp_path):
         transform=grid.transform,
     ) as dst:
         dst.write(np.zeros((2, 4, 4), np.float32))
+    write_aef_index(tmp_path)
     with pytest.raises(InputError, match=r"bad.tif: AEF files are int8"):
         build_tile_embeddings_aef(
             tmp_path,
@@ -160,3 +171,37 @@ def test_embeddings_cli_builds_aef_on_the_demo_window(aef, tmp_path):
     assert main(argv) == 0
     with rasterio.open(out) as src:
         assert src.count == 64 and src.tags()["EMBEDDINGS_SOURCE"] == "aef"
+
+
+def test_the_index_has_the_official_columns_and_lists_each_cog_relative_to_itself(aef):
+    table = pq.read_table(aef["root"] / "aef_index.parquet").to_pydict()
+    official = {"crs", "year", "utm_zone", "utm_west", "utm_south", "utm_east", "utm_north"}
+    official |= {"wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north"}
+    assert official | {"path"} <= set(table)
+    assert table["path"] == [f"{YEAR}/33N/aef_{TILE}.tiff"] and table["utm_zone"] == ["33N"]
+    assert table["crs"] == [f"EPSG:{tile_grid(TILE).epsg}"]
+
+
+def test_a_cog_missing_from_the_index_is_not_read(aef, tmp_path):
+    root = tmp_path / "aef"
+    written = write_aef_demo(root, TILE, YEAR, size=SIZE)
+    write_aef_index(root)
+    Path(written["path"]).rename(Path(written["path"]).with_name("elsewhere.tiff"))
+    with pytest.raises(InputError, match=r"aef_33UXP\.tiff: AEF file unreadable"):
+        build({**aef, "root": root}, tmp_path / "e.tif")
+
+
+def test_a_year_the_index_does_not_list_raises_naming_the_index(aef, tmp_path):
+    with pytest.raises(InputError, match=rf"year {YEAR + 1}: no AEF file listed in .*aef_index"):
+        build_tile_embeddings_aef(
+            aef["root"], YEAR + 1, tmp_path / "e.tif", crs=tile_grid(TILE).crs,
+            transform=aef["transform"], width=SIZE, height=SIZE, tile=TILE,
+        )  # fmt: skip
+
+
+def test_a_source_without_an_index_raises_naming_it(tmp_path):
+    with pytest.raises(InputError, match=r"aef_index\.parquet is missing"):
+        build_tile_embeddings_aef(
+            tmp_path, YEAR, tmp_path / "e.tif", crs=tile_grid(TILE).crs,
+            transform=tile_grid(TILE).transform, width=4, height=4,
+        )  # fmt: skip

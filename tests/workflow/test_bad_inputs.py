@@ -19,13 +19,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from tilepipe.cli import main
-from tilepipe.core.checksum import sha256_file
+from tilepipe.demo.tessera import write_registry
+from tilepipe.embeddings.tessera import cell_name
 
 TILE, DATE = "33UXP", "2022-06-21"
 WHERE = f"tile {TILE}, date {DATE}"
@@ -227,17 +229,13 @@ def tessera(demo, tmp_path) -> Path:
 
 
 def _rehash(tessera: Path, changed: Path) -> None:
-    """Keep the registry's hash true, so the fault itself (not the hash) must be caught."""
-    registry = tessera / "registry.tsv"
-    rel = changed.relative_to(tessera).as_posix()
-    lines = registry.read_text().splitlines()
-    lines = [
-        "\t".join([*line.split("\t")[:3], sha256_file(changed)])
-        if line.split("\t")[2:3] == [rel]
-        else line
-        for line in lines
+    """Keep the registries' sizes and hashes true, so the fault itself (not a hash) is caught."""
+    table = pq.read_table(tessera / "registry.parquet").to_pydict()
+    cells = [
+        (y, cell_name(lon, lat))
+        for y, lon, lat in zip(table["year"], table["lon"], table["lat"], strict=True)
     ]
-    registry.write_text("\n".join(lines) + "\n")
+    write_registry(tessera, cells)
 
 
 def _first(tessera: Path, pattern: str) -> Path:
@@ -259,13 +257,13 @@ def test_truncated_npy_is_named(demo, tessera, tmp_path):
     assert_nothing_left(out)
 
 
-def test_absurd_embedding_scales_are_named(demo, tessera, tmp_path):
-    scales = _first(tessera, "grid_*_scales.npy")
-    np.save(scales, np.load(scales) * 1e9)
-    _rehash(tessera, scales)
+def test_embeddings_with_only_invalid_scales_are_named_all_nodata(demo, tessera, tmp_path):
+    for scales in tessera.rglob("grid_*_scales.npy"):  # invalid pixels are nodata, all of them
+        np.save(scales, np.load(scales) * 1e9)
+        _rehash(tessera, scales)
     out = tmp_path / "embeddings.tif"
     run = embeddings(tessera, out, demo["window"])
-    assert_named_error(run, "embeddings", "absurd scale")
+    assert_named_error(run, "embeddings", "all NaN")
     assert_nothing_left(out)
 
 

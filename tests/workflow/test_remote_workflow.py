@@ -1,6 +1,7 @@
 """Remote sources end to end: `tilepipe` commands and a real Snakemake run against the loopback
 server, for what only shows outside one Python call: proxy variables taking effect, AOI mode
-from config to files, and secrets kept out of every file a run leaves behind.
+from config to files, embeddings fetched from a TESSERA mirror (geotessera's layout) and AEF
+COGs found through their index, and secrets kept out of every file a run leaves behind.
 
 Not exercised here: Slurm job scripts (no Slurm in this test; the local executor writes none,
 and network rules run on the login node through `localrules` where `cluster.network_local`),
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 import yaml
@@ -97,6 +99,11 @@ def remote_run(loopback_server, demo, tmp_path_factory) -> dict:
         "max_cloud": 100,
         "retry": {"base_delay_s": 0.01},
     }
+    config["embeddings"] = {
+        "source": server.mirror_url("tessera"),
+        "kind": "tessera",
+        "aef_dequantise": "signed_square",
+    }
     (work / "config/config.yaml").write_text(yaml.safe_dump(config))
     server.settings(require_token=True, token_lifetime_s=3600)
     server.inject(Fault("status", 2, status=403, match="B02"))  # refuses both tries of one open
@@ -107,8 +114,10 @@ def remote_run(loopback_server, demo, tmp_path_factory) -> dict:
         "CDSE_S3_SECRET_KEY": CDSE_SECRET,
     }
     target = "results/33UXP/2022-06-21/s2.tif"
+    embeddings = "results/33UXP/2022/embeddings.tif"
+    snakemake = [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--cores", "2"]
     run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--cores", "2", target],
+        [*snakemake, target, embeddings],
         cwd=work,
         env=env,
         capture_output=True,
@@ -128,7 +137,8 @@ def remote_run(loopback_server, demo, tmp_path_factory) -> dict:
     )
     assert report.returncode == 0 and (work / "report.html").is_file(), report.stderr[-3000:]
     out = run.stdout + run.stderr + report.stdout + report.stderr
-    return {"work": work, "stderr": out, "issued": server.stats()["issued"]}
+    stats = server.stats()
+    return {"work": work, "stderr": out, "issued": stats["issued"], "requests": stats["requests"]}
 
 
 @pytest.mark.workflow
@@ -143,6 +153,34 @@ def test_aoi_mode_plans_the_aois_tiles_and_writes_only_the_aoi_window(remote_run
         assert src.read().any()
     # the download job held its share of the source's connection budget
     assert "planetary_computer_connections=2" in remote_run["stderr"]
+
+
+@pytest.mark.workflow
+def test_the_embeddings_rule_fetches_the_tessera_mirror_onto_the_aoi_window(remote_run):
+    work = remote_run["work"]
+    with rasterio.open(work / "results/33UXP/2022/embeddings.tif") as emb:
+        with rasterio.open(work / "results/33UXP/2022-06-21/s2.tif") as s2:
+            assert (emb.transform, emb.shape) == (s2.transform, s2.shape)
+        assert emb.tags()["EMBEDDINGS_SOURCE"] == "tessera" and np.isfinite(emb.read(1)).all()
+    fetched = {path for _, path, status in remote_run["requests"] if status == 200}
+    assert "/mirror/tessera/registry.parquet" in fetched
+    assert "/mirror/tessera/landmasks.parquet" in fetched
+    assert any(p.endswith("_scales.npy") for p in fetched)
+    assert list((work / "cache/embeddings/tessera").rglob("*_scales.npy"))  # the verified cache
+
+
+def test_embeddings_cli_reads_aef_cogs_through_the_mirrors_index(server, demo, tmp_path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "aef.tif"
+    args = ["embeddings", "--kind", "aef", "--tile", "33UXP", "--year", "2022"]
+    args += ["--source", server.mirror_url("aef"), "--window", "5000,5000,64,64"]
+    run = _tilepipe([*args, "--out", str(out), "--cache", str(tmp_path / "cache")], env, tmp_path)
+    assert run.returncode == 0, run.stderr
+    with rasterio.open(out) as src:
+        assert src.tags()["EMBEDDINGS_SOURCE"] == "aef" and np.isfinite(src.read(1)).all()
+    paths = [r[1] for r in server.stats()["requests"]]
+    assert "/mirror/aef/aef_index.parquet" in paths
+    assert any(p.endswith("aef_33UXP.tiff") for p in paths)  # COG range reads over HTTP
 
 
 @pytest.mark.workflow

@@ -111,7 +111,7 @@ def demo_input(name):
         return []
     return {
         "catalog": f"{DEMO['out']}/stac/catalog.json",
-        "registry": f"{DEMO['out']}/tessera/registry.tsv",
+        "registry": f"{DEMO['out']}/tessera/registry.parquet",
         "labels": f"{DEMO['out']}/labels.gpkg",
     }[name]
 

@@ -5,7 +5,7 @@ if DEMO["generate"]:
     rule demo_campaign:
         output:
             catalog=f"{DEMO['out']}/stac/catalog.json",
-            registry=f"{DEMO['out']}/tessera/registry.tsv",
+            registry=f"{DEMO['out']}/tessera/registry.parquet",
             labels=f"{DEMO['out']}/labels.gpkg",
         log:
             "logs/demo_campaign/demo.log",

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--year", type=int, required=True)
     p.add_argument("--window", default=None)
     p.add_argument("--out", required=True)
-    keys = ("source", "kind", "aef_dequantise")
+    keys = ("source", "cache", "kind", "aef_dequantise")
     add_settings(p, "embeddings", keys, aliases={"aef_dequantise": ("--dequantise",)})
     p.set_defaults(func=run)
 
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> None:
     win = window(args.window, args.tile)
     transform, width, height = grid.window(*win) if win else (grid.transform, grid.size, grid.size)
     where = dict(crs=grid.crs, transform=transform, width=width, height=height, tile=args.tile)
+    where["cache"] = settings["cache"]
     if settings["kind"] == "aef":
         from tilepipe.embeddings.aef import build_tile_embeddings_aef
 

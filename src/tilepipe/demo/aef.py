@@ -1,7 +1,9 @@
 """A demo AlphaEarth Foundations (AEF) file: 64 int8 bands, nodata −128, stored bottom-up.
 
 Pixels hold unit vectors near a per-class centroid of the demo fields, quantised with the
-signed-square formula, in the real per-zone layout ``{out_dir}/{year}/{zone}N/aef_{tile}.tiff``.
+signed-square formula, in the real per-zone layout ``{out_dir}/{year}/{zone}N/aef_{tile}.tiff``,
+listed in an ``aef_index.parquet`` with the columns of the official index (see
+:mod:`tilepipe.embeddings.aef`).
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import shapely
 from affine import Affine
+from rasterio.warp import transform_geom
 
+from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.grid import tile_grid
 from tilepipe.demo.cog import write_cog
 from tilepipe.demo.world import CLASSES, demo_window, pixel_classes, render_scene, tile_seed
-from tilepipe.embeddings.aef import AEF_BANDS, AEF_NODATA
+from tilepipe.embeddings.aef import AEF_BANDS, AEF_NODATA, INDEX
 
 AEF_DIM = AEF_BANDS
 
@@ -82,3 +88,37 @@ def write_aef_demo(
         "size": size,
         "vectors": np.moveaxis(vectors, 2, 0).astype(np.float32),
     }
+
+
+def index_row(root: Path, path: Path) -> tuple[shapely.Polygon, dict]:
+    """One index row of a COG: its WGS84 footprint and the official index's columns."""
+    with rasterio.open(path) as src:
+        crs, bounds, year = src.crs, src.bounds, int(path.relative_to(root).parts[0])
+    utm = shapely.box(*bounds).segmentize(bounds.right - bounds.left)  # densified edges
+    footprint = shapely.geometry.shape(transform_geom(crs, "EPSG:4326", utm.__geo_interface__))
+    west, south, east, north = footprint.bounds
+    row = {
+        "path": path.relative_to(root).as_posix(),
+        "year": year,
+        "crs": f"EPSG:{crs.to_epsg()}",
+        "utm_zone": path.parent.name,
+        "utm_west": bounds.left,
+        "utm_south": bounds.bottom,
+        "utm_east": bounds.right,
+        "utm_north": bounds.top,
+        "wgs84_west": west,
+        "wgs84_south": south,
+        "wgs84_east": east,
+        "wgs84_north": north,
+    }
+    return footprint, row
+
+
+def write_aef_index(root: str | Path) -> Path:
+    """Write ``{root}/aef_index.parquet`` listing every COG under ``{root}/{year}/{zone}/``."""
+    root = Path(root)
+    rows = [index_row(root, p) for p in sorted(root.glob("[0-9]*/*/*.tif*"))]
+    columns = {key: [r[key] for _, r in rows] for key in (rows[0][1] if rows else {})}
+    columns = {"fid": list(range(1, len(rows) + 1)), **columns}
+    write_geoparquet(root / INDEX, [g for g, _ in rows], columns, "EPSG:4326")
+    return root / INDEX

@@ -1,8 +1,9 @@
 """The embedded demo campaign: a synthetic, physically shaped Sentinel-2 world generated offline.
 
 :func:`generate_campaign` writes a whole campaign from the demo world (:mod:`.world`): a static
-STAC catalog of L2A-like items with COG assets per band (:mod:`.stac`), TESSERA-layout
-embeddings (:mod:`.tessera`) and labelled field polygons (:mod:`.labels`). Everything is derived
+STAC catalog of L2A-like items with COG assets per band (:mod:`.stac`), TESSERA embeddings in
+geotessera's layout (:mod:`.tessera`), AEF COGs with their index (:mod:`.aef`) and labelled
+field polygons (:mod:`.labels`). Everything is derived
 from a seed, so tests, benchmarks and the demo see the same world.
 """
 
@@ -18,6 +19,7 @@ from affine import Affine
 
 from tilepipe.core.grid import tile_grid
 from tilepipe.core.raster import atomic_output
+from tilepipe.demo.aef import write_aef_demo, write_aef_index
 from tilepipe.demo.labels import label_features, write_labels
 from tilepipe.demo.stac import new_catalog, save_catalog, write_item
 from tilepipe.demo.tessera import class_centroids, pixel_vectors, write_registry, write_tessera
@@ -48,8 +50,8 @@ def _write_embeddings(
     transform: Affine,
     tseed: int,
     centroids: np.ndarray,
-) -> list[tuple[str, str, str]]:
-    """Write a tile's TESSERA cells for each year (noise seeded by tile and year); registry rows."""
+) -> list[tuple[int, str]]:
+    """Write a tile's TESSERA cells for each year (noise seeded by tile and year); their cells."""
     crs = tile_grid(tile).crs
     size = clear.lr.shape[-1]
     rows = []
@@ -78,11 +80,11 @@ def generate_campaign(
     ``size`` is the side of each tile's window in 10 m pixels (160 → 1.6 km, 1,600 px at 1 m).
     """
     out = Path(out_dir)
-    stac_root, tessera_root = out / "stac", out / "tessera"
+    stac_root, tessera_root, aef_root = out / "stac", out / "tessera", out / "aef"
     catalog, collection = new_catalog()
     centroids = class_centroids(seed)
     years = sorted({Date.fromisoformat(d).year for d in dates})
-    registry: list[tuple[str, str, str]] = []
+    registry: list[tuple[int, str]] = []
     labels: list[dict] = []
     for t_index, tile in enumerate(tiles):
         tseed = tile_seed(tile, seed)
@@ -91,14 +93,18 @@ def generate_campaign(
             collection.add_item(item)
         clear = render_scene(tseed, width, height, 0, cloud=False)
         registry += _write_embeddings(tessera_root, tile, years, clear, transform, tseed, centroids)
+        for year in years:
+            write_aef_demo(aef_root, tile, year, size=size, seed=seed)
         id_base = (t_index + 1) * LABEL_ID_STEP
         labels += label_features(tile, clear, transform, SCALE, id_base=id_base)
     save_catalog(catalog, collection, stac_root)
     write_registry(tessera_root, registry)
+    write_aef_index(aef_root)
     write_labels(out / "labels.gpkg", labels)
     manifest = {
         "catalog": str((stac_root / "catalog.json").resolve()),
         "tessera": str(tessera_root.resolve()),
+        "aef": str(aef_root.resolve()),
         "labels": str((out / "labels.gpkg").resolve()),
         "tiles": list(tiles),
         "dates": list(dates),

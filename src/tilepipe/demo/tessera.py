@@ -1,4 +1,6 @@
-"""Demo TESSERA embeddings in geotessera's layout: int8 0.1° cells, scales, landmasks, registry.
+"""Demo TESSERA embeddings in geotessera 0.7's layout: int8 0.1° cells, scales, landmasks and
+the two GeoParquet registries (``registry.parquet``, ``landmasks.parquet``) with the columns
+``geotessera-registry`` writes (``geotessera/registry_cli.py``).
 
 Each 10 m pixel holds a noisy copy of its class's centroid (road pixels a class of their own),
 so a classifier trained on the demo labels can learn the crops from the embeddings.
@@ -12,13 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 from affine import Affine
 from pyproj import Transformer
 
 from tilepipe.core.checksum import sha256_file
-from tilepipe.core.raster import atomic_output
+from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.demo.world import CLASSES, Scene, pixel_classes
-from tilepipe.embeddings.tessera import CELL_DEG, REGISTRY, cell_files, cell_name
+from tilepipe.embeddings.tessera import (
+    CELL_DEG,
+    LANDMASKS,
+    REGISTRY,
+    cell_files,
+    cell_name,
+    grid_int,
+)
 
 EMBEDDING_DIM = 128
 
@@ -100,7 +110,8 @@ def write_cell(
 ) -> list[str]:
     """Write one cell's embeddings, scales and landmask where the reader looks for them.
 
-    Returns their paths relative to ``root``, in that order.
+    Returns their paths relative to ``root``, in that order. The landmask is shared by every
+    year (as geotessera's are); the last year written defines it.
     """
     raw, scales = quantise(block)
     files = cell_files(name, year)
@@ -114,19 +125,56 @@ def write_cell(
 
 def write_tessera(
     root: Path, crs: str, year: int, vectors: np.ndarray, transform: Affine
-) -> list[tuple[str, str, str]]:
-    """Write the cells of a window's embeddings; return registry rows (year, name, file)."""
-    rows = []
+) -> list[tuple[int, str]]:
+    """Write the cells of a window's embeddings; return their (year, name)."""
+    cells = []
     for name, (r0, r1, c0, c1) in cells_over(crs, transform, vectors.shape[0]):
         cell_transform = transform @ Affine.translation(c0, r0)
-        for rel in write_cell(root, year, name, vectors[r0:r1, c0:c1], crs, cell_transform):
-            rows.append((str(year), name, rel))
-    return rows
+        write_cell(root, year, name, vectors[r0:r1, c0:c1], crs, cell_transform)
+        cells.append((year, name))
+    return cells
 
 
-def write_registry(root: Path, rows: list[tuple[str, str, str]]) -> None:
-    """Write ``registry.tsv``: each file's year, cell name, path and sha256."""
-    with atomic_output(root / REGISTRY) as tmp:
-        lines = ["year\tname\tfile\tsha256"]
-        lines += [f"{y}\t{n}\t{f}\t{sha256_file(root / f)}" for y, n, f in rows]
-        tmp.write_text("\n".join(lines) + "\n")
+def _centre(name: str) -> tuple[float, float]:
+    lon, lat = name.removeprefix("grid_").split("_")
+    return float(lon), float(lat)
+
+
+def _points(lons: list[float], lats: list[float]) -> list:
+    return [shapely.Point(lon, lat) for lon, lat in zip(lons, lats, strict=True)]
+
+
+def registry_columns(root: Path, cells: list[tuple[int, str]]) -> dict[str, list]:
+    """``registry.parquet`` columns of ``cells``: centre, year, SHA-256 and size of both files."""
+    cols: dict[str, list] = {k: [] for k in ("lat", "lon", "year", "hash", "scales_hash")}
+    cols.update(file_size=[], scales_size=[], lon_i=[], lat_i=[])
+    for year, name in sorted(cells):
+        lon, lat = _centre(name)
+        files = cell_files(name, year)
+        emb, scales = root / files["embeddings"], root / files["scales"]
+        cols["lat"].append(lat), cols["lon"].append(lon), cols["year"].append(int(year))
+        cols["hash"].append(sha256_file(emb)), cols["scales_hash"].append(sha256_file(scales))
+        cols["file_size"].append(emb.stat().st_size)
+        cols["scales_size"].append(scales.stat().st_size)
+        cols["lon_i"].append(grid_int(lon)), cols["lat_i"].append(grid_int(lat))
+    return cols
+
+
+def landmask_columns(root: Path, names: list[str]) -> dict[str, list]:
+    """``landmasks.parquet`` columns: centre, SHA-256 and size of each landmask GeoTIFF."""
+    cols: dict[str, list] = {k: [] for k in ("lat", "lon", "hash", "file_size", "lon_i", "lat_i")}
+    for name in sorted(set(names)):
+        lon, lat = _centre(name)
+        path = root / cell_files(name, 0)["landmask"]
+        cols["lat"].append(lat), cols["lon"].append(lon), cols["hash"].append(sha256_file(path))
+        cols["file_size"].append(path.stat().st_size)
+        cols["lon_i"].append(grid_int(lon)), cols["lat_i"].append(grid_int(lat))
+    return cols
+
+
+def write_registry(root: Path, cells: list[tuple[int, str]]) -> None:
+    """Write ``registry.parquet`` and ``landmasks.parquet`` (GeoParquet, points in EPSG:4326)."""
+    tiles = registry_columns(root, cells)
+    write_geoparquet(root / REGISTRY, _points(tiles["lon"], tiles["lat"]), tiles, "EPSG:4326")
+    masks = landmask_columns(root, [name for _, name in cells])
+    write_geoparquet(root / LANDMASKS, _points(masks["lon"], masks["lat"]), masks, "EPSG:4326")

@@ -5,8 +5,18 @@ and a *positive* y pixel size: row 0 is the southern edge. GDAL's ``from_bounds`
 reads by bounds assume north-up rasters, so every read here is by pixel index, computed with the
 inverse of the file's own transform, and the rows are flipped to north-up afterwards.
 
-The dequantisation formula is disputed (signed square ``(v/127.5)²·sign(v)`` or linear
-``v/127.5``); official vectors have unit length, so each build checks the norms of the vectors
+Files are found through the dataset's index, ``aef_index.parquet`` beside the ``{year}/``
+directories (``gs://alphaearth_foundations/satellite_embedding/v1/annual/`` and its Source
+Cooperative copy ``https://data.source.coop/tge-labs/aef/v1/annual/``). Its columns, from the
+official README (https://developers.google.com/earth-engine/guides/aef_on_gcs_readme, "Manifest
+and index"): a WGS84 polygon geometry, ``crs`` (``EPSG:326xx``), ``year``, ``utm_zone``
+(``10N``), ``utm_west/south/east/north`` and ``wgs84_west/south/east/north``; the file's
+location is the ``path`` column (not in the README; as aef-loader and rasteret read it: an
+``s3://``/``gs://`` URL). A relative ``path`` is taken relative to the index.
+
+The official dequantisation (same README, "De-quantization") is the signed square
+``((v / 127.5) ** 2) * sign(v)``, the default here; ``linear`` (``v / 127.5``) stays as an
+alternative. Official vectors have unit length, so each build checks the norms of the vectors
 it produced and rejects a formula that does not give unit vectors.
 """
 
@@ -19,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -29,9 +40,15 @@ from rasterio.windows import transform as window_transform
 
 from tilepipe.core.errors import InputError, context
 from tilepipe.embeddings.mosaic import TargetGrid, fill_nan_from, fill_windows, mosaic_writer
+from tilepipe.embeddings.remote import is_url, join, local_copy
 
 AEF_NODATA = -128
 AEF_BANDS = 64
+INDEX = "aef_index.parquet"
+INDEX_COLUMNS = ("path", "year", "crs", "wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
+DEFAULT_CACHE = Path("cache/embeddings")  # the index of a remote source, relative to the cwd
+VSI = {"http://": "/vsicurl/http://", "https://": "/vsicurl/https://", "s3://": "/vsis3/"}
+VSI["gs://"] = "/vsigs/"
 
 #: Dequantisation formulas by name: int8 (as float64) -> float embedding value.
 DEQUANTISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -62,9 +79,9 @@ def norm_stats(values: np.ndarray, tolerance: float) -> tuple[int, int, float]:
 
 @dataclass
 class AefFile:
-    """One AEF COG's header: where it lies and how it is stored."""
+    """One AEF COG's header: where it lies and how it is stored (``path`` as GDAL opens it)."""
 
-    path: Path
+    path: str
     crs: CRS
     transform: Affine
     width: int
@@ -72,27 +89,81 @@ class AefFile:
     count: int
 
 
-def scan_aef(source: str | os.PathLike, year: int) -> list[AefFile]:
-    """Headers of the AEF COGs under ``{source}/{year}/`` (any depth), sorted by path."""
-    root = Path(source) / str(year)
-    if not root.is_dir():
-        raise InputError(f"{context(path=root)}no AEF directory for year {year}")
-    files = []
-    for path in sorted([*root.rglob("*.tif"), *root.rglob("*.tiff")]):
-        try:
-            with rasterio.open(path) as src:
-                header = AefFile(path, src.crs, src.transform, src.width, src.height, src.count)
-                dtype, nodata = src.dtypes[0], src.nodata
-        except rasterio.RasterioIOError as exc:
-            raise InputError(f"{context(path=path)}AEF file unreadable: {exc}") from exc
-        if dtype != "int8" or header.crs is None:
-            raise InputError(f"{context(path=path)}AEF files are int8 with a CRS, got {dtype}")
-        if nodata is not None and nodata != AEF_NODATA:
-            raise InputError(f"{context(path=path)}AEF nodata must be {AEF_NODATA}, got {nodata}")
-        if header.transform.b or header.transform.d:
-            raise InputError(f"{context(path=path)}rotated AEF rasters are not supported")
-        files.append(header)
-    return files
+def read_index(path: str | os.PathLike) -> dict[str, list]:
+    """The columns of ``aef_index.parquet`` tilepipe uses, InputError naming it if unusable."""
+    try:
+        names = pq.read_schema(path).names
+        missing = sorted(set(INDEX_COLUMNS) - set(names))
+        if missing:
+            raise InputError(f"{context(path=path)}AEF index lacks columns {missing}")
+        return pq.read_table(path, columns=list(INDEX_COLUMNS)).to_pydict()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{context(path=path)}AEF index unreadable: {exc}") from exc
+
+
+def gdal_path(path: str, source: str | os.PathLike) -> str:
+    """The GDAL name of an index ``path``: URLs through /vsicurl/, /vsis3/ or /vsigs/; a
+    relative path under ``source`` (a directory or URL)."""
+    for scheme, prefix in VSI.items():
+        if path.startswith(scheme):
+            return prefix + path[len(scheme) :]
+    if Path(path).is_absolute():
+        return path
+    return gdal_path(join(source, path), source) if is_url(source) else join(source, path)
+
+
+def indexed_files(
+    index: dict[str, list], year: int, lonlat: Sequence[float]
+) -> list[tuple[str, str]]:
+    """(path, crs) of the index rows of ``year`` whose WGS84 bounds meet ``lonlat``, by path."""
+    west, south, east, north = lonlat
+    rows = zip(
+        index["path"],
+        index["year"],
+        index["crs"],
+        index["wgs84_west"],
+        index["wgs84_south"],
+        index["wgs84_east"],
+        index["wgs84_north"],
+        strict=True,
+    )
+    return sorted(
+        (p, c)
+        for p, y, c, w, s, e, n in rows
+        if int(y) == year and w <= east and e >= west and s <= north and n >= south
+    )
+
+
+def read_header(path: str) -> AefFile:
+    """Open one AEF COG's header; InputError unless it is int8, nodata −128, with a CRS."""
+    try:
+        with rasterio.open(path) as src:
+            header = AefFile(path, src.crs, src.transform, src.width, src.height, src.count)
+            dtype, nodata = src.dtypes[0], src.nodata
+    except rasterio.RasterioIOError as exc:
+        raise InputError(f"{context(path=path)}AEF file unreadable: {exc}") from exc
+    if dtype != "int8" or header.crs is None:
+        raise InputError(f"{context(path=path)}AEF files are int8 with a CRS, got {dtype}")
+    if nodata is not None and nodata != AEF_NODATA:
+        raise InputError(f"{context(path=path)}AEF nodata must be {AEF_NODATA}, got {nodata}")
+    if header.transform.b or header.transform.d:
+        raise InputError(f"{context(path=path)}rotated AEF rasters are not supported")
+    return header
+
+
+def find_aef(
+    source: str | os.PathLike, year: int, grid: TargetGrid, cache: str | os.PathLike | None
+) -> tuple[str, list[AefFile]]:
+    """(index location, headers of the COGs its rows list for ``year`` over ``grid``)."""
+    cache = Path(cache) if cache is not None else DEFAULT_CACHE
+    if is_url(source):
+        cache = cache / "aef" / str(source).split("://", 1)[1].replace("/", "_")
+    index = read_index(
+        local_copy(source, INDEX, cache, what=f"{context(path=join(source, INDEX))}AEF {INDEX}")
+    )
+    lonlat = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds(), densify_pts=21)
+    rows = indexed_files(index, year, lonlat)
+    return join(source, INDEX), [read_header(gdal_path(p, source)) for p, _ in rows]
 
 
 def pixel_window(bounds: Sequence[float], transform: Affine, width: int, height: int):
@@ -122,7 +193,7 @@ def read_north_up(src: rasterio.DatasetReader, win: Window) -> tuple[np.ndarray,
 
 
 def _files_on_grid(
-    files: list[AefFile], grid: TargetGrid, source: str | os.PathLike, year: int, tile: str | None
+    files: list[AefFile], grid: TargetGrid, index: str, year: int, tile: str | None
 ) -> tuple[list[AefFile], int]:
     """The AEF files whose pixels meet the grid, and their band count (all must agree)."""
     used = []
@@ -132,8 +203,8 @@ def _files_on_grid(
             used.append(f)
     if not used:
         raise InputError(
-            f"{context(tile)}year {year}: no AEF file under {Path(source) / str(year)} covers "
-            f"the target grid ({len(files)} files scanned)"
+            f"{context(tile)}year {year}: no AEF file listed in {index} covers "
+            f"the target grid ({len(files)} rows meet its lon/lat bounds)"
         )
     counts = {f.count for f in used}
     if len(counts) > 1:
@@ -160,7 +231,7 @@ class _FileFill:
         self.valid, self.unit, self.norm_sum = self.valid + n, self.unit + n_unit, self.norm_sum + s
 
 
-def _check_norms(fill: _FileFill, min_unit_fraction: float, path: Path, year: int, tile) -> None:
+def _check_norms(fill: _FileFill, min_unit_fraction: float, path: str, year: int, tile) -> None:
     """Refuse an all-nodata result, or one whose vectors are not unit length (wrong formula)."""
     if fill.valid == 0:
         raise InputError(f"{context(tile)}year {year}: the AEF embeddings are all nodata")
@@ -186,17 +257,22 @@ def build_tile_embeddings_aef(
     tolerance: float = 0.05,
     min_unit_fraction: float = 0.9,
     tile: str | None = None,
+    cache: str | os.PathLike | None = None,
 ) -> dict:
     """Mosaic AEF COGs onto a target grid as float32 (NaN nodata), checking unit-length vectors.
 
-    Where files overlap the first (by path) wins. The build fails with InputError, leaving no
-    output, when no file covers the grid, when the result is all nodata, or when fewer than
-    ``min_unit_fraction`` of the vectors have a norm within ``tolerance`` of 1 (wrong formula).
+    ``source`` holds ``aef_index.parquet`` (a directory or URL; a remote index is fetched into
+    ``cache``); the index rows of ``year`` meeting the grid name the COGs, read in place
+    (HTTP range reads for URLs). Where files overlap the first (by path) wins. The build fails
+    with InputError, leaving no output, when no file covers the grid, when the result is all
+    nodata, or when fewer than ``min_unit_fraction`` of the vectors have a norm within
+    ``tolerance`` of 1 (wrong formula).
     """
     grid = TargetGrid(CRS.from_user_input(crs), transform, width, height)
     if formula not in DEQUANTISE:
         raise InputError(f"unknown AEF dequantisation {formula!r} (known: {sorted(DEQUANTISE)})")
-    used, count = _files_on_grid(scan_aef(source, year), grid, source, year, tile)
+    index, files = find_aef(source, year, grid, cache)
+    used, count = _files_on_grid(files, grid, index, year, tile)
     fill = _FileFill(used, grid.crs, formula, tolerance)
     with mosaic_writer(dst, grid, count) as out_ds:
         fill_windows(out_ds, grid, fill)
@@ -206,12 +282,12 @@ def build_tile_embeddings_aef(
             YEAR=str(year),
             EMBEDDINGS_SOURCE="aef",
             AEF_DEQUANTISE=formula,
-            EMBEDDINGS_FILES=",".join(f.path.name for f in used),
+            EMBEDDINGS_FILES=",".join(f.path.rsplit("/", 1)[-1] for f in used),
         )
         _check_norms(fill, min_unit_fraction, used[0].path, year, tile)
     return {
         "path": str(dst),
-        "files": [str(f.path) for f in used],
+        "files": [f.path for f in used],
         "bands": count,
         "valid_fraction": fill.valid / (width * height),
         "unit_fraction": fill.unit / fill.valid,

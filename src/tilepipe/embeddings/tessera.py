@@ -1,15 +1,22 @@
 """TESSERA embeddings: verify, dequantise and reproject 0.1° cells onto a tile's 10 m grid.
 
-The source directory follows geotessera's layout::
+The source is a directory or a base URL in the layout geotessera 0.7.x publishes and mirrors
+(``geotessera/registry.py``: ``TESSERA_BASE_URL/{version}/registry.parquet``,
+``EMBEDDINGS_DIR_NAME``, ``LANDMASKS_DIR_NAME``, ``tile_to_embedding_paths``,
+``tile_to_landmask_filename``)::
 
-    {source}/registry.tsv                                   year, name, file, sha256 (tab-separated)
-    {source}/global_0.1_degree_representation/{year}/{name}/{name}.npy          int8 (H, W, C)
-    {source}/global_0.1_degree_representation/{year}/{name}/{name}_scales.npy   float (H, W[, C])
+    {source}/registry.parquet      GeoParquet: year, lon, lat (cell centre), hash (SHA-256 of the
+                                   .npy), file_size, scales_hash, scales_size, lon_i, lat_i
+    {source}/landmasks.parquet     lon, lat, hash (SHA-256 of the .tiff), file_size
+    {source}/global_0.1_degree_representation/{year}/{name}/{name}.npy          int8 (H, W, 128)
+    {source}/global_0.1_degree_representation/{year}/{name}/{name}_scales.npy   float32 (H, W)
     {source}/global_0.1_degree_tiff_all/{name}.tiff        landmask: the cell's UTM CRS + transform
 
-where ``name`` is ``grid_{lon:.2f}_{lat:.2f}``, the centre of a 0.1° cell. The output is one
-float32 GeoTIFF per (tile, year) with one band per embedding dimension and NaN as nodata; it is
-written window by window so a full tile (10980² x 128 floats, 62 GB) never sits in memory.
+where ``name`` is ``grid_{lon:.2f}_{lat:.2f}`` (``tile_to_grid_name``), the centre of a 0.1°
+cell, and rows are looked up by ``round(coord * 100)`` (``coord_to_grid_int``). Every file is
+checked against its listed size and SHA-256 before use. The output is one float32 GeoTIFF per
+(tile, year) with one band per embedding dimension and NaN as nodata; it is written window by
+window so a full tile (10980² x 128 floats, 62 GB) never sits in memory.
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -29,15 +37,18 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
-from tilepipe.core.checksum import sha256_file
 from tilepipe.core.errors import InputError, context
 from tilepipe.embeddings.mosaic import TargetGrid, fill_nan_from, fill_windows, mosaic_writer
+from tilepipe.embeddings.remote import is_url, join, local_copy
 
 CELL_DEG = 0.1
-MAX_SCALE = 10.0  # a dequantisation scale at or above this is a data fault, not an embedding
 REPRESENTATION_DIR = "global_0.1_degree_representation"
 LANDMASK_DIR = "global_0.1_degree_tiff_all"
-REGISTRY = "registry.tsv"
+REGISTRY = "registry.parquet"
+LANDMASKS = "landmasks.parquet"
+REGISTRY_COLUMNS = ("year", "lon", "lat", "hash", "file_size")  # geotessera's required set
+LANDMASK_COLUMNS = ("lon", "lat", "hash", "file_size")
+DEFAULT_CACHE = Path("cache/embeddings")  # remote sources only, relative to the working dir
 
 
 def cell_name(lon: float, lat: float) -> str:
@@ -73,49 +84,123 @@ def cells_for_bounds(lon_min: float, lat_min: float, lon_max: float, lat_max: fl
     ]
 
 
-def read_registry(source: str | os.PathLike) -> dict[str, tuple[str, str, str]]:
-    """Map each file listed in ``{source}/registry.tsv`` to its (year, name, sha256)."""
-    path = Path(source) / REGISTRY
+def grid_int(coord: float) -> int:
+    """A cell-centre coordinate as geotessera's integer key ``round(coord * 100)``."""
+    return int(np.round(coord * 100))
+
+
+def cell_key(name: str) -> tuple[int, int]:
+    """(lon_i, lat_i) of a cell name ``grid_{lon}_{lat}``."""
+    lon, lat = name.removeprefix("grid_").split("_")
+    return grid_int(float(lon)), grid_int(float(lat))
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a registry says about one file: its size in bytes and SHA-256 (None if not given)."""
+
+    size: int | None
+    sha256: str | None
+
+
+def _read_table(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """{column: list} of a Parquet registry, InputError naming it if unreadable or incomplete."""
     try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
+        schema = pq.read_schema(path)
+        missing = sorted(set(required) - set(schema.names))
+        if missing:
+            raise InputError(f"{context(path=path)}registry lacks columns {missing}")
+        columns = [*required, *(c for c in optional if c in schema.names)]
+        return pq.read_table(path, columns=columns).to_pydict()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(f"{context(path=path)}TESSERA registry unreadable: {exc}") from exc
-    header = lines[0].split("\t") if lines else []
-    missing = {"year", "name", "file", "sha256"} - set(header)
-    if missing:
-        raise InputError(f"{context(path=path)}registry header lacks {sorted(missing)}")
-    col = {key: header.index(key) for key in ("year", "name", "file", "sha256")}
-    registry = {}
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) < len(header):
-            raise InputError(f"{context(path=path)}line {number} has {len(parts)} columns")
-        rel = PurePosixPath(parts[col["file"]])
-        if rel.is_absolute() or ".." in rel.parts:
-            raise InputError(f"{context(path=path)}line {number}: file {rel} leaves the source")
-        registry[str(rel)] = (parts[col["year"]], parts[col["name"]], parts[col["sha256"]].lower())
-    return registry
 
 
-def _check_scales(scales: np.ndarray, path) -> None:
-    """Raise InputError unless every scale is finite and within [0, MAX_SCALE)."""
-    bad = ~np.isfinite(scales) | (scales < 0) | (scales >= MAX_SCALE)
-    if bad.any():
-        finite = scales[np.isfinite(scales)]
-        span = f"{finite.min():.3g}..{finite.max():.3g}" if finite.size else "none finite"
-        raise InputError(
-            f"{context(path=path)}absurd scale values: {int(bad.sum())} of {scales.size} are "
-            f"non-finite, negative or >= {MAX_SCALE:g} (finite range {span})"
-        )
+def _listing(size, sha256) -> Listing:
+    return Listing(None if size is None else int(size), str(sha256).lower() if sha256 else None)
+
+
+def read_registry(path: str | os.PathLike) -> dict[tuple[int, int, int], dict[str, Listing]]:
+    """Map (year, lon_i, lat_i) of each tile in ``registry.parquet`` to its files' listings.
+
+    ``hash``/``file_size`` describe the embeddings ``.npy``; ``scales_hash``/``scales_size``
+    (present in geotessera's registries since 0.7) the ``_scales.npy``.
+    """
+    t = _read_table(Path(path), REGISTRY_COLUMNS, ("scales_hash", "scales_size"))
+    n = len(t["year"])
+    scales_hash, scales_size = t.get("scales_hash", [None] * n), t.get("scales_size", [None] * n)
+    return {
+        (int(t["year"][i]), grid_int(t["lon"][i]), grid_int(t["lat"][i])): {
+            "embeddings": _listing(t["file_size"][i], t["hash"][i]),
+            "scales": _listing(scales_size[i], scales_hash[i]),
+        }
+        for i in range(n)
+    }
+
+
+def read_landmasks(path: str | os.PathLike) -> dict[tuple[int, int], Listing]:
+    """Map (lon_i, lat_i) of each landmask in ``landmasks.parquet`` to its listing."""
+    t = _read_table(Path(path), LANDMASK_COLUMNS)
+    return {
+        (grid_int(lon), grid_int(lat)): _listing(size, sha)
+        for lon, lat, size, sha in zip(t["lon"], t["lat"], t["file_size"], t["hash"], strict=True)
+    }
+
+
+@dataclass
+class Registry:
+    """A TESSERA source with its registries loaded: where files are and what they must be."""
+
+    source: str
+    cache: Path
+    tiles: dict[tuple[int, int, int], dict[str, Listing]]
+    landmasks: dict[tuple[int, int], Listing]
+
+    def lists(self, name: str, year: int) -> bool:
+        """Whether the registry lists cell ``name`` for ``year``."""
+        return (year, *cell_key(name)) in self.tiles
+
+    def listing(self, name: str, year: int, role: str) -> Listing:
+        """The listing of a cell's ``embeddings``, ``scales`` or ``landmask`` file."""
+        if role == "landmask":
+            return self.landmasks.get(cell_key(name), Listing(None, None))
+        return self.tiles[(year, *cell_key(name))][role]
+
+
+def open_registry(source: str | os.PathLike, cache: str | os.PathLike | None = None) -> Registry:
+    """Load ``registry.parquet`` and ``landmasks.parquet`` of a directory or mirror URL."""
+    cache = Path(cache) if cache is not None else DEFAULT_CACHE
+    if is_url(source):
+        cache = cache / "tessera" / str(source).split("://", 1)[1].replace("/", "_")
+    where = {
+        name: f"{context(path=join(source, name))}TESSERA {name}" for name in (REGISTRY, LANDMASKS)
+    }
+    tiles = read_registry(local_copy(source, REGISTRY, cache, what=where[REGISTRY]))
+    landmasks = read_landmasks(local_copy(source, LANDMASKS, cache, what=where[LANDMASKS]))
+    return Registry(str(source), cache, tiles, landmasks)
+
+
+def valid_scales(scales: np.ndarray) -> np.ndarray:
+    """Pixels whose scale is usable: finite and in (0, 1).
+
+    geotessera marks invalid pixels in the scales, not the codes: NaN is water and +inf land
+    without data (``geotessera/zarr.py`` module docstring, "Scale sentinels"), and its readers
+    treat non-finite scales as nodata (``geotessera/store.py``, ``TesseraAccessor.dequantise``)
+    and zero scales too (``geotessera/zarr.py``, ``compute_rgb_chunk``: ``isfinite & != 0``).
+    Negative scales and scales of 1 or more (codes of ±127 would then exceed any TESSERA value,
+    whose scales are ~0.01-0.2) are not valid quantisations either; tilepipe masks them as well.
+    ``scales`` is (H, W) or (H, W, C); a pixel is valid only if all its scales are.
+    """
+    ok = np.isfinite(scales) & (scales > 0) & (scales < 1)
+    return ok.all(axis=2) if ok.ndim == 3 else ok
 
 
 def dequantise(raw: np.ndarray, scales: np.ndarray, *, path=None) -> np.ndarray:
-    """Return float32 (H, W, C) embeddings = int8 values x scale; a zero scale marks no data (NaN).
+    """Return float32 (H, W, C) embeddings = int8 values x scale; invalid scales give NaN pixels.
 
-    ``scales`` is (H, W) (one scale per pixel) or (H, W, C) (one per pixel and dimension).
-    Wrong dtypes, mismatched shapes and absurd scales raise InputError naming ``path``.
+    ``scales`` is (H, W) (one scale per pixel) or (H, W, C) (one per pixel and dimension), as
+    in ``geotessera.core.dequantize_embedding``. Wrong dtypes and mismatched shapes raise
+    InputError naming ``path``; invalid scales (see :func:`valid_scales`) are nodata.
     """
     raw, scales = np.asarray(raw), np.asarray(scales)
     if raw.dtype != np.int8 or raw.ndim != 3:
@@ -129,10 +214,11 @@ def dequantise(raw: np.ndarray, scales: np.ndarray, *, path=None) -> np.ndarray:
             f"{context(path=path)}scales shape {scales.shape} fits neither {raw.shape[:2]} "
             f"nor {raw.shape}"
         )
-    _check_scales(scales, path)
-    factor = scales[..., None] if scales.ndim == 2 else scales
+    valid = valid_scales(scales)
+    factor = np.where(valid[..., None] if scales.ndim == 3 else valid, scales, 0)
+    factor = factor[..., None] if scales.ndim == 2 else factor
     out = raw.astype(np.float32) * factor.astype(np.float32)
-    out[np.broadcast_to(factor == 0, out.shape)] = np.nan
+    out[~valid] = np.nan
     return out
 
 
@@ -159,28 +245,31 @@ def _load_npy(path: Path, tile, year) -> np.ndarray:
         ) from exc
 
 
-def _open_cell(source: Path, registry: dict, name: str, year, tile) -> _Cell:
-    """Verify a cell's files against the registry and memory-map them."""
+def _cell_paths(registry: Registry, name: str, year: int, tile) -> dict[str, Path]:
+    """Verified local paths of a listed cell's files (fetched first from a remote source).
+
+    A missing file, a size or SHA-256 mismatch or a failed download raises InputError naming
+    the tile, the year and the file.
+    """
     paths = {}
     for role, rel in cell_files(name, year).items():
-        path = source / rel
-        paths[role] = path
-        if not path.exists():
-            raise InputError(
-                f"{context(tile, path=path)}year {year}: {role} file of listed cell {name} "
-                f"is missing"
-            )
-        if rel not in registry:
-            if role == "landmask":
-                continue  # landmasks are georeference only; verified when listed
-            raise InputError(f"{context(tile, path=path)}{role} of {name} not in the registry")
-        expected = registry[rel][2]
-        actual = sha256_file(path)
-        if actual != expected:
-            raise InputError(
-                f"{context(tile, path=path)}year {year}: sha256 mismatch "
-                f"(registry {expected}, file {actual})"
-            )
+        listing = registry.listing(name, year, role)
+        what = f"{context(tile, path=join(registry.source, rel))}year {year}: {role} file of "
+        what += f"listed cell {name}"
+        paths[role] = local_copy(
+            registry.source,
+            rel,
+            registry.cache,
+            size=listing.size,
+            sha256=listing.sha256,
+            what=what,
+        )
+    return paths
+
+
+def _open_cell(registry: Registry, name: str, year: int, tile) -> _Cell:
+    """Verify a cell's files against the registry and memory-map them."""
+    paths = _cell_paths(registry, name, year, tile)
     raw = _load_npy(paths["embeddings"], tile, year)
     scales = _load_npy(paths["scales"], tile, year)
     if raw.dtype != np.int8 or raw.ndim != 3:
@@ -188,13 +277,13 @@ def _open_cell(source: Path, registry: dict, name: str, year, tile) -> _Cell:
             f"{context(tile, path=paths['embeddings'])}expected int8 (H, W, C), "
             f"got {raw.dtype} {raw.shape}"
         )
-    if scales.shape not in (raw.shape[:2], raw.shape):
+    if scales.shape not in (raw.shape[:2], raw.shape) or not np.issubdtype(
+        scales.dtype, np.floating
+    ):
         raise InputError(
-            f"{context(tile, path=paths['scales'])}scales shape {scales.shape} does not fit "
-            f"embeddings {raw.shape}"
+            f"{context(tile, path=paths['scales'])}scales {scales.dtype} {scales.shape} do not "
+            f"fit embeddings {raw.shape}"
         )
-    for r0 in range(0, scales.shape[0], 256):  # whole-cell check, a strip at a time
-        _check_scales(np.asarray(scales[r0 : r0 + 256]), paths["scales"])
     try:
         with rasterio.open(paths["landmask"]) as mask:
             crs, transform, shape = mask.crs, mask.transform, mask.shape
@@ -270,27 +359,28 @@ def _summary(names: list[str], limit: int = 12) -> str:
 
 
 def _listed_cells(
-    source: Path, registry: dict, year: int, grid: TargetGrid, tile
+    registry: Registry, year: int, grid: TargetGrid, tile
 ) -> tuple[list[str], list[str]]:
     """(cells looked for over the grid's lon/lat footprint, those the registry lists for year)."""
     lonlat = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds(), densify_pts=21)
     looked_for = cells_for_bounds(*lonlat)
-    listed = [n for n in looked_for if cell_files(n, year)["embeddings"] in registry]
+    listed = [n for n in looked_for if registry.lists(n, year)]
     if not listed:
         raise InputError(
-            f"{context(tile)}year {year}: no TESSERA cell listed in {source / REGISTRY} for the "
+            f"{context(tile)}year {year}: no TESSERA cell listed in "
+            f"{join(registry.source, REGISTRY)} for the "
             f"target footprint; looked for {_summary(looked_for)}"
         )
     return looked_for, listed
 
 
 def _cells_on_grid(
-    source: Path, registry: dict, listed: list[str], year: int, grid: TargetGrid, tile
+    registry: Registry, listed: list[str], year: int, grid: TargetGrid, tile
 ) -> tuple[list[_Cell], int]:
     """Open and verify the listed cells; (those meeting the grid, their embedding dimension)."""
     cells = []
     for name in listed:
-        cell = _open_cell(source, registry, name, year, tile)
+        cell = _open_cell(registry, name, year, tile)
         footprint = _footprint(cell, grid.crs, grid.transform, grid.width, grid.height)
         if footprint is not None and footprint.width > 0 and footprint.height > 0:
             cell.target_window = footprint
@@ -334,20 +424,22 @@ def build_tile_embeddings(
     width: int,
     height: int,
     tile: str | None = None,
+    cache: str | os.PathLike | None = None,
 ) -> dict:
     """Mosaic the TESSERA cells covering a target grid into one float32 GeoTIFF (NaN nodata).
 
-    Each listed cell is SHA-256-verified, dequantised and reprojected (nearest) from its own UTM
-    grid onto ``crs``/``transform``; where cells overlap the first (northernmost, westernmost)
-    wins. Returns ``{"path", "cells", "cells_looked_for", "bands", "valid_fraction"}``.
+    ``source`` is a directory or a mirror URL (its files fetched into ``cache``, default
+    ``cache/embeddings``). Each listed cell is size- and SHA-256-verified, dequantised (invalid
+    scales are nodata) and reprojected (nearest) from its own UTM grid onto ``crs``/``transform``;
+    where cells overlap the first (northernmost, westernmost) wins. Returns
+    ``{"path", "cells", "cells_looked_for", "bands", "valid_fraction"}``.
     """
-    source = Path(source)
     grid = TargetGrid(CRS.from_user_input(crs), transform, width, height)
     if width <= 0 or height <= 0:
         raise InputError(f"{context(tile)}empty target grid {width}x{height}")
-    registry = read_registry(source)
-    looked_for, listed = _listed_cells(source, registry, year, grid, tile)
-    cells, count = _cells_on_grid(source, registry, listed, year, grid, tile)
+    registry = open_registry(source, cache)
+    looked_for, listed = _listed_cells(registry, year, grid, tile)
+    cells, count = _cells_on_grid(registry, listed, year, grid, tile)
     fill = _CellFill(cells, grid.crs)
     with mosaic_writer(dst, grid, count) as out_ds:
         fill_windows(out_ds, grid, fill)
