@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search scenes and write the scene manifest")
     p.add_argument("--catalog", required=True, help="STAC API URL or static catalog.json")
-    p.add_argument("--collection", default="sentinel-2-l2a")
+    p.add_argument("--collection", default=None, help="default: the provider's current one")
     p.add_argument("--tiles", nargs="+", required=True)
     p.add_argument("--start", required=True)
     p.add_argument("--end", required=True)
