@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pystac
+from pystac.utils import is_absolute_href, make_absolute_href
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
@@ -166,6 +167,23 @@ def nodata_pct(item: pystac.Item) -> float:
     return 0.0
 
 
+def absolute_href(item: pystac.Item, asset: pystac.Asset) -> str:
+    """An asset's href made absolute: against the item's own location (its self link, or the
+    file it was read from), or else its ``canonical`` link (an API answer copied from a static
+    catalog keeps relative hrefs); InputError when there is nothing to resolve it against."""
+    href = asset.get_absolute_href()
+    if href:
+        return href
+    link = item.get_single_link("canonical")
+    canonical = link.get_href(transform_href=False) if link is not None else None
+    if canonical and is_absolute_href(canonical):
+        return make_absolute_href(asset.href, canonical)
+    raise InputError(
+        f"item {item.id}: asset href {asset.href!r} is relative and the item has neither a self "
+        "nor a canonical link to resolve it against"
+    )
+
+
 def asset_hrefs(item: pystac.Item) -> dict[str, str]:
     """Band id -> absolute, unsigned href of each of the five assets; InputError naming a
     missing one and the keys that were looked for."""
@@ -175,7 +193,7 @@ def asset_hrefs(item: pystac.Item) -> dict[str, str]:
         if asset is None:
             keys = ", ".join(ASSET_KEYS[band])
             raise InputError(f"item {item.id}: asset {band} is missing (looked for {keys})")
-        hrefs[band] = asset.get_absolute_href() or asset.href
+        hrefs[band] = absolute_href(item, asset)
     return hrefs
 
 
@@ -251,7 +269,9 @@ def _find_items(
             datetime=f"{start}T00:00:00Z/{end}T23:59:59Z",
             **source.search_filter(sorted(tiles), max_cloud),
         )
-        candidates: Iterable[pystac.Item] = search.items()
+        # built without the client as root: pystac would resolve an answer's relative links
+        # (a static copy's "../collection.json") against a self link an answer need not have
+        candidates: Iterable[pystac.Item] = map(pystac.Item.from_dict, search.items_as_dicts())
     else:
         coll = client.get_collection(collection)
         if coll is None:
