@@ -47,7 +47,11 @@ checkpoint search_scenes:
         ),
         source=SOURCE_JSON,
         window=WINDOW,
-        collection=config["source"].get("collection", ""),
+        collection=(  # none named: the provider's current collection
+            f"--collection {config['source']['collection']}"
+            if config["source"].get("collection")
+            else ""
+        ),
         tiles=" ".join(TILES),
         start=config["dates"]["start"],
         end=config["dates"]["end"],
@@ -58,7 +62,7 @@ checkpoint search_scenes:
             else ""
         ),
     shell:
-        "tilepipe search --catalog {params.catalog:q} --collection {params.collection:q}"
+        "tilepipe search --catalog {params.catalog:q} {params.collection}"
         " --tiles {params.tiles} --start {params.start} --end {params.end}"
         " --max-cloud {params.max_cloud} {params.max_dates} --window {params.window}"
         " --source {params.source:q} --out {output.manifest} > {log} 2>&1"
