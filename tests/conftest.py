@@ -11,11 +11,18 @@ import pytest
 
 from tilepipe.acquire.stac import find_items, select_scenes, write_manifest
 from tilepipe.demo.campaign import generate_campaign
+from tilepipe.demo.stac import flavour_collection
 
 from .loopback import Loopback
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SIZE = 64  # 640 m windows: a few fields per tile, fast everywhere
+#: Real Sentinel-2 L2A items as Earth Search, Planetary Computer and CDSE published them: kept
+#: beside the repository (a copy of shared/ next to the clone), never in it; the environment
+#: variable points elsewhere (a git worktree whose parent holds no shared/).
+REAL_ITEMS = Path(
+    os.environ.get("TILEPIPE_REAL_STAC_ITEMS") or REPO.parent / "shared" / "real_stac_items"
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +40,50 @@ def demo(tmp_path_factory) -> dict:
     manifest = root / "scenes.csv"
     write_manifest(select_scenes(items, max_cloud=100, max_dates_per_tile=None), manifest)
     return {**campaign, "root": root, "manifest": str(manifest), "window": (5000, 5000, 64, 64)}
+
+
+@pytest.fixture(scope="session")
+def real_items_dir() -> Path:
+    """The folder of real published items, or a skip saying where it was looked for."""
+    if not any(REAL_ITEMS.glob("*.json")):
+        pytest.skip(
+            f"real STAC items not found at {REAL_ITEMS} (a copy of shared/real_stac_items next to "
+            "the repository, or TILEPIPE_REAL_STAC_ITEMS): the provider-shaped fixtures still run"
+        )
+    return REAL_ITEMS
+
+
+@pytest.fixture(scope="session")
+def provider_demo(tmp_path_factory):
+    """A factory: the demo campaign (2 tiles x 2 dates) with items in one provider's shape."""
+    made: dict[str, dict] = {}
+
+    def make(provider: str) -> dict:
+        if provider not in made:
+            root = tmp_path_factory.mktemp(f"demo-{provider}")
+            campaign = generate_campaign(root, size=DEMO_SIZE, provider=provider)
+            made[provider] = {**campaign, "root": root, "window": (5000, 5000, 64, 64)}
+        return made[provider]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def provider_servers(provider_demo) -> Iterator:
+    """A factory: one loopback server per provider flavour, serving that flavour's catalog."""
+    os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    servers: dict[str, Loopback] = {}
+
+    def serve(provider: str) -> Loopback:
+        if provider not in servers:
+            root = Path(provider_demo(provider)["root"]) / "stac"
+            servers[provider] = Loopback(root, flavour_collection(provider))
+        servers[provider].reset()
+        return servers[provider]
+
+    yield serve
+    for server in servers.values():
+        server.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,11 @@ the reads it serves. Tests steer it through ``/_ctl/`` endpoints, wrapped by ``L
 It serves a static STAC catalog's files with HTTP Range support under ``/files/``, a minimal
 STAC API (``/``, ``/conformance``, ``/collections``, ``/search`` GET and POST) whose items point
 at those files, and a Planetary-Computer-like SAS token endpoint (``/sas/token/{collection}``).
+The catalog may be one the demo wrote in a provider's shape (``generate_campaign(provider=...)``:
+Earth Search's ``blue``/``scl`` keys and ``earthsearch:boa_offset_applied``, CDSE's ``B02_10m``
+keys, ``raster:offset`` and ``processing:version``, ...), so searches and reads meet each
+service's layout. With ``published=True`` it serves a folder of real items as their services
+published them (hrefs untouched), for search only.
 Tests drive it like a flaky real service: bursts of 5xx, 429 with Retry-After, slow responses,
 truncated bodies and expiring tokens; it counts requests and the most requests it served at
 once (the judge of a concurrency cap). A request line with an absolute URI is served as a
@@ -69,6 +74,7 @@ class ServerState:
     tokens: dict[str, datetime] = field(default_factory=dict)
     issued: list[str] = field(default_factory=list)
     asset_names: dict[str, str] = field(default_factory=dict)  # rename assets (Earth Search)
+    published: bool = False  # items as their services published them: hrefs are not rebased
     bytes_sent: int = 0
     slow_all_s: float = 0.0
     gather: int = 0  # file requests wait (5 s at most) until this many have been in flight at once
@@ -226,18 +232,19 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/conformance":
             self._json({"conformsTo": CONFORMS})
         elif path == "/collections":
-            self._json({"collections": [self._collection(base)], "links": []})
-        elif path == f"/collections/{self.state.collection}":
-            self._json(self._collection(base))
+            ids = _collections(self.state)
+            self._json({"collections": [self._collection(base, c) for c in ids], "links": []})
+        elif path.startswith("/collections/") and path.split("/")[2] in _collections(self.state):
+            self._json(self._collection(base, path.split("/")[2]))
         elif path == "/search":
             self._search(base, query)
         else:
             self._json({"code": "NotFound", "description": path}, 404)
 
-    def _collection(self, base: str) -> dict:
+    def _collection(self, base: str, collection: str) -> dict:
         return {
             "type": "Collection",
-            "id": self.state.collection,
+            "id": collection,
             "stac_version": "1.0.0",
             "description": "loopback collection",
             "license": "CC0-1.0",
@@ -245,7 +252,7 @@ class Handler(BaseHTTPRequestHandler):
                 "spatial": {"bbox": [[-180, -90, 180, 90]]},
                 "temporal": {"interval": [[None, None]]},
             },
-            "links": [{"rel": "self", "href": f"{base}/collections/{self.state.collection}"}],
+            "links": [{"rel": "self", "href": f"{base}/collections/{collection}"}],
         }
 
     def _search(self, base: str, query: dict[str, list[str]]) -> None:
@@ -267,7 +274,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.requests.append((self.command, "/search:" + json.dumps(params), 200))
         features = [
-            _rebase(item, base, self.state.asset_names)
+            _rebase(item, base, self.state.asset_names, self.state.published)
             for item in self.state.items
             if _matches(item, params)
         ]
@@ -373,14 +380,32 @@ def _matches(item: dict, params: dict) -> bool:
     return True
 
 
-def _rebase(item: dict, base: str, names: dict[str, str]) -> dict:
-    """The item with its asset hrefs pointing at this server's /files/, assets renamed."""
+def _collections(state: ServerState) -> list[str]:
+    """The collections the server answers for: its own, and those of the items it serves."""
+    return sorted({state.collection, *(item.get("collection", "") for item in state.items)})
+
+
+def _rebase(item: dict, base: str, names: dict[str, str], published: bool = False) -> dict:
+    """The item with its asset hrefs pointing at this server's /files/, assets renamed; or,
+    ``published``, the item as its service published it (hrefs and links)."""
     out = json.loads(json.dumps(item))
+    if published:
+        return out
     out["assets"] = {names.get(k, k): v for k, v in out["assets"].items()}
     for asset in out["assets"].values():
         asset["href"] = f"{base}/files/{asset['href']}"
     out["links"] = []
     return out
+
+
+def load_published(folder: Path) -> list[dict]:
+    """Every STAC item (a JSON Feature) in ``folder``, exactly as stored."""
+    items = []
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("type") == "Feature":
+            items.append(data)
+    return items
 
 
 def load_items(root: Path, collection: str) -> list[dict]:
@@ -414,10 +439,16 @@ class Loopback:
     """A running loopback server process and the test's handle on it."""
 
     def __init__(
-        self, root: Path, collection: str = "sentinel-2-l2a", mounts: dict | None = None
+        self,
+        root: Path,
+        collection: str = "sentinel-2-l2a",
+        mounts: dict | None = None,
+        *,
+        published: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         extra = [f"{name}={Path(d).resolve()}" for name, d in (mounts or {}).items()]
+        extra += ["published"] if published else []
         self.proc = subprocess.Popen(
             [sys.executable, __file__, str(self.root), collection, *extra],
             stdin=subprocess.PIPE,  # closed when this process ends: the server then stops
@@ -486,12 +517,16 @@ class Loopback:
 
 
 def main(argv: list[str]) -> None:
-    """Serve the static catalog at ``argv[0]`` until killed; print the URL first."""
+    """Serve the static catalog at ``argv[0]`` (or, with ``published`` as ``argv[2]``, the items
+    in that folder as published) until killed; print the URL first."""
     root = Path(argv[0]).resolve()
     collection = argv[1] if len(argv) > 1 else "sentinel-2-l2a"
-    mounts = {n: Path(d).resolve() for n, _, d in (a.partition("=") for a in argv[2:])}
-    items = load_items(root, collection)
-    state = ServerState(root=root, collection=collection, items=items, mounts=mounts)
+    published = "published" in argv[2:]
+    mounts = {n: Path(d).resolve() for n, _, d in (a.partition("=") for a in argv[2:] if "=" in a)}
+    items = load_published(root) if published else load_items(root, collection)
+    state = ServerState(
+        root=root, collection=collection, items=items, mounts=mounts, published=published
+    )
     server = LoopbackServer(state)
     print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -79,10 +79,11 @@ def _aoi_around_demo_centre(tile: str, half_m: float) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def remote_run(loopback_server, demo, tmp_path_factory) -> dict:
-    """Search + download through Snakemake, AOI mode, Planetary-Computer signing, one 403."""
-    server = loopback_server
-    server.reset()
+def remote_run(provider_servers, tmp_path_factory) -> dict:
+    """Search + download through Snakemake, AOI mode, Planetary-Computer signing, one 403,
+    over items shaped as Planetary Computer publishes them (no scale or offset, only the
+    baseline; the collection left to the provider's default)."""
+    server = provider_servers("planetary_computer")
     work = tmp_path_factory.mktemp("remote_run")
     for name in ("Snakefile", "workflow", "config", "profiles", "models", "envs"):
         src = REPO / name
@@ -94,7 +95,6 @@ def remote_run(loopback_server, demo, tmp_path_factory) -> dict:
     config["source"] = {
         "provider": "planetary_computer",
         "catalog": f"{server.url}/",
-        "collection": "sentinel-2-l2a",
         "token_url": f"{server.url}/sas/token",
         "max_cloud": 100,
         "retry": {"base_delay_s": 0.01},
@@ -149,7 +149,11 @@ def test_aoi_mode_plans_the_aois_tiles_and_writes_only_the_aoi_window(remote_run
     with rasterio.open(work / "results/33UXP/2022-06-21/s2.tif") as src:
         # 200 m AOI + 50 m margin on each side: about 30 px, far below the 64 px demo window
         assert 28 <= src.width <= 34 and 28 <= src.height <= 34
-        assert src.tags()["SOURCE_PROVIDER"] == "planetary_computer"
+        tags = src.tags()
+        assert tags["SOURCE_PROVIDER"] == "planetary_computer"
+        assert tags["HARMONISATION_FROM"] == "processing baseline"
+        assert "1000" in tags["HARMONISATION"]
+        assert tags["HARMONISATION_CHECK"].startswith("consistent")
         assert src.read().any()
     # the download job held its share of the source's connection budget
     assert "planetary_computer_connections=2" in remote_run["stderr"]

@@ -24,6 +24,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window, from_bounds
 
+from tilepipe.acquire.plausibility import DEFAULT_CHECK, PixelCheck, check_harmonisation
 from tilepipe.acquire.sources import Source, is_remote, make_source
 from tilepipe.acquire.transfer import RetryPolicy, retry_read
 from tilepipe.core.errors import InputError, context
@@ -124,12 +125,12 @@ def aoi_scene_stats(
     Cloud is the share of valid SCL pixels that are cloud, shadow or cirrus; one small
     windowed read of the 20 m SCL per candidate scene.
     """
-    from tilepipe.acquire.stac import item_tile
+    from tilepipe.acquire.stac import band_asset, item_tile
 
     tile = item_tile(item) or ""
     grid = tile_grid(tile)
     transform, width, height = target_window(grid, windows.get(tile))
-    asset = item.assets.get("SCL") or item.assets.get("scl")
+    asset = band_asset(item, "SCL")
     if asset is None:
         raise InputError(f"{context(tile, None, item.id)}item has no SCL asset")
     href = asset.get_absolute_href() or asset.href
@@ -221,13 +222,16 @@ def _reflectance(arrays: Mapping[str, np.ndarray], offset: int, tile: str, date:
     return s2
 
 
-def _provenance(row: Mapping[str, str], offset: int, source: Source) -> tuple[str, dict]:
-    """(what harmonisation did, the tags both rasters carry: item, baseline, provider, scale)."""
-    applied = (
-        f"subtracted BOA_ADD_OFFSET {offset} DN (baseline {row['baseline']})"
-        if offset
-        else f"none (baseline {row['baseline']} has no offset)"
-    )
+def _provenance(row: Mapping[str, str], offset: int, source: Source, checked: str):
+    """(what harmonisation did, the tags both rasters carry: item, baseline, provider, scale,
+    where the offset came from and what the pixels said about it)."""
+    origin = row.get("offset_source") or "processing baseline"
+    if offset:
+        applied = f"subtracted BOA_ADD_OFFSET {offset} DN (baseline {row['baseline']}, {origin})"
+    elif origin == "processing baseline":
+        applied = f"none (baseline {row['baseline']} has no offset)"
+    else:
+        applied = f"none (no offset in the pixels: {origin}; baseline {row['baseline']})"
     tags = {
         "TILE": row["tile"],
         "DATE": row["date"],
@@ -235,7 +239,8 @@ def _provenance(row: Mapping[str, str], offset: int, source: Source) -> tuple[st
         "SOURCE_COLLECTION": row["collection"],
         "PROCESSING_BASELINE": row["baseline"],
         "HARMONISATION": applied,
-        "HARMONISATION_FROM": row.get("offset_source") or "processing baseline",
+        "HARMONISATION_FROM": origin,
+        "HARMONISATION_CHECK": checked,
         "SOURCE_PROVIDER": source.name,
         "REFLECTANCE_SCALE": "0.0001",
     }
@@ -264,11 +269,13 @@ def download_scene(
     source: Source | None = None,
     policy: RetryPolicy | None = None,
     connections: int = 2,
+    check: PixelCheck = DEFAULT_CHECK,
 ) -> dict[str, object]:
     """Write ``s2.tif`` and ``scl.tif`` for one manifest row; return what was applied.
 
     ``window`` is (col_off, row_off, width, height) in the tile's 10 m pixels; None = full tile.
-    At most ``connections`` assets are read at once.
+    At most ``connections`` assets are read at once. The row's offset must pass ``check``
+    against the pixels, or the scene fails (InputError) with nothing written.
     """
     source = source or make_source({})
     tile, date = row["tile"], row["date"]
@@ -288,7 +295,10 @@ def download_scene(
         connections=connections,
     )
     s2 = _reflectance(arrays, offset, tile, date)
-    applied, tags = _provenance(row, offset, source)
+    origin = row.get("offset_source") or "processing baseline"
+    where = context(tile, date, hrefs["B02"])
+    checked = check_harmonisation(arrays, offset, origin, where=where, check=check)
+    applied, tags = _provenance(row, offset, source, checked)
     profile = gtiff_profile(
         width=width,
         height=height,
@@ -303,4 +313,4 @@ def download_scene(
     scl = arrays["SCL"].astype(np.uint8)[None]
     _write_checked(scl_dst, scl, profile, tags, ("SCL",), context(tile, date, scl_dst))
     log.info("%s%dx%d px, harmonisation: %s", context(tile, date), width, height, applied)
-    return {"width": width, "height": height, "harmonisation": applied}
+    return {"width": width, "height": height, "harmonisation": applied, "check": checked}

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import date as Date
 from pathlib import Path
+from typing import Any
 
 import pystac
+from pystac.utils import is_absolute_href, make_absolute_href
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
@@ -32,8 +34,18 @@ from tilepipe.core.raster import atomic_output
 log = logging.getLogger(__name__)
 
 BAND_ASSETS = ("B02", "B03", "B04", "B08", "SCL")
-# Earth Search names its assets by colour; the manifest always uses band ids.
-ASSET_ALIASES = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"}
+#: The asset keys each band is published under, tried in order (the manifest always uses band
+#: ids): tilepipe's demo and Planetary Computer ("B02"), Earth Search ("blue"), CDSE
+#: ("B02_10m", "SCL_20m") and Planetary Computer's 2021 item format ("SCL-20m").
+ASSET_KEYS = {
+    "B02": ("B02", "blue", "B02_10m"),
+    "B03": ("B03", "green", "B03_10m"),
+    "B04": ("B04", "red", "B04_10m"),
+    "B08": ("B08", "nir", "B08_10m"),
+    "SCL": ("SCL", "scl", "SCL_20m", "SCL-20m"),
+}
+#: Earth Search's flag (collection sentinel-2-l2a) that the offset is already out of the COGs.
+BOA_APPLIED_FLAG = "earthsearch:boa_offset_applied"
 MANIFEST_COLUMNS = (
     "tile",
     "date",
@@ -61,7 +73,7 @@ class SceneRecord:
     nodata_pct: float
     baseline: str
     boa_offset_dn: int
-    offset_source: str  # "raster:bands" or "processing baseline"
+    offset_source: str  # see offset_and_origin: flag, raster:offset (asset), raster:bands, ...
     assets: str  # JSON object: band id -> unsigned href
     reason: str
 
@@ -79,32 +91,109 @@ def item_tile(item: pystac.Item) -> str | None:
     return None
 
 
-def boa_offset_dn(item: pystac.Item) -> int:
-    """Digital numbers to subtract to harmonise reflectance (1000 from baseline 04.00 on).
+def band_asset(item: pystac.Item, band: str) -> pystac.Asset | None:
+    """The asset holding ``band`` (a band id of BAND_ASSETS) under any provider's key, or None."""
+    for key in ASSET_KEYS[band]:
+        if key in item.assets:
+            return item.assets[key]
+    return None
 
-    Prefer the ``raster:bands`` offset the item publishes; fall back to the processing baseline.
-    """
+
+def item_baseline(item: pystac.Item) -> str:
+    """The processing baseline ("05.10"): ``s2:processing_baseline``, or CDSE's
+    ``processing:version``; "" when the item publishes neither."""
+    props = item.properties
+    return str(props.get("s2:processing_baseline") or props.get("processing:version") or "")
+
+
+def boa_offset_dn(item: pystac.Item) -> int:
+    """Digital numbers to subtract to harmonise reflectance (1000 from baseline 04.00 on)."""
     return offset_and_origin(item)[0]
 
 
+def _dn_offset(offset: Any, scale: Any) -> int | None:
+    """The DN to subtract for a published (offset, scale) pair, None if either is unusable."""
+    try:
+        return round(-float(offset) / float(scale))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _published_offset(asset: pystac.Asset) -> tuple[int, str] | None:
+    """(DN, origin) of an asset's own scale/offset: STAC 1.1 fields first, then raster:bands."""
+    fields = asset.extra_fields
+    if "raster:offset" in fields and "raster:scale" in fields:
+        value = _dn_offset(fields["raster:offset"], fields["raster:scale"])
+        if value is not None:
+            return value, "raster:offset (asset)"
+    bands = fields.get("raster:bands") or []
+    if bands and "offset" in bands[0] and "scale" in bands[0]:
+        value = _dn_offset(bands[0]["offset"], bands[0]["scale"])
+        if value is not None:
+            return value, "raster:bands"
+    return None
+
+
 def offset_and_origin(item: pystac.Item) -> tuple[int, str]:
-    """(offset in DN, where it came from: 'raster:bands' or 'processing baseline')."""
-    for key in BAND_ASSETS[:4]:
-        asset = item.assets.get(key) or item.assets.get(ASSET_ALIASES[key])
-        bands = (asset.extra_fields.get("raster:bands") if asset else None) or []
-        if bands and "offset" in bands[0] and "scale" in bands[0] and bands[0]["scale"]:
-            return round(-float(bands[0]["offset"]) / float(bands[0]["scale"])), "raster:bands"
-    baseline = str(item.properties.get("s2:processing_baseline", "00.00"))
-    return (1000 if baseline >= "04.00" else 0), "processing baseline"
+    """(offset in DN, where it came from), the first of these that the item publishes.
+
+    1. ``earthsearch:boa_offset_applied: true``: Earth Search removed the offset from the COGs
+       (its ``raster:bands`` still state one, so this must win over them): 0.
+    2. ``raster:offset``/``raster:scale`` on a reflectance asset (STAC 1.1, CDSE).
+    3. ``raster:bands`` offset/scale of a reflectance asset (STAC 1.0, Earth Search, the demo).
+    4. The processing baseline (``s2:processing_baseline`` or ``processing:version``): 1000
+       from 04.00 on (Planetary Computer publishes no scale or offset).
+    Download then checks the choice against the pixels (``check_harmonisation``).
+    """
+    if item.properties.get(BOA_APPLIED_FLAG) is True:
+        return 0, BOA_APPLIED_FLAG
+    for band in BAND_ASSETS[:4]:
+        asset = band_asset(item, band)
+        published = _published_offset(asset) if asset else None
+        if published is not None:
+            return published
+    return (1000 if item_baseline(item) >= "04.00" else 0), "processing baseline"
 
 
-def _asset_hrefs(item: pystac.Item) -> dict[str, str]:
+def nodata_pct(item: pystac.Item) -> float:
+    """The item's nodata share (%): ``s2:nodata_pixel_percentage``, or else the percentage of
+    its SCL asset's no-data class (CDSE publishes it in ``classification:classes``); 0 unknown."""
+    if "s2:nodata_pixel_percentage" in item.properties:
+        return float(item.properties["s2:nodata_pixel_percentage"])
+    scl = band_asset(item, "SCL")
+    for cls in (scl.extra_fields.get("classification:classes") or []) if scl else []:
+        if cls.get("value") == 0 and "percentage" in cls:
+            return float(cls["percentage"])
+    return 0.0
+
+
+def absolute_href(item: pystac.Item, asset: pystac.Asset) -> str:
+    """An asset's href made absolute: against the item's own location (its self link, or the
+    file it was read from), or else its ``canonical`` link (an API answer copied from a static
+    catalog keeps relative hrefs); InputError when there is nothing to resolve it against."""
+    href = asset.get_absolute_href()
+    if href:
+        return href
+    link = item.get_single_link("canonical")
+    canonical = link.get_href(transform_href=False) if link is not None else None
+    if canonical and is_absolute_href(canonical):
+        return make_absolute_href(asset.href, canonical)
+    raise InputError(
+        f"item {item.id}: asset href {asset.href!r} is relative and the item has neither a self "
+        "nor a canonical link to resolve it against"
+    )
+
+
+def asset_hrefs(item: pystac.Item) -> dict[str, str]:
+    """Band id -> absolute, unsigned href of each of the five assets; InputError naming a
+    missing one and the keys that were looked for."""
     hrefs = {}
-    for key in BAND_ASSETS:
-        asset = item.assets.get(key) or item.assets.get(ASSET_ALIASES[key])
+    for band in BAND_ASSETS:
+        asset = band_asset(item, band)
         if asset is None:
-            raise InputError(f"item {item.id}: asset {key} is missing")
-        hrefs[key] = asset.get_absolute_href() or asset.href
+            keys = ", ".join(ASSET_KEYS[band])
+            raise InputError(f"item {item.id}: asset {band} is missing (looked for {keys})")
+        hrefs[band] = absolute_href(item, asset)
     return hrefs
 
 
@@ -126,7 +215,7 @@ def api_io(policy: RetryPolicy) -> StacApiIO:
 def find_items(
     catalog: str,
     *,
-    collection: str,
+    collection: str | None = None,
     tiles: Iterable[str],
     start: str,
     end: str,
@@ -134,9 +223,11 @@ def find_items(
     max_cloud: float = 100.0,
     policy: RetryPolicy | None = None,
 ) -> list[pystac.Item]:
-    """Items of ``collection`` over ``tiles`` between ``start`` and ``end`` (inclusive dates)."""
+    """Items of ``collection`` (None: the source's default) over ``tiles`` between ``start`` and
+    ``end`` (inclusive dates)."""
     tiles = set(tiles)
     source = source or make_source({})
+    collection = collection or source.collection
     policy = policy or RetryPolicy()
     with warnings.catch_warnings():
         # a static catalog advertises no conformance classes: walking it is the intended path
@@ -178,7 +269,9 @@ def _find_items(
             datetime=f"{start}T00:00:00Z/{end}T23:59:59Z",
             **source.search_filter(sorted(tiles), max_cloud),
         )
-        candidates: Iterable[pystac.Item] = search.items()
+        # built without the client as root: pystac would resolve an answer's relative links
+        # (a static copy's "../collection.json") against a self link an answer need not have
+        candidates: Iterable[pystac.Item] = map(pystac.Item.from_dict, search.items_as_dicts())
     else:
         coll = client.get_collection(collection)
         if coll is None:
@@ -200,7 +293,7 @@ def _cloud(item: pystac.Item) -> float:
 
 def _tile_rank(item: pystac.Item) -> tuple[float, float]:
     """(cloud %, nodata %) of an item over its whole tile, as its catalog publishes them."""
-    return _cloud(item), float(item.properties.get("s2:nodata_pixel_percentage", 0.0))
+    return _cloud(item), nodata_pct(item)
 
 
 def _clearest_per_day(items: Iterable[pystac.Item]) -> dict[str, list[pystac.Item]]:
@@ -227,10 +320,10 @@ def _record(tile: str, item: pystac.Item, cloud: float, nodata: float, reason: s
         collection=item.collection_id or "",
         cloud_cover=round(cloud, 2),
         nodata_pct=round(nodata, 2),
-        baseline=str(item.properties.get("s2:processing_baseline", "")),
+        baseline=item_baseline(item),
         boa_offset_dn=offset,
         offset_source=origin,
-        assets=json.dumps(_asset_hrefs(item), sort_keys=True),
+        assets=json.dumps(asset_hrefs(item), sort_keys=True),
         reason=reason,
     )
 

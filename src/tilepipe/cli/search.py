@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     stats = _aoi_stats(args, source, policy)
     items = stac.find_items(
         settings["catalog"],
-        collection=settings["collection"],
+        collection=source.collection,  # the named one, else the provider's current one
         tiles=args.tiles,
         start=args.start,
         end=args.end,

@@ -21,7 +21,7 @@ from tilepipe.core.grid import tile_grid
 from tilepipe.core.raster import atomic_output
 from tilepipe.demo.aef import write_aef_demo, write_aef_index
 from tilepipe.demo.labels import label_features, write_labels
-from tilepipe.demo.stac import new_catalog, save_catalog, write_item
+from tilepipe.demo.stac import flavour_collection, new_catalog, save_catalog, write_item
 from tilepipe.demo.tessera import class_centroids, pixel_vectors, write_registry, write_tessera
 from tilepipe.demo.world import DEMO_DATES, DEMO_TILES, Scene, demo_window, render_scene, tile_seed
 
@@ -30,15 +30,20 @@ LABEL_ID_STEP = 1000  # field ids of the n-th tile (from 0) are (n + 1) * 1000 +
 
 
 def _write_items(
-    root: Path, tile: str, dates: tuple[str, ...], tseed: int, transform: Affine, size: int
+    root: Path,
+    tile: str,
+    dates: tuple[str, ...],
+    tseed: int,
+    transform: Affine,
+    size: int,
+    provider: str = "demo",
 ) -> list[pystac.Item]:
     """Render and write one item per date of a tile (the n-th date is scene n of its seed)."""
     items = []
     for d_index, day in enumerate(dates):
         scene = render_scene(tseed, size, size, d_index)
-        items.append(
-            write_item(root, tile, Date.fromisoformat(day), d_index, scene, transform, size)
-        )
+        day_ = Date.fromisoformat(day)
+        items.append(write_item(root, tile, day_, d_index, scene, transform, size, provider))
     return items
 
 
@@ -74,14 +79,16 @@ def generate_campaign(
     dates: tuple[str, ...] = DEMO_DATES,
     size: int = 160,
     seed: int = 0,
+    provider: str = "demo",
 ) -> dict[str, str]:
     """Write the demo campaign under ``out_dir``; return the paths of its entry points.
 
     ``size`` is the side of each tile's window in 10 m pixels (160 → 1.6 km, 1,600 px at 1 m).
+    ``provider`` shapes the STAC items as that service publishes them (demo.stac.FLAVOURS).
     """
     out = Path(out_dir)
     stac_root, tessera_root, aef_root = out / "stac", out / "tessera", out / "aef"
-    catalog, collection = new_catalog()
+    catalog, collection = new_catalog(flavour_collection(provider))
     centroids = class_centroids(seed)
     years = sorted({Date.fromisoformat(d).year for d in dates})
     registry: list[tuple[int, str]] = []
@@ -89,7 +96,7 @@ def generate_campaign(
     for t_index, tile in enumerate(tiles):
         tseed = tile_seed(tile, seed)
         transform, width, height = demo_window(tile, size)
-        for item in _write_items(stac_root, tile, dates, tseed, transform, width):
+        for item in _write_items(stac_root, tile, dates, tseed, transform, width, provider):
             collection.add_item(item)
         clear = render_scene(tseed, width, height, 0, cloud=False)
         registry += _write_embeddings(tessera_root, tile, years, clear, transform, tseed, centroids)
