@@ -70,14 +70,17 @@ def provider_demo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def provider_servers(provider_demo) -> Iterator:
-    """A factory: one loopback server per provider flavour, serving that flavour's catalog."""
+    """A factory: one loopback server per provider flavour, serving that flavour's catalog and
+    its TESSERA and AEF mirrors (``/mirror/tessera/``, ``/mirror/aef/``)."""
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
     servers: dict[str, Loopback] = {}
 
     def serve(provider: str) -> Loopback:
         if provider not in servers:
-            root = Path(provider_demo(provider)["root"]) / "stac"
-            servers[provider] = Loopback(root, flavour_collection(provider))
+            demo = provider_demo(provider)
+            mounts = {"tessera": demo["tessera"], "aef": demo["aef"]}
+            root = Path(demo["root"]) / "stac"
+            servers[provider] = Loopback(root, flavour_collection(provider), mounts=mounts)
         servers[provider].reset()
         return servers[provider]
 
