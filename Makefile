@@ -28,9 +28,11 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
-# the fast tier for development: no whole-workflow runs, no Slurm cluster (docs/testing.md)
+# the fast tier for development: the package's tests, without tests/workflow/ (Snakemake
+# processes, profile dry-runs, bad-input runs) and without the Slurm cluster (docs/testing.md)
 test-fast: $(BIN)/.installed
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not workflow and not slurm"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not workflow and not slurm" \
+		--ignore=tests/workflow
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests scripts benchmarks
