@@ -18,6 +18,7 @@ from pyproj import Transformer
 from rasterio.warp import transform_bounds
 
 from tilepipe.core.errors import InputError
+from tilepipe.demo.tessera import write_landmask
 from tilepipe.demo.tessera import write_registry as write_parquet_registry
 from tilepipe.embeddings.tessera import (
     build_tile_embeddings,
@@ -48,18 +49,7 @@ def write_cell(root, name, crs, *, seed=0, dim=DIM, scales=None):
         (root / files[role]).parent.mkdir(parents=True, exist_ok=True)
     np.save(root / files["embeddings"], raw)
     np.save(root / files["scales"], scales)
-    with rasterio.open(
-        root / files["landmask"],
-        "w",
-        driver="GTiff",
-        width=width,
-        height=height,
-        count=1,
-        dtype="uint8",
-        crs=crs,
-        transform=transform,
-    ) as dst:
-        dst.write(np.ones((1, height, width), np.uint8))
+    write_landmask(root / files["landmask"], crs, transform, height, width)
     return raw, scales, transform
 
 

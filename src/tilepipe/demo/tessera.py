@@ -88,7 +88,7 @@ def quantise(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return raw, scales
 
 
-def _write_landmask(path: Path, crs: str, transform: Affine, height: int, width: int) -> None:
+def write_landmask(path: Path, crs: str, transform: Affine, height: int, width: int) -> None:
     """An all-land mask: the georeference of a cell's arrays."""
     with rasterio.open(
         path,
@@ -119,7 +119,7 @@ def write_cell(
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
     np.save(root / files["embeddings"], raw)
     np.save(root / files["scales"], scales)
-    _write_landmask(root / files["landmask"], crs, transform, *block.shape[:2])
+    write_landmask(root / files["landmask"], crs, transform, *block.shape[:2])
     return [files["embeddings"], files["scales"], files["landmask"]]
 
 
