@@ -19,13 +19,22 @@ $(BIN)/.installed: pyproject.toml $(PINS)
 	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[workflow,dev]'
 	touch $@
 
+# geotessera itself, the oracle tests/embeddings/test_geotessera_oracle.py compares tilepipe's
+# TESSERA reader with: its own interpreter, so its ~80 pinned dependencies stay out of tilepipe's
+GEOTESSERA := .venv-geotessera
+$(GEOTESSERA)/.installed: tests/oracles/geotessera-0.7.5.txt
+	$(PYTHON) -m venv $(GEOTESSERA)
+	$(GEOTESSERA)/bin/pip install --quiet --upgrade pip
+	$(GEOTESSERA)/bin/pip install --quiet -r $<
+	touch $@
+
 demo: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local --report report.html
 	@echo "Done: outputs in results/, open report.html (see README: 'Where the outputs are')."
 
 # the whole suite (CI): every tier, real Snakemake, Slurm and kill trials included
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(GEOTESSERA)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 # the fast tier for development: the package's tests, without tests/workflow/ (Snakemake
