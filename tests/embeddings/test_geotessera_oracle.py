@@ -83,6 +83,18 @@ def test_tilepipe_reads_the_mirror_to_geotessera_s_numbers(oracle, server, tmp_p
     np.testing.assert_array_equal(ours, cell.astype(np.float32))
 
 
+def test_tilepipe_reads_what_geotessera_downloaded_once_its_registries_lie_beside(
+    oracle, server, tmp_path
+):
+    base, version = server.mirror_url("tessera").rsplit("/", 1)
+    cell, georef = _geotessera(oracle, base, version, tmp_path)
+    filled = tmp_path / "embeddings"  # what geotessera wrote: the cell's files, no registries
+    for registry in ("registry.parquet", "landmasks.parquet"):
+        shutil.copy(tmp_path / "cache" / registry, filled / registry)
+    ours = _tilepipe(str(filled), georef, cell.shape[:2], tmp_path / "e.tif")
+    np.testing.assert_array_equal(ours, cell.astype(np.float32))
+
+
 def test_geotessera_reads_the_mirror_as_a_local_directory(oracle, demo, tmp_path):
     shutil.copytree(demo["tessera"], tmp_path / "embeddings")
     cell, georef = _geotessera(oracle, "local", "v1", tmp_path)
