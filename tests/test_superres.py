@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from tilepipe.engine.journal import STOP_AFTER_SLABS_ENV
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
 from tilepipe.superres import bicubic_forward, dr_tags, load_dr, run_superres
+
+from .scripted import Poisoned, broken_forwards, save_scripted, sr_meta
 
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)
 W, H = 30, 24
@@ -250,3 +253,60 @@ def test_dr_tags_record_the_aoi_and_its_margin():
     dr = load_dr("bicubic", None, "cpu", "auto", False, 16, 4, None, None)
     tags = dr_tags({}, "33UXP", "2022-06-21", dr, 16, 4, (1.0, 2.0, 3.0, 4.5), 2)
     assert tags["DR_AOI"] == "1.0,2.0,3.0,4.5" and tags["DR_AOI_MARGIN"] == 2
+
+
+# issue 18, classes 1 and 3: non-finite model output and errors raised by user model code
+
+WHERE = "tile 33UXP, date 2022-06-21, file "
+
+
+def run_scripted(tmp_path, s2_path: str, module: torch.nn.Module, model_id: str = "sr-user"):
+    """Run DR with ``module`` as a TorchScript model; return the dr.tif path it was to write."""
+    model = save_scripted(module, tmp_path / "models" / f"{model_id}.pt", sr_meta(model_id))
+    out = tmp_path / "out" / "dr.tif"
+    run_superres(s2_path, out, model_path=model, patch=16, overlap=4, device="cpu")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("value", "rows", "kind"),
+    [
+        (float("nan"), 160, "NaN"),
+        (float("inf"), 160, "+Inf"),
+        (float("-inf"), 160, "-Inf"),
+        (float("nan"), 70, "NaN"),  # part of every window
+    ],
+    ids=["nan", "plus-inf", "minus-inf", "nan-in-part-of-each-window"],
+)
+def test_non_finite_model_output_is_a_model_error_naming_scene_model_and_window(
+    tmp_path, s2, value, rows, kind
+):
+    with pytest.raises(ModelError, match=rf"\({re.escape(kind)}\).*window at source row") as err:
+        run_scripted(tmp_path, s2[0], Poisoned(10, 4, value, rows))
+    assert str(err.value).startswith(WHERE) and "sr-user.pt: model sr-user" in str(err.value)
+    assert not (tmp_path / "out" / "dr.tif").exists()
+
+
+def test_valid_output_beyond_uint16_is_still_clipped_to_valid_reflectance(tmp_path, s2):
+    out = run_scripted(tmp_path, s2[0], Poisoned(10, 4, 1e9, 160))
+    with rasterio.open(out) as dr:
+        data = dr.read()
+    assert data.max() == 65535 and data[:, data[0] > 0].min() >= 1
+
+
+@pytest.mark.parametrize(("module", "words"), broken_forwards(10, 4))
+def test_error_inside_the_models_forward_is_a_model_error_naming_scene_and_model(
+    tmp_path, s2, module, words
+):
+    with pytest.raises(ModelError, match=re.escape(words)) as err:
+        run_scripted(tmp_path, s2[0], module)
+    message = str(err.value)
+    assert message.startswith(WHERE) and "model sr-user failed on the windows" in message
+    assert "\n" not in message and err.value.__cause__ is not None  # chained, for -v
+    assert not (tmp_path / "out" / "dr.tif").exists()
+
+
+def test_model_output_of_the_wrong_shape_is_a_model_error_naming_scene_and_model(tmp_path, s2):
+    with pytest.raises(ModelError, match=r"model sr-user returned shape \(\d+, 4, 80, 80\)") as err:
+        run_scripted(tmp_path, s2[0], Poisoned(5, 4, 0.0, 0))
+    assert str(err.value).startswith(WHERE)

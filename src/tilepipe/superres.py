@@ -30,7 +30,7 @@ from tilepipe.models.loading import (
 log = logging.getLogger(__name__)
 
 SCALE = 10
-#: Reflectance is stored as uint16 x 10000; 0 is nodata, so valid output is clipped to >= 1.
+#: Reflectance is stored as uint16 x 10000; 0 is nodata, so the engine clips valid output to >= 1.
 REFLECTANCE_DIVIDE = 10000.0
 METHODS = ("model", "bicubic")
 
@@ -56,19 +56,25 @@ def check_s2(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
 
 
 def model_forward(net: torch.nn.Module, divide: float, x: torch.Tensor) -> torch.Tensor:
-    """DR by the model: reflectance x 10000 scaled in and out, clipped to valid uint16."""
-    return (net(x / divide) * divide).clamp_(1.0, 65535.0)
+    """DR by the model: reflectance x 10000 scaled in and out.
+
+    Not clipped here: the engine refuses non-finite output (a clamp would turn +Inf into a
+    valid 65535) and clips the rest to valid uint16 (1..65535) when it casts.
+    """
+    return net(x / divide) * divide
 
 
 def bicubic_forward(x: torch.Tensor) -> torch.Tensor:
-    """DR by bicubic interpolation (the baseline), clipped to valid uint16."""
-    up = F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
-    return up.float().clamp_(1.0, 65535.0)
+    """DR by bicubic interpolation (the baseline); the engine clips it to valid uint16."""
+    return F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False).float()
 
 
 @dataclass(frozen=True)
 class Dr:
-    """How DR is computed: the method, its function and model, the device and precision."""
+    """How DR is computed: the method, its function and model, the device and precision.
+
+    ``path`` is the model file (None for bicubic), named by the engine's errors.
+    """
 
     method: str
     forward: Callable[[torch.Tensor], torch.Tensor]
@@ -77,6 +83,7 @@ class Dr:
     device: torch.device
     precision: str
     compiled: bool
+    path: str | os.PathLike | None = None
 
     def stats(self) -> dict[str, object]:
         """What run_superres adds to the engine's statistics."""
@@ -110,7 +117,7 @@ def load_dr(
     model = load_model(model_path, expect_bands=BANDS, expect_scale=SCALE, device=dev)
     check_patch(model.meta, patch, overlap, context(tile=tile, date=date, path=model_path))
     forward = partial(model_forward, maybe_compile(model.module, compile), model.divide)
-    return Dr(method, forward, model.model_id, model.sha256, dev, prec, compile)
+    return Dr(method, forward, model.model_id, model.sha256, dev, prec, compile, model_path)
 
 
 def dr_tags(
@@ -209,6 +216,8 @@ def run_superres(
         overviews=overviews,
         aoi=aoi,
         aoi_margin=aoi_margin,
+        model_name=dr.model_id,
+        where=context(tile=tile, date=date, path=dr.path),
     )
     stats.update(dr.stats())
     log_done(tile, date, stats)

@@ -16,7 +16,7 @@ from tilepipe.classify.metrics import classification_report, knn_predict
 from tilepipe.classify.predict import classify_fields, write_class_raster
 from tilepipe.classify.samples import field_embedding_means, field_embedding_stats
 from tilepipe.classify.train import catboost_task_type, train_classifier
-from tilepipe.core.errors import InputError
+from tilepipe.core.errors import InputError, ModelError
 
 TILE, CRS, DIM = "33UXP", "EPSG:32633", 16
 CLASSES = ("maize", "wheat", "grassland")
@@ -465,3 +465,42 @@ def test_classify_without_embeddings_for_the_tile_raises_naming_tile_date_and_fi
             date="2022-06-21",
         )
     assert not (tmp_path / "out.gpkg").exists()
+
+
+# issue 18, classes 1 and 3: a classifier returning NaN probabilities
+
+
+@pytest.fixture
+def nan_classifier(trained, tmp_path) -> str:
+    """The trained classifier with every leaf value NaN: it loads, and predicts NaN."""
+    from catboost import CatBoostClassifier
+
+    root, _ = trained
+    model = CatBoostClassifier()
+    model.load_model(str(root / "model.cbm"))
+    model.set_leaf_values(np.full_like(model.get_leaf_values(), np.nan))
+    model.save_model(str(tmp_path / "nan.cbm"))
+    return str(tmp_path / "nan.cbm")
+
+
+def test_nan_probabilities_are_a_model_error_not_the_first_class_per_field(
+    trained, nan_classifier, tmp_path
+):
+    root, _ = trained
+    write_fields(tmp_path / "fields.gpkg", field_boxes()[0])
+    dst = tmp_path / "fields_classified.gpkg"
+    with pytest.raises(ModelError, match=r"tile 33UXP, .*nan.cbm: classifier returned non-finite"):
+        classify_fields(
+            tmp_path / "fields.gpkg", root / "emb.tif", nan_classifier, dst, tile=TILE, date="d"
+        )
+    assert not dst.exists()
+
+
+def test_nan_probabilities_are_a_model_error_not_the_first_class_per_pixel(
+    trained, nan_classifier, tmp_path
+):
+    root, _ = trained
+    raster = tmp_path / "classes.tif"
+    with pytest.raises(ModelError, match=r"non-finite probabilities for \d+ of \d+ pixels"):
+        write_class_raster(root / "emb.tif", nan_classifier, raster, tile=TILE)
+    assert not raster.exists()

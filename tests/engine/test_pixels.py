@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import rasterio
 
 from tilepipe.engine.pixels import (
@@ -107,3 +108,9 @@ def test_to_dtype_of_a_float_dtype_only_casts():
     values = np.array([0.4, -1.6], dtype=np.float32)
     out = to_dtype(values, "float64", None)
     assert out.dtype == np.float64 and out.tolist() == values.astype(np.float64).tolist()
+
+
+def test_to_dtype_refuses_non_finite_values_for_integer_outputs():
+    for value in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="non-finite values cannot be cast to uint16"):
+            to_dtype(np.array([1.0, value], dtype=np.float32), "uint16", 0)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from affine import Affine
 
-from tilepipe.core.errors import TilepipeError
+from tilepipe.core.errors import ModelError, TilepipeError
 from tilepipe.core.raster import gtiff_profile
 from tilepipe.engine.tiling import prefetch, run_tiled
 from tilepipe.engine.windows import window_origins
@@ -185,14 +185,15 @@ def test_sizes_not_multiple_of_stride_and_smaller_than_patch_work(tmp_path):
         )
 
 
-def test_failing_predict_leaves_no_output_and_no_temporary(tmp_path):
+def test_failing_predict_is_a_model_error_and_leaves_no_output_and_no_temporary(tmp_path):
     src = write_tif(tmp_path / "s.tif", smooth_image((1, 20, 20)))
 
     def predict(x: np.ndarray) -> np.ndarray:
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(ModelError, match="RuntimeError: boom") as caught:
         run(src, tmp_path / "out" / "o.tif", predict)
+    assert isinstance(caught.value.__cause__, RuntimeError)
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -278,8 +279,12 @@ def test_blended_seams_of_an_edge_sensitive_model_are_no_worse_than_interiors(tm
     assert ratios[0] > 1.5 * ratios[8]  # the metric does see hard-stitched seams
 
 
-class Crash(Exception):
-    """Stands in for a job killed mid-run (the CLI tests use a real kill -9)."""
+class Crash(BaseException):
+    """Stands in for a job killed mid-run (the CLI tests use a real kill -9).
+
+    A BaseException, like SIGTERM's Terminated: the engine names an Exception from the model as
+    a ModelError, but a kill is not the model's error.
+    """
 
 
 def crashing(predict, after: int):
@@ -415,3 +420,44 @@ def test_plain_output_can_have_overviews(tmp_path):
     run(src, tmp_path / "o.tif", upsample_predict(10), scale=10, overviews=True)
     with rasterio.open(tmp_path / "o.tif") as out:
         assert out.overviews(1) == [2, 4]  # 600 px: the 1/4 overview fits one 256 px block
+
+
+# issue 18, classes 1 and 3: the engine's guarded call of the model
+
+
+def poison_window(value: float, col: int):
+    """Identity model whose output is ``value`` in the window starting at source column ``col``
+    (on ``column_image``, a window's first pixel is its column origin)."""
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        y = x.copy()
+        y[x[:, 0, 0, 0] == col] = value
+        return y
+
+    return predict
+
+
+def column_image(h: int, w: int) -> np.ndarray:
+    """A one-band image whose value is its column index (so a window tells its origin)."""
+    return np.broadcast_to(np.arange(w, dtype=np.float32), (1, h, w)).copy()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_output_is_refused_naming_the_window_before_any_cast(tmp_path, value):
+    src = write_tif(tmp_path / "s.tif", column_image(30, 30))
+    out = tmp_path / "out" / "o.tif"
+    kw = dict(out_dtype="uint8", nodata_out=255, overlap=0, model_name="m", where="tile T: ")
+    with pytest.raises(ModelError, match=r"^tile T: model m returned non-finite .* column 16"):
+        run(src, out, poison_window(value, 16), **kw)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_predict_raising_a_type_error_names_the_model_and_chains_the_cause(tmp_path):
+    src = write_tif(tmp_path / "s.tif", smooth_image((1, 20, 20)))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return x + "1"  # a bug in user code
+
+    with pytest.raises(ModelError, match=r"^tile T: model m failed on the windows") as err:
+        run(src, tmp_path / "o.tif", predict, model_name="m", where="tile T: ")
+    assert isinstance(err.value.__cause__, TypeError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyogrio.raw
 import pytest
@@ -20,6 +22,8 @@ from tilepipe.fields.delineate import COLUMNS, fields_metadata, run_fields, scra
 from tilepipe.fields.polygons import Params
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
+
+from ..scripted import Poisoned, broken_forwards, fields_meta, save_scripted
 
 TRANSFORM = Affine(1.0, 0.0, 600000.0, 0.0, -1.0, 5300000.0)
 NIR_CUT = 0.175  # demo roads are darker than this in B08, every crop is brighter
@@ -260,3 +264,39 @@ def test_fields_metadata_names_model_heads_parameters_and_source(tmp_path):
     meta = fields_metadata(model, ["extent", "boundary"], Params(), tmp_path / "dr.tif")
     assert meta["FIELDS_MODEL_ID"] == "m1" and meta["HEADS"] == "extent,boundary"
     assert meta["SOURCE"] == "dr.tif" and meta["THRESHOLD"] == str(Params().threshold)
+
+
+# issue 18, classes 1 and 3: non-finite model output and errors raised by user model code
+
+
+def run_scripted_fields(tmp_path, image: str, module: torch.nn.Module) -> None:
+    """Delineate fields on ``image`` with ``module`` as a TorchScript fields model."""
+    model = save_scripted(module, tmp_path / "models" / "user.pt", fields_meta("fields-user"))
+    out = tmp_path / "out" / "fields.gpkg"
+    run_fields(image, out, model_path=model, patch=64, overlap=16, device="cpu")
+
+
+@pytest.mark.parametrize("rows", [64, 20], ids=["nan-everywhere", "nan-in-part-of-each-window"])
+def test_nan_logits_are_a_model_error_not_probability_zero(tmp_path, dr, rows):
+    with pytest.raises(ModelError, match=r"fields-user returned non-finite values \(NaN\)") as err:
+        run_scripted_fields(tmp_path, dr, Poisoned(1, 1, float("nan"), rows))
+    assert str(err.value).startswith("tile 33UXP, date 2022-06-21, file ")
+    assert "window at source row" in str(err.value)
+    assert not (tmp_path / "out" / "fields.gpkg").exists()
+
+
+@pytest.mark.parametrize(("module", "words"), broken_forwards(1, 1))
+def test_error_inside_the_fields_models_forward_is_a_model_error_naming_the_scene(
+    tmp_path, dr, module, words
+):
+    with pytest.raises(ModelError, match=re.escape(words)) as err:
+        run_scripted_fields(tmp_path, dr, module)
+    assert str(err.value).startswith("tile 33UXP, date 2022-06-21, file ")
+    assert "model fields-user failed on the windows" in str(err.value)
+    assert not (tmp_path / "out" / "fields.gpkg").exists()
+
+
+def test_fields_model_with_more_outputs_than_its_sidecar_is_a_model_error(tmp_path, dr):
+    with pytest.raises(ModelError, match=r"fields-user returned shape \(\d+, 2, 64, 64\)"):
+        run_scripted_fields(tmp_path, dr, Poisoned(1, 2, 0.0, 0))
+    assert not (tmp_path / "out" / "fields.gpkg").exists()

@@ -341,3 +341,61 @@ def test_unreadable_classified_fields_fail_with_tile_date_and_file(tmp_path):
     report = classification_qc(tmp_path / "c.gpkg")
     assert report["status"] == "fail"
     assert f"tile {TILE}, date {DATE}, file " in report["checks"][0]["message"]
+
+
+# issue 18, classes 1 and 3: DR coverage against the input
+
+
+def _blank_dr(paths, rows: slice, cols: slice, tags: dict | None = None) -> None:
+    """Make dr nodata (0 in every band) over the given 1 m rows and columns of it."""
+    with rasterio.open(paths["dr"], "r+") as dst:
+        data = dst.read()
+        data[:, rows, cols] = 0
+        dst.write(data)
+        dst.update_tags(**(tags or {}))
+
+
+def test_dr_empty_over_part_of_every_window_fails_coverage_and_consistency(tmp_path):
+    """The issue's case: a model returning NaN over part of each window left 56 % of dr empty."""
+    paths = make_set(tmp_path)
+    with rasterio.open(paths["dr"], "r+") as dst:
+        data = dst.read()
+        for r in range(0, data.shape[1], 160):  # the top 90 of every 160 rows, as windows would
+            data[:, r : r + 90] = 0
+        dst.write(data)
+    report = qc(paths)
+    coverage = check_of(report, "dr_coverage")
+    assert coverage["status"] == "fail" and coverage["value"]["ratio"] < 0.5
+    assert coverage["value"]["s2_valid_px"] == SIZE * SIZE
+    consistency = check_of(report, "dr_consistency")
+    assert consistency["status"] == "fail" and consistency["value"]["compared_fraction"] < 0.5
+    assert report["status"] == "fail"
+
+
+def test_a_single_s2_pixel_left_empty_in_dr_fails_coverage_by_default(tmp_path):
+    paths = make_set(tmp_path)
+    _blank_dr(paths, slice(200, 210), slice(100, 110))
+    report = qc(paths)
+    assert check_of(report, "dr_coverage")["value"]["dr_valid_px"] == SIZE * SIZE - 1
+    assert check_of(report, "dr_coverage")["status"] == "fail"
+    assert check_of(report, "dr_consistency")["status"] == "pass"  # 1599 of 1600 compared
+
+
+def test_dr_coverage_threshold_comes_from_the_qc_settings(tmp_path):
+    paths = make_set(tmp_path)
+    _blank_dr(paths, slice(0, 40), slice(None))  # 10 % of the rows
+    report = qc(paths, {"dr_coverage": {"warn": 0.95, "fail": 0.8}})
+    assert check_of(report, "dr_coverage")["status"] == "warn"
+    assert check_of(report, "dr_coverage")["value"]["ratio"] == pytest.approx(0.9)
+
+
+def test_dr_nodata_outside_its_aoi_is_not_missing_coverage(tmp_path):
+    paths = make_set(tmp_path)
+    with rasterio.open(paths["s2"]) as s2:
+        x0, y0 = s2.transform.c, s2.transform.f
+    aoi = f"{x0},{y0 - SIZE * 10},{x0 + 200},{y0}"  # the western half
+    _blank_dr(paths, slice(None), slice(200, None), {"DR_AOI": aoi, "DR_AOI_MARGIN": 0})
+    report = qc(paths)
+    assert check_of(report, "dr_coverage")["status"] == "pass"
+    assert check_of(report, "dr_coverage")["value"]["s2_valid_px"] == SIZE * SIZE // 2
+    assert check_of(report, "dr_consistency")["status"] == "pass"

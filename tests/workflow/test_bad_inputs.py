@@ -29,6 +29,8 @@ from tilepipe.cli import main
 from tilepipe.demo.tessera import write_registry
 from tilepipe.embeddings.tessera import cell_name
 
+from ..scripted import Poisoned, conv_net, save_scripted, sr_meta
+
 TILE, DATE = "33UXP", "2022-06-21"
 WHERE = f"tile {TILE}, date {DATE}"
 BIN = Path(sys.executable).parent
@@ -275,3 +277,39 @@ def test_empty_label_file_is_named(demo, tmp_path):
                    "--model-out", str(out), "--metrics-out", str(tmp_path / "m.json"))  # fmt: skip
     assert_named_error(run, "train", "labels.gpkg")
     assert_nothing_left(out)
+
+
+# issue 18, classes 1 and 3
+
+
+def test_superres_model_with_float64_weights_is_one_named_line_with_the_cause_in_the_log(
+    good, tmp_path
+):
+    model = save_scripted(conv_net(10, 4, 4).double(), tmp_path / "sr-f64.pt", sr_meta("sr-f64"))
+    out = tmp_path / "dr.tif"
+    args = ["--s2", str(good["s2.tif"]), "--out", str(out), "--model", model]
+    run = tilepipe("-v", "superres", "--tile", TILE, "--date", DATE, *args)
+    assert_named_error(run, "superres", WHERE, "sr-f64.pt", "model sr-f64", "double")
+    assert "Traceback" in run.stderr  # the chained cause, in the debug log only
+    assert_nothing_left(out)
+
+
+def test_superres_model_returning_nan_is_named_instead_of_a_dr_of_nodata(good, tmp_path):
+    model = save_scripted(Poisoned(10, 4, float("nan"), 100), tmp_path / "nan.pt", sr_meta("nan"))
+    out = tmp_path / "dr.tif"
+    run = superres(good["s2.tif"], out, "--model", model)
+    assert_named_error(run, "superres", WHERE, "nan.pt", "non-finite values (NaN)", "window")
+    assert_nothing_left(out)
+
+
+def test_dr_empty_over_part_of_every_window_fails_qc_on_coverage(good, tmp_path):
+    with rasterio.open(good["dr.tif"]) as src:
+        profile, data, tags = src.profile, src.read(), src.tags()
+    for r in range(0, data.shape[1], 640):  # as NaN over the top of every 64-pixel window was
+        data[:, r : r + 360] = 0
+    dr = tmp_path / "dr.tif"
+    with rasterio.open(dr, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(**tags)
+    report = qc(good, tmp_path / "qc.json", dr=dr)
+    assert report["status"] == "fail" and "dr_coverage" in failed_checks(report)

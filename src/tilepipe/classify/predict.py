@@ -46,13 +46,28 @@ def _class_profile(src: rasterio.DatasetReader) -> dict:
     )
 
 
-def _predict_block(model, x: np.ndarray) -> np.ndarray:
+def _proba(model, x: np.ndarray, where: str, what: str) -> np.ndarray:
+    """The classifier's class probabilities for the rows of ``x`` (``what`` they are).
+
+    A non-finite probability is a ModelError: argmax would turn NaN into the first class.
+    """
+    proba = np.asarray(model.predict_proba(x), dtype=np.float64)
+    bad = ~np.isfinite(proba).all(axis=1)
+    if bad.any():
+        raise ModelError(
+            f"{where}classifier returned non-finite probabilities for {int(bad.sum())} of "
+            f"{len(proba)} {what}: refusing to turn them into classes"
+        )
+    return proba
+
+
+def _predict_block(model, x: np.ndarray, where: str) -> np.ndarray:
     """Class index of every pixel of a (C, h, w) block, flat; non-finite pixels are nodata."""
     flat = x.reshape(x.shape[0], -1).T
     ok = np.isfinite(flat).all(axis=1)
     labels = np.full(flat.shape[0], CLASS_NODATA, dtype=np.uint8)
     if ok.any():
-        labels[ok] = model.predict_proba(flat[ok]).argmax(axis=1)
+        labels[ok] = _proba(model, flat[ok], where, "pixels").argmax(axis=1)
     return labels
 
 
@@ -80,7 +95,8 @@ def write_class_raster(
             )
         with atomic_output(dst) as tmp, rasterio.open(tmp, "w", **_class_profile(src)) as out:
             for win in block_windows(src.width, src.height, _WINDOW):
-                labels = _predict_block(model, src.read(window=win, out_dtype="float32"))
+                block = src.read(window=win, out_dtype="float32")
+                labels = _predict_block(model, block, context(tile, date, model_path))
                 counts += np.bincount(labels[labels != CLASS_NODATA], minlength=len(classes))
                 out.write(labels.reshape(1, int(win.height), int(win.width)), window=win)
             out.update_tags(1, CLASSES=json.dumps(classes))
@@ -107,7 +123,7 @@ def _predict_fields(
         )
     ok = counts > 0
     if ok.any():
-        proba = model.predict_proba(means[ok])
+        proba = _proba(model, means[ok], context(tile, date, model_path), "fields")
         crop[ok] = np.asarray([str(c) for c in model.classes_], dtype=object)[proba.argmax(axis=1)]
         prob[ok] = proba.max(axis=1)
     return crop, prob

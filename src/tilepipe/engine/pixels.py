@@ -66,11 +66,16 @@ def upsample_mask(mask: np.ndarray, scale: int) -> np.ndarray:
 def to_dtype(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
     """Convert blended float output to ``dtype``: round and clip integers, keep nodata distinct.
 
+    A non-finite value is refused: cast to an integer, NaN would read back as some arbitrary
+    integer (often nodata) and Inf as the valid maximum. The engine refuses non-finite model
+    output by name before blending (:mod:`tilepipe.engine.model`), so one here is a bug.
     ``values`` (float32) is used as scratch space and may be overwritten.
     """
     dt = np.dtype(dtype)
     if not np.issubdtype(dt, np.integer):
         return values.astype(dt)
+    if not np.isfinite(values).all():
+        raise ValueError(f"non-finite values cannot be cast to {dt.name}")
     info = np.iinfo(dt)
     lo, hi = float(info.min), float(info.max)
     if nodata is not None and nodata == lo:

@@ -14,7 +14,8 @@ next rows are being predicted.
 The geometry (window grid, blend weights, panels, AOI) is in :mod:`tilepipe.engine.windows`, the
 pixel work in :mod:`tilepipe.engine.pixels`, the output side (finished rows, block-row writes,
 journal, writer thread) in :mod:`tilepipe.engine.writer` and the resume journal in
-:mod:`tilepipe.engine.journal`; this module runs them.
+:mod:`tilepipe.engine.journal`, the guarded call of the model in :mod:`tilepipe.engine.model`;
+this module runs them.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import torch
 from affine import Affine
 
 from tilepipe.core.errors import InputError, TilepipeError, context
 from tilepipe.core.raster import atomic_output, gtiff_profile
 from tilepipe.engine.journal import SlabJournal, fingerprint, finish_in_place
+from tilepipe.engine.model import Model, Predict, predict_batch
 from tilepipe.engine.pixels import cut_windows, invalid_mask, read_strip
 from tilepipe.engine.progress import Progress, RunStats
 from tilepipe.engine.windows import (
@@ -50,9 +51,6 @@ from tilepipe.engine.windows import (
     resume_row,
 )
 from tilepipe.engine.writer import BlockRowWriter, PanelWriter, StripAccumulators, WriterThread
-
-#: predict(patches (B, C, p, p) float32) -> (B, out_bands, p*scale, p*scale) float32
-Predict = Callable[[np.ndarray], np.ndarray]
 
 #: GDAL block cache of the engine in MB (GDAL's default is 5 % of the node's RAM).
 GDAL_CACHE_MB = 256
@@ -75,15 +73,6 @@ class Output:
     tags: dict[str, object] | None = None
     cog: bool = False
     overviews: bool = False
-
-
-@dataclass(frozen=True)
-class Model:
-    """The ``predict`` function, how many windows it takes at once and how many bands it gives."""
-
-    predict: Predict
-    batch: int
-    bands: int
 
 
 @dataclass(frozen=True)
@@ -196,16 +185,6 @@ def read_window_row(src: Source, cols: list[int], patch: int, row0: int) -> np.n
     return read_strip(src.ds, row0, cols, patch)
 
 
-def predict_batch(model: Model, patches: list[np.ndarray], p_out: int) -> torch.Tensor:
-    """Run ``predict`` on a batch of patches; check the shape it returns."""
-    x = np.ascontiguousarray(np.stack(patches), np.float32)
-    y = np.asarray(model.predict(x), dtype=np.float32)
-    want = (len(patches), model.bands, p_out, p_out)
-    if y.shape != want:
-        raise TilepipeError(f"predict returned shape {y.shape}, expected {want}")
-    return torch.from_numpy(y)
-
-
 def predict_window_row(
     run: Pass, panel: Panel, row0: int, strip: np.ndarray | None, accs: StripAccumulators
 ) -> np.ndarray:
@@ -221,7 +200,8 @@ def predict_window_row(
     stats.windows_skipped += len(panel.cols) - len(jobs)
     for k in range(0, len(jobs), run.model.batch):
         chunk = jobs[k : k + run.model.batch]
-        outs = predict_batch(run.model, [p for _, p in chunk], grid.p_out)
+        cols = [c for c, _ in chunk]
+        outs = predict_batch(run.model, [p for _, p in chunk], grid.p_out, row0, cols)
         for (c, _), out in zip(chunk, outs, strict=True):
             accs.add(out, (c - panel.c0) * grid.scale)
         stats.batches += 1
@@ -330,6 +310,8 @@ def run_tiled(
     aoi: tuple[float, float, float, float] | None = None,
     aoi_margin: int = 0,
     panel_px: int = PANEL_PX,
+    model_name: str = "predict",
+    where: str = "",
 ) -> dict[str, object]:
     """Run ``predict`` over a GeoTIFF in overlapping windows and write the blended result.
 
@@ -340,11 +322,14 @@ def run_tiled(
     computed, and output outside it is nodata. With ``resume`` finished rows are journaled in
     ``<dst>.parts`` (see :mod:`tilepipe.engine.journal`) and a rerun continues from there; ``cog``
     writes a Cloud-Optimised GeoTIFF, ``overviews`` adds overviews. Column panels are about
-    ``panel_px`` output pixels wide (see the module docstring). Returns run statistics.
+    ``panel_px`` output pixels wide (see the module docstring). ``predict`` is guarded (see
+    :mod:`tilepipe.engine.model`): its errors, a wrong shape and non-finite output are
+    ModelErrors that start with ``where`` (the scene's ``context``) and name ``model_name``.
+    Returns run statistics.
     """
     check_tiling(patch, overlap, batch, scale)
     t_start = time.perf_counter()
-    model = Model(predict, batch, out_bands)
+    model = Model(predict, batch, out_bands, model_name, where)
     out = Output(out_bands, out_dtype, nodata_out, band_descriptions, tags, cog, overviews)
     src_path = Path(src_path)
     src = open_source(src_path)

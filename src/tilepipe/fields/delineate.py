@@ -231,6 +231,8 @@ def run_fields(
             src_nodata=0,
             band_descriptions=heads,
             progress=progress_logger(log, f"fields {tile} {date}"),
+            model_name=model.model_id,
+            where=where,
         )
         log.info("fields %s %s: probabilities in %.1f s", tile, date, stats["seconds"])
         table = delineate(prob_path, params, tile=tile, date=date)

@@ -27,9 +27,13 @@ from tilepipe.core.settings import section_defaults
 #:   (cloud shadow, medium/high cloud, thin cirrus); above ``warn``/``fail``.
 #: - ``reflectance_range`` {min, max, warn, fail}: fraction of valid s2 values (pixel x band)
 #:   outside [min, max] (DN = reflectance x 10000); above ``warn``/``fail``.
-#: - ``dr_consistency`` {l1_warn, l1_fail, psnr_warn, psnr_fail}: dr.tif block-averaged to 10 m
-#:   against s2.tif over valid pixels, per band, in reflectance units; the worst band's mean
-#:   absolute error above ``l1_*`` or PSNR (peak 1.0, dB) below ``psnr_*`` warns/fails.
+#: - ``dr_consistency`` {l1_warn, l1_fail, psnr_warn, psnr_fail, compared_warn, compared_fail}:
+#:   dr.tif block-averaged to 10 m against s2.tif over valid pixels, per band, in reflectance
+#:   units; the worst band's mean absolute error above ``l1_*`` or PSNR (peak 1.0, dB) below
+#:   ``psnr_*`` warns/fails, and so does comparing less than ``compared_*`` of s2's valid pixels
+#:   (blocks holding dr nodata are skipped).
+#: - ``dr_coverage`` {warn, fail}: dr's valid area (pixels valid in every band, in 10 m pixels)
+#:   over s2's valid area, inside the area DR was computed for (its AOI); below ``warn``/``fail``.
 #: - ``field_count`` {warn, fail}: number of fields; below ``warn``/``fail``.
 #: - ``field_area`` {warn: [min, max], fail: [min, max]}: median ``area_m2`` in m² outside the
 #:   ``warn``/``fail`` range; any single field larger than the raster always fails.
@@ -62,6 +66,7 @@ SCENE_CHECKS = (
     "cloud_fraction",
     "reflectance_range",
     "dr_consistency",
+    "dr_coverage",
     "sr_spectral",
     "sr_spatial",
     "field_count",

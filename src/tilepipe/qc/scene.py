@@ -28,7 +28,16 @@ from tilepipe.qc.rasters import (
     open_optional,
     reflectance_check,
 )
-from tilepipe.qc.superres import add_dr_strip, dr_check, new_dr_stats, spatial_check, spectral_check
+from tilepipe.qc.superres import (
+    add_dr_strip,
+    coverage_check,
+    dr_area,
+    dr_check,
+    new_dr_stats,
+    spatial_check,
+    spectral_check,
+    strip_inside,
+)
 
 _STRIP_ROWS = 32  # s2 rows per strip: dr strips are 320 rows x 10 x s2 width
 
@@ -40,14 +49,18 @@ def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
 
 
 def _scan(s2, scl, dr, rmin: float, rmax: float) -> dict:
-    """One pass over s2 (+scl, +dr) in row strips; return the counts every raster check needs."""
+    """One pass over s2 (+scl, +dr) in row strips; return the counts every raster check needs.
+
+    dr is compared with s2 only inside the area DR was computed for (``dr_area``).
+    """
     stats = {"pixels": 0, "nodata": 0, "cloud": 0, "values": 0, "out_of_range": 0}
     stats |= new_dr_stats(s2.count)
-    width = s2.width
+    width, box = s2.width, dr_area(s2, dr)
     for r0, h in _strips(s2.height, _STRIP_ROWS):
         data = s2.read(window=Window(0, r0, width, h))  # (B, h, W) uint16
         classes = None if scl is None else scl.read(1, window=Window(0, r0, width, h))
         valid = add_s2_strip(stats, data, classes, rmin, rmax)
+        valid &= strip_inside(box, r0, h, width)
         if dr is not None and valid.any():
             add_dr_strip(stats, dr, data, valid, r0)
     return stats
@@ -109,6 +122,7 @@ def run_qc(
             cloud_check(stats, scl_ok, reasons["scl"], thr["cloud_fraction"]),
             reflectance_check(stats, thr["reflectance_range"]),
             dr_check(s2, dr_ok, reasons, stats, thr["dr_consistency"]),
+            coverage_check(dr_ok, reasons, stats, thr["dr_coverage"]),
             spectral_check(dr_ok, stats, thr["sr_spectral"]),
             spatial_check(s2, dr, dr_ok, thr["sr_spatial"]),
         ]

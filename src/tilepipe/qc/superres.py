@@ -2,7 +2,9 @@
 
 dr is block-averaged 10 x 10 back onto s2's 10 m grid and compared there: per-band L1 and PSNR
 (``dr_consistency``), the spectral angle (``sr_spectral``) and the sub-pixel shift by phase
-correlation (``sr_spatial``).
+correlation (``sr_spatial``). ``dr_coverage`` compares dr's valid area with s2's inside the area
+DR was computed for (its ``DR_AOI`` tag, else the whole raster): a DR model that returned NaN
+leaves nodata where s2 has data, which the block comparisons would only skip.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from rasterio.windows import Window
 
+from tilepipe.core.errors import InputError
+from tilepipe.engine.windows import Box, aoi_window
 from tilepipe.qc.checks import RANK, above, below, check
 
 PSNR_CAP = 100.0  # dB reported for an exact match (JSON has no infinity)
@@ -24,9 +28,36 @@ def spectral_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def dr_area(s2, dr) -> Box:
+    """Rows and columns of s2 (r0, r1, c0, c1) that DR was computed for: its AOI or all of it.
+
+    An AOI tag that does not parse, or misses the raster, counts as the whole raster (stricter).
+    """
+    tags = dr.tags() if dr is not None else {}
+    try:
+        aoi = tuple(float(v) for v in tags["DR_AOI"].split(","))
+        return aoi_window(s2, aoi, int(tags.get("DR_AOI_MARGIN", 0)))
+    except (KeyError, ValueError, InputError):
+        return 0, s2.height, 0, s2.width
+
+
+def strip_inside(box: Box, r0: int, h: int, width: int) -> np.ndarray:
+    """The pixels of the s2 strip of ``h`` rows from ``r0`` that lie inside ``box``: (h, width)."""
+    b_r0, b_r1, b_c0, b_c1 = box
+    inside = np.zeros((h, width), dtype=bool)
+    inside[max(b_r0 - r0, 0) : max(b_r1 - r0, 0), b_c0:b_c1] = True
+    return inside
+
+
 def new_dr_stats(bands: int) -> dict:
-    """Empty accumulators of ``add_dr_strip``: per-band errors and the spectral angle sum."""
+    """Empty accumulators of ``add_dr_strip``: per-band errors, the spectral angle sum, coverage.
+
+    ``dr_expected`` counts the valid s2 pixels DR should cover; ``dr_covered`` the valid dr
+    pixels (no band nodata) inside them, in 1 m pixels (100 per s2 pixel).
+    """
     return {
+        "dr_expected": 0,
+        "dr_covered": 0,
         "dr_n": np.zeros(bands, np.int64),
         "dr_abs": np.zeros(bands, np.float64),
         "dr_sq": np.zeros(bands, np.float64),
@@ -39,15 +70,17 @@ def add_dr_strip(stats: dict, dr, data: np.ndarray, valid: np.ndarray, r0: int) 
     """Accumulate dr block means vs one s2 strip ``data`` (B, h, W) over its valid pixels.
 
     A 10 m pixel whose 10 x 10 dr block holds a nodata (0) value is left out of that band's
-    errors and of the spectral angle.
+    errors and of the spectral angle; the dr pixels valid in every band count as covered.
     """
     nb, h, width = data.shape
     means = np.empty((nb, h, width), dtype=np.float64)
     complete = np.ones((h, width), dtype=bool)
+    filled = np.ones((h, 10, width, 10), dtype=bool)
     for b in range(nb):
         hr = dr.read(b + 1, window=Window(0, r0 * 10, width * 10, h * 10))
         blocks = hr.reshape(h, 10, width, 10)
         means[b] = blocks.sum(axis=(1, 3), dtype=np.float64) / 100.0
+        filled &= blocks != 0
         complete_b = ~np.any(blocks == 0, axis=(1, 3))  # dr nodata inside the block
         complete &= complete_b
         both = valid & complete_b
@@ -55,6 +88,8 @@ def add_dr_strip(stats: dict, dr, data: np.ndarray, valid: np.ndarray, r0: int) 
         stats["dr_n"][b] += diff.size
         stats["dr_abs"][b] += np.abs(diff).sum()
         stats["dr_sq"][b] += np.square(diff).sum()
+    stats["dr_expected"] += int(valid.sum())
+    stats["dr_covered"] += int(filled.sum(axis=(1, 3))[valid].sum())
     both = valid & complete
     angles = spectral_angle(means[:, both], data[:, both].astype(np.float64))
     stats["angle_n"] += int(np.isfinite(angles).sum())
@@ -76,9 +111,12 @@ def dr_check(s2, dr_ok: bool, reasons: dict, stats: dict, thr: dict) -> dict:
         psnr = np.minimum(10 * np.log10(1.0 / mse), PSNR_CAP)
     bands = [s2.descriptions[b] or f"band{b + 1}" for b in range(s2.count)]
     worst_l1, worst_psnr = float(np.nanmax(l1)), float(np.nanmin(psnr))
+    # Blocks holding dr nodata are skipped: judged on a few, the errors speak for little.
+    compared = int(n.min()) / stats["dr_expected"]
     status = max(
         above(worst_l1, thr["l1_warn"], thr["l1_fail"]),
         below(worst_psnr, thr["psnr_warn"], thr["psnr_fail"]),
+        below(compared, thr["compared_warn"], thr["compared_fail"]),
         key=RANK.get,
     )
     value = {
@@ -88,12 +126,32 @@ def dr_check(s2, dr_ok: bool, reasons: dict, stats: dict, thr: dict) -> dict:
         "worst_l1": worst_l1,
         "worst_psnr": worst_psnr,
         "pixels": int(n.max()),
+        "compared_fraction": compared,
     }
     message = (
         f"dr block means vs s2: worst band L1 {worst_l1:.4f}, worst PSNR {worst_psnr:.1f} dB "
-        f"over {int(n.max())} pixels"
+        f"over {int(n.max())} pixels, {compared:.1%} of s2's valid pixels compared"
     )
     return check(name, status, value, thr, message)
+
+
+def coverage_check(dr_ok: bool, reasons: dict, stats: dict, thr: dict) -> dict:
+    """dr's valid area against s2's, in 10 m pixels, inside the area DR was computed for."""
+    name = "dr_coverage"
+    if not dr_ok:
+        why = reasons.get("dr") or "dr grid is inconsistent with s2 (see grid_consistent)"
+        return check(name, "fail", None, thr, f"not compared: {why}")
+    expected = stats["dr_expected"]
+    if expected == 0:
+        return check(name, "fail", None, thr, "no valid s2 pixel where DR was computed")
+    covered = stats["dr_covered"] / 100.0
+    ratio = covered / expected
+    value = {"ratio": ratio, "dr_valid_px": covered, "s2_valid_px": expected}
+    message = (
+        f"dr is valid over {covered:.0f} of s2's {expected} valid 10 m pixels ({ratio:.2%})"
+        + ("" if ratio >= 1.0 else ": the rest is nodata in dr (a model that returned NaN?)")
+    )
+    return check(name, below(ratio, thr["warn"], thr["fail"]), value, thr, message)
 
 
 def spectral_check(dr_ok: bool, stats: dict, thr: dict) -> dict:

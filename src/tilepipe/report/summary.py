@@ -18,6 +18,7 @@ _STATUS_COLOURS = {"pass": "#4caf50", "warn": "#ffb300", "fail": "#e53935"}
 #: The number summary.csv and the value plot show for checks whose value is a mapping.
 HEADLINE = {
     "dr_consistency": "worst_l1",
+    "dr_coverage": "ratio",
     "sr_spatial": "shift_px",
     "field_area": "median_m2",
     "class_distribution": "dominant_share",
