@@ -100,7 +100,8 @@ def section_settings(
     for error in sorted(validator.iter_errors(settings), key=str):
         key = ".".join([name, *map(str, error.absolute_path)])
         problems.append(f"setting '{key}': {error.message}")
-    problems += [f"setting '{key}': {msg}" for key, msg in section_problems(name, settings)]
+    if not problems:  # the rules beyond the schema read values of the schema's shape
+        problems = [f"setting '{key}': {msg}" for key, msg in section_problems(name, settings)]
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
