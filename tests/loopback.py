@@ -10,7 +10,10 @@ at those files, and a Planetary-Computer-like SAS token endpoint (``/sas/token/{
 The catalog may be one the demo wrote in a provider's shape (``generate_campaign(provider=...)``:
 Earth Search's ``blue``/``scl`` keys and ``earthsearch:boa_offset_applied``, CDSE's ``B02_10m``
 keys, ``raster:offset`` and ``processing:version``, ...), so searches and reads meet each
-service's layout. With ``published=True`` it serves a folder of real items as their services
+service's layout; with ``s3_bucket`` set, asset hrefs are ``s3://{bucket}/...`` and objects are
+served path-style at ``/{bucket}/...`` as GDAL's /vsis3/ asks for them, only to requests signed
+(AWS Signature V4) with one of ``s3_keys``, so a test proves the keys reached GDAL. With
+``published=True`` it serves a folder of real items as their services
 published them (hrefs untouched), for search only.
 Tests drive it like a flaky real service: bursts of 5xx, 429 with Retry-After, slow responses,
 truncated bodies and expiring tokens; it counts requests and the most requests it served at
@@ -75,6 +78,9 @@ class ServerState:
     issued: list[str] = field(default_factory=list)
     asset_names: dict[str, str] = field(default_factory=dict)  # rename assets (Earth Search)
     published: bool = False  # items as their services published them: hrefs are not rebased
+    s3_bucket: str = ""  # set: asset hrefs are s3://{bucket}/..., served S3-style at /{bucket}/
+    s3_keys: list[str] = field(default_factory=list)  # access key ids an S3 request may sign with
+    s3_token: str = ""  # set: S3 requests must carry it as X-Amz-Security-Token
     bytes_sent: int = 0
     slow_all_s: float = 0.0
     gather: int = 0  # file requests wait (5 s at most) until this many have been in flight at once
@@ -154,6 +160,8 @@ class Handler(BaseHTTPRequestHandler):
                     self._file(rel, query, self.state.mounts[name])
                 else:
                     self._send(404, b"no such mirror", "text/plain")
+            elif self.state.s3_bucket and path.startswith(f"/{self.state.s3_bucket}/"):
+                self._s3_object(path[len(self.state.s3_bucket) + 2 :], query)
             elif path.startswith("/sas/token/"):
                 self._token(path.rsplit("/", 1)[-1])
             else:
@@ -187,6 +195,7 @@ class Handler(BaseHTTPRequestHandler):
                 state.bytes_sent = 0
                 state.require_token, state.slow_all_s, state.gather = False, 0.0, 0
                 state.token_lifetime_s = 3600.0
+                state.s3_bucket, state.s3_keys, state.s3_token = "", [], ""
                 state.token_requests = state.max_in_flight = 0
             stats = {
                 "requests": state.requests,
@@ -274,7 +283,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.requests.append((self.command, "/search:" + json.dumps(params), 200))
         features = [
-            _rebase(item, base, self.state.asset_names, self.state.published)
+            _rebase(item, base, self.state.asset_names, self.state.published, self.state.s3_bucket)
             for item in self.state.items
             if _matches(item, params)
         ]
@@ -296,6 +305,29 @@ class Handler(BaseHTTPRequestHandler):
         token = "&".join(f"{k}={v[0]}" for k, v in query.items())
         expiry = self.state.tokens.get(token)
         return expiry is not None and expiry > datetime.now(timezone.utc)
+
+    # -- S3 (path-style, as GDAL's /vsis3/ asks with AWS_VIRTUAL_HOSTING=FALSE) -------------
+    def _s3_refusal(self) -> tuple[str, str] | None:
+        """(S3 error code, message) when the request is not signed with an accepted key (and,
+        where one is required, the session token); None when it is."""
+        auth = self.headers.get("Authorization", "")
+        match = re.match(r"AWS4-HMAC-SHA256 Credential=([^/]+)/", auth)
+        if not match:
+            return "AccessDenied", "request not signed with AWS Signature Version 4"
+        if match.group(1) not in self.state.s3_keys:
+            return "InvalidAccessKeyId", "The Access Key Id you provided does not exist"
+        if self.state.s3_token and self.headers.get("X-Amz-Security-Token") != self.state.s3_token:
+            return "InvalidToken", "The provided token is malformed or otherwise invalid"
+        return None
+
+    def _s3_object(self, key: str, query: dict[str, list[str]]) -> None:
+        """An object of the bucket (a file under the root), refused 403 unless signed right."""
+        refusal = self._s3_refusal()
+        if refusal:
+            body = f"<Error><Code>{refusal[0]}</Code><Message>{refusal[1]}</Message></Error>"
+            self._send(403, body.encode(), "application/xml")
+            return
+        self._file(key, query)
 
     # -- files with Range -------------------------------------------------------------------
     def _file(self, rel: str, query: dict[str, list[str]], mount: Path | None = None) -> None:
@@ -385,15 +417,19 @@ def _collections(state: ServerState) -> list[str]:
     return sorted({state.collection, *(item.get("collection", "") for item in state.items)})
 
 
-def _rebase(item: dict, base: str, names: dict[str, str], published: bool = False) -> dict:
-    """The item with its asset hrefs pointing at this server's /files/, assets renamed; or,
-    ``published``, the item as its service published it (hrefs and links)."""
+def _rebase(
+    item: dict, base: str, names: dict[str, str], published: bool = False, bucket: str = ""
+) -> dict:
+    """The item with its asset hrefs pointing at this server's /files/ (or, with ``bucket``,
+    at ``s3://{bucket}/``), assets renamed; or, ``published``, the item as its service
+    published it (hrefs and links)."""
     out = json.loads(json.dumps(item))
     if published:
         return out
     out["assets"] = {names.get(k, k): v for k, v in out["assets"].items()}
     for asset in out["assets"].values():
-        asset["href"] = f"{base}/files/{asset['href']}"
+        prefix = f"s3://{bucket}" if bucket else f"{base}/files"
+        asset["href"] = f"{prefix}/{asset['href']}"
     out["links"] = []
     return out
 
@@ -483,7 +519,8 @@ class Loopback:
         self._ctl("faults", [asdict(f) for f in faults])
 
     def settings(self, **values: object) -> None:
-        """Set ``require_token``, ``token_lifetime_s``, ``slow_all_s`` or ``asset_names``."""
+        """Set ``require_token``, ``token_lifetime_s``, ``slow_all_s``, ``asset_names``, or
+        ``s3_bucket``, ``s3_keys`` and ``s3_token`` (serve the assets S3-style)."""
         self._ctl("settings", values)
 
     def expire_tokens(self) -> None:
@@ -502,12 +539,13 @@ class Loopback:
         """Requests seen ``[method, path, status]``, proxied URIs, tokens, max in flight."""
         return self._ctl("stats")
 
-    def file_requests(self, status: int | None = None) -> list[list]:
-        """File requests seen, optionally only those answered with ``status``."""
+    def file_requests(self, status: int | None = None, prefix: str = "/files/") -> list[list]:
+        """File requests seen (under ``prefix``: ``/eodata/`` for S3-style ones), optionally
+        only those answered with ``status``."""
         return [
             r
             for r in self.stats()["requests"]
-            if r[1].startswith("/files/") and (status is None or r[2] == status)
+            if r[1].startswith(prefix) and (status is None or r[2] == status)
         ]
 
     def close(self) -> None:

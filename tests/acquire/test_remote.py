@@ -2,8 +2,9 @@
 server (127.0.0.1) serving the demo catalog, with faults injected on demand.
 
 Offline stand-ins, said plainly: the server plays Earth Search, Planetary Computer (its SAS
-token protocol, with short-lived tokens) and a CDSE-style CQL2 search; the real services, CDSE's
-S3 endpoint and its credentials were not exercised here.
+token protocol, with short-lived tokens) and CDSE (its CQL2 search, and its s3:// assets read
+through GDAL's /vsis3/ from an S3-style endpoint that checks which key signed each request);
+the real services and CDSE's own S3 endpoint were not exercised here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tilepipe.acquire.download import download_scene
 from tilepipe.acquire.sources import CDSE, PlanetaryComputer, Source, make_source
 from tilepipe.acquire.stac import find_items, read_manifest, select_scenes, write_manifest
 from tilepipe.acquire.transfer import RetryPolicy, TransferError
-from tilepipe.core.errors import InputError
+from tilepipe.core.errors import ConfigError, InputError
 from tilepipe.demo.stac import flavour_collection
 
 from ..loopback import Fault
@@ -284,3 +285,99 @@ def test_a_token_close_to_its_expiry_is_renewed_before_reading(server):
 def test_signed_urls_stay_out_of_the_manifest(server, tmp_path):
     manifest = _manifest(server, tmp_path, _pc(server))
     assert "sig=" not in manifest.read_text()
+
+
+# -- CDSE: s3:// assets read through GDAL's /vsis3/ with keys, against the S3-style server ------
+CDSE_KEY, CDSE_SECRET = "AKLOOPBACKCDSE", "cdse-secret-not-for-logs-4f1d"
+
+
+def _cdse_server(provider_servers, **settings):
+    """The CDSE-shaped catalog served with s3://eodata/ hrefs, accepting only ``CDSE_KEY``."""
+    server = provider_servers("cdse")
+    server.settings(s3_bucket="eodata", s3_keys=[CDSE_KEY], **settings)
+    return server
+
+
+def _cdse(server, environ: dict[str, str], tmp_path: Path) -> CDSE:
+    """The CDSE source pointed at the loopback server's S3 endpoint (plain HTTP)."""
+    netrc = str(tmp_path / "no-netrc")  # never the user's own ~/.netrc
+    return CDSE(
+        name="cdse",
+        collection="sentinel-2-l2a",
+        endpoint_url=server.url,
+        environ=environ,
+        netrc_path=netrc,
+    )
+
+
+def _cdse_row(server, source: CDSE) -> dict:
+    items = find_items(
+        f"{server.url}/", tiles=[TILE], start=DATE, end=DATE, source=source, policy=FAST
+    )
+    (record,) = select_scenes(items, max_cloud=100, max_dates_per_tile=None)
+    return {k: str(v) for k, v in vars(record).items()}
+
+
+KEYS = {"CDSE_S3_ACCESS_KEY": CDSE_KEY, "CDSE_S3_SECRET_KEY": CDSE_SECRET}
+
+
+def test_cdse_search_then_download_reads_s3_assets_signed_with_the_configured_keys(
+    provider_servers, demo, tmp_path
+):
+    server = _cdse_server(provider_servers)
+    source = _cdse(server, KEYS, tmp_path)
+    row = _cdse_row(server, source)
+    assert all(h.startswith("s3://eodata/") for h in json.loads(row["assets"]).values())
+    s2, _ = _download(demo, row, tmp_path / "cdse", source=source)
+    with rasterio.open(s2) as src:
+        assert np.array_equal(src.read(), _local_s2(demo, tmp_path))
+        assert src.tags()["SOURCE_PROVIDER"] == "cdse"
+    s3 = server.file_requests(prefix="/eodata/")
+    assert s3 and {status for _, _, status in s3} == {206}  # every read signed with CDSE_KEY
+
+
+def test_cdse_with_a_wrong_key_names_tile_date_asset_and_the_credentials(
+    provider_servers, demo, tmp_path
+):
+    server = _cdse_server(provider_servers)
+    wrong = _cdse(server, {**KEYS, "CDSE_S3_ACCESS_KEY": "AKSOMEONEELSE"}, tmp_path)
+    row = _cdse_row(server, wrong)
+    out = tmp_path / "out"
+    with pytest.raises(TransferError) as err:
+        _download(demo, row, out, source=wrong, connections=1)
+    message = str(err.value)
+    assert f"tile {TILE}, date {DATE}, file s3://eodata/" in message
+    assert "asset SCL: access refused" in message and "credentials" in message
+    assert CDSE_SECRET not in message and list(out.iterdir()) == []
+    assert server.file_requests(403, prefix="/eodata/")  # it did reach the server, and was refused
+
+
+def test_cdse_without_keys_fails_before_any_request(provider_servers, demo, tmp_path):
+    server = _cdse_server(provider_servers)
+    source = _cdse(server, {}, tmp_path)
+    row = _cdse_row(server, source)  # the catalog is public: searching needs no keys
+    with pytest.raises(ConfigError, match=rf"tile {TILE}, date {DATE}, .*no S3 credentials"):
+        _download(demo, row, tmp_path / "out", source=source)
+    assert server.file_requests(prefix="/eodata/") == []
+
+
+def test_cdse_keys_from_netrc_reach_gdal(provider_servers, demo, tmp_path):
+    server = _cdse_server(provider_servers)
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {CDSE_KEY} password {CDSE_SECRET}\n")
+    netrc.chmod(0o600)
+    source = _cdse(server, {}, tmp_path)
+    source.netrc_path = str(netrc)
+    s2, _ = _download(demo, _cdse_row(server, source), tmp_path / "out", source=source)
+    assert s2.is_file() and not server.file_requests(403, prefix="/eodata/")
+
+
+def test_cdse_session_token_of_temporary_keys_reaches_gdal(provider_servers, demo, tmp_path):
+    server = _cdse_server(provider_servers, s3_token="FQoGZXIvYXdzEtemporary")
+    without = _cdse(server, KEYS, tmp_path)
+    row = _cdse_row(server, without)
+    with pytest.raises(TransferError, match="access refused"):
+        _download(demo, row, tmp_path / "without", source=without, connections=1)
+    token = {**KEYS, "CDSE_S3_SESSION_TOKEN": "FQoGZXIvYXdzEtemporary"}
+    s2, _ = _download(demo, row, tmp_path / "with", source=_cdse(server, token, tmp_path))
+    assert s2.is_file()

@@ -313,3 +313,77 @@ def test_dr_empty_over_part_of_every_window_fails_qc_on_coverage(good, tmp_path)
         dst.update_tags(**tags)
     report = qc(good, tmp_path / "qc.json", dr=dr)
     assert report["status"] == "fail" and "dr_coverage" in failed_checks(report)
+
+
+# issue 18, classes 7 and 8
+# ------------------------------------------------- values the workflow's config check refuses
+
+
+def _search(tmp_path: Path, *extra: str, start="2022-06-01", end="2022-06-30"):
+    out = tmp_path / "scenes.csv"
+    run = tilepipe("search", "--catalog", "nowhere", "--tiles", TILE, "--start", start,
+                   "--end", end, "--out", str(out), *extra)  # fmt: skip
+    return run, out
+
+
+def test_search_with_end_before_start_writes_no_manifest(tmp_path):
+    run, out = _search(tmp_path, start="2022-06-30", end="2022-06-01")
+    assert_named_error(run, "search", "start 2022-06-30 is after end 2022-06-01")
+    assert_nothing_left(out)
+
+
+def test_search_with_a_window_past_the_tile_edge_is_refused(tmp_path):
+    run, out = _search(tmp_path, "--window", "10900,5000,200,64")
+    assert_named_error(run, "search", "setting 'window.width'", "runs past the tile")
+    assert_nothing_left(out)
+
+
+def test_search_with_a_cloud_limit_above_100_is_refused(tmp_path):
+    run, out = _search(tmp_path, "--max-cloud", "150")
+    assert_named_error(run, "search", "source.max_cloud", "maximum of 100")
+    assert_nothing_left(out)
+
+
+def test_fields_with_min_area_above_max_area_is_refused(good, tmp_path):
+    out = tmp_path / "fields.gpkg"
+    run = tilepipe("fields", "--tile", TILE, "--date", DATE, "--dr", str(good["dr.tif"]),
+                   "--out", str(out), "--min-area-m2", "5000", "--max-area-m2", "1000")  # fmt: skip
+    assert_named_error(run, "fields", "max_area_m2 1000.0 must exceed min_area_m2 5000.0")
+    assert_nothing_left(out)
+
+
+def _labels_of(demo, tmp_path: Path, wkb) -> Path:
+    """The demo's labels with every geometry replaced by ``wkb``."""
+    import pyogrio.raw
+
+    meta, _, _, columns = pyogrio.raw.read(demo["labels"], layer="labels")
+    path = tmp_path / "labels.gpkg"
+    pyogrio.raw.write(path, np.array([wkb] * len(columns[0]), dtype=object), columns,
+                      meta["fields"], layer="labels", driver="GPKG", geometry_type="Polygon",
+                      crs=meta["crs"])  # fmt: skip
+    return path
+
+
+def _train(demo, tmp_path: Path, labels: Path, *extra: str):
+    out = tmp_path / "classifier.cbm"
+    embeddings = [f"{t}={demo['root']}/missing-{t}.tif" for t in demo["tiles"]]
+    run = tilepipe("train", "--labels", str(labels), "--embeddings", *embeddings, "--model-out",
+                   str(out), "--metrics-out", str(tmp_path / "m.json"), *extra)  # fmt: skip
+    return run, out
+
+
+def test_train_on_labels_with_no_valid_geometry_is_named(demo, tmp_path):
+    empty = bytes.fromhex("010300000000000000")  # POLYGON EMPTY
+    run, out = _train(demo, tmp_path, _labels_of(demo, tmp_path, empty))
+    assert_named_error(run, "train", "labels.gpkg", "no valid label geometry")
+    assert_nothing_left(out)
+
+
+def test_train_refusing_invalid_labels_names_them(demo, tmp_path):
+    import shapely
+
+    bowtie = shapely.to_wkb(shapely.from_wkt("POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))"))
+    labels = _labels_of(demo, tmp_path, bowtie)
+    run, out = _train(demo, tmp_path, labels, "--invalid-labels", "refuse")
+    assert_named_error(run, "train", "labels.gpkg", "invalid label geometries", "field_id")
+    assert_nothing_left(out)

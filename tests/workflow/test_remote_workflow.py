@@ -206,3 +206,55 @@ def test_no_token_key_or_signed_url_reaches_any_file_of_the_run(remote_run):
     with rasterio.open(work / "results/33UXP/2022-06-21/s2.tif") as src:
         assert "sig=" not in json.dumps(src.tags())
     assert (work / "report.html").stat().st_size > 0  # read above with every other file
+
+
+CDSE_KEY = "AKLOOPBACKCDSECLI"
+
+
+def _cdse_commands(server, tmp_path: Path, key: str) -> tuple[list, dict[str, str]]:
+    """``tilepipe -v search`` and ``download`` of one CDSE scene (s3:// assets, keys in the
+    environment), and the environment they run in."""
+    settings = json.dumps(
+        {"provider": "cdse", "endpoint_url": server.url, "retry": {"base_delay_s": 0.01}}
+    )
+    manifest = tmp_path / "scenes.csv"
+    search = ["-v", "search", "--catalog", f"{server.url}/", "--tiles", "33UXP"]
+    search += ["--start", "2022-06-21", "--end", "2022-06-21", "--out", str(manifest)]
+    download = ["-v", "download", "--tile", "33UXP", "--date", "2022-06-21", "--manifest"]
+    download += [str(manifest), "--window", "5000,5000,64,64"]
+    download += ["--s2", str(tmp_path / "s2.tif"), "--scl", str(tmp_path / "scl.tif")]
+    env = {
+        **os.environ,
+        "CDSE_S3_ACCESS_KEY": key,
+        "CDSE_S3_SECRET_KEY": CDSE_SECRET,
+        "HOME": str(tmp_path),  # no ~/.netrc of the user's
+    }
+    return [[*search, "--settings", settings], [*download, "--settings", settings]], env
+
+
+def test_cdse_commands_read_s3_assets_and_no_secret_reaches_any_output(provider_servers, tmp_path):
+    server = provider_servers("cdse")
+    server.settings(s3_bucket="eodata", s3_keys=[CDSE_KEY])
+    commands, env = _cdse_commands(server, tmp_path, CDSE_KEY)
+    runs = [_tilepipe(args, env, tmp_path) for args in commands]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr[-3000:]
+    assert "s3://eodata/" in (tmp_path / "scenes.csv").read_text()
+    with rasterio.open(tmp_path / "s2.tif") as src:
+        assert src.tags()["SOURCE_PROVIDER"] == "cdse" and src.read().any()
+    text = "".join(r.stdout + r.stderr for r in runs)
+    files = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert CDSE_SECRET not in text and CDSE_SECRET.encode() not in files
+
+
+def test_cdse_download_with_a_refused_key_is_one_line_naming_the_credentials(
+    provider_servers, tmp_path
+):
+    server = provider_servers("cdse")
+    server.settings(s3_bucket="eodata", s3_keys=[CDSE_KEY])
+    (search, download), env = _cdse_commands(server, tmp_path, "AKNOTTHEONE")
+    assert _tilepipe(search, env, tmp_path).returncode == 0
+    run = _tilepipe(download, env, tmp_path)
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert run.returncode == 2 and len(errors) == 1
+    assert "tile 33UXP, date 2022-06-21" in errors[0] and "credentials" in errors[0]
+    assert CDSE_SECRET not in run.stderr and not (tmp_path / "s2.tif").exists()

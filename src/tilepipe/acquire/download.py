@@ -27,7 +27,7 @@ from rasterio.windows import Window, from_bounds
 from tilepipe.acquire.plausibility import DEFAULT_CHECK, PixelCheck, check_harmonisation
 from tilepipe.acquire.sources import Source, is_remote, make_source
 from tilepipe.acquire.transfer import RetryPolicy, retry_read
-from tilepipe.core.errors import InputError, context
+from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.grid import TileGrid, tile_grid
 from tilepipe.core.raster import atomic_output, gtiff_profile, is_north_up
 
@@ -93,6 +93,10 @@ def read_asset(
     policy = policy or RetryPolicy()
     if not is_remote(href):
         policy = RetryPolicy(attempts=1, gdal_retries=0)  # a local file does not heal
+    try:
+        session = source.session(href)  # credentials, checked before the first request
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
     return retry_read(
         lambda path: read_window(path, transform, width, height, crs, where=where),
         lambda resign: source.read_path(href, resign=resign),
@@ -100,6 +104,8 @@ def read_asset(
         where=where,
         can_resign=source.can_resign,
         options=source.gdal_options(),
+        session=session,
+        auth_hint=source.auth_hint,
     )
 
 

@@ -5,8 +5,9 @@
 ``planetary_computer`` (SAS tokens per collection, signed right before each read, re-signed on
 403 or near ``msft:expiry``) and ``cdse`` (Copernicus Data Space: ``s3://eodata`` through
 GDAL's S3 driver with keys from the environment or ``~/.netrc``, at most 4 connections).
-Credentials come only from the environment or ``~/.netrc``; hrefs stay unsigned everywhere but
-in the string handed to GDAL for one read.
+Credentials come only from the environment or ``~/.netrc`` and reach GDAL through a rasterio
+session (``Source.session``), the one way rasterio lets S3 keys through; hrefs stay unsigned
+everywhere but in the string handed to GDAL for one read.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from rasterio.session import Session
 
 from tilepipe.core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 PC_TOKEN_URL = "https://planetarycomputer.microsoft.com/api/sas/v1/token"
-CDSE_S3_ENDPOINT = "eodata.dataspace.copernicus.eu"
+CDSE_S3_ENDPOINT = "https://eodata.dataspace.copernicus.eu"
 
 #: Per source: default catalog, collection, tile property, and connections a campaign may hold
 #: at once (CDSE allows 4 concurrent connections, the others publish no limit: docs/sources.md).
@@ -87,6 +91,7 @@ class Source:
     name: str
     collection: str
     can_resign: bool = field(default=False, init=False)
+    auth_hint: str = field(default="", init=False)  # said after a 401/403: what to check
 
     def search_filter(self, tiles: list[str], max_cloud: float) -> dict[str, Any]:
         """Item-search arguments selecting ``tiles`` under ``max_cloud`` (STAC query extension)."""
@@ -102,8 +107,12 @@ class Source:
         return gdal_path(href)
 
     def gdal_options(self) -> dict[str, str]:
-        """GDAL configuration this source needs besides the HTTP settings."""
+        """GDAL configuration this source needs besides the HTTP settings (never secrets)."""
         return {"AWS_NO_SIGN_REQUEST": "YES"}
+
+    def session(self, href: str = "") -> Session | None:
+        """The rasterio session carrying the credentials for reading ``href`` (None: none)."""
+        return None
 
 
 @dataclass
@@ -170,15 +179,54 @@ class PlanetaryComputer(Source):
         return {}
 
 
+class KeySession(Session):
+    """S3 keys handed to GDAL the way rasterio allows (a session, not ``Env`` options).
+
+    rasterio refuses ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` as ``Env`` options, and its
+    own ``AWSSession`` needs boto3 for keys (boto3 is not a dependency); this session only hands
+    the keys it was given to GDAL when the environment is entered.
+    """
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        self._options = dict(options)
+        self.credentials = {k.lower(): "<set>" for k in self._options}  # never the values
+
+    @classmethod
+    def hascreds(cls, config: Mapping[str, Any]) -> bool:
+        """True when GDAL's config already holds S3 keys (rasterio asks before re-keying)."""
+        return "AWS_ACCESS_KEY_ID" in config and "AWS_SECRET_ACCESS_KEY" in config
+
+    def get_credential_options(self) -> dict[str, str]:
+        """The keys as GDAL configuration options."""
+        return dict(self._options)
+
+    def __repr__(self) -> str:
+        return f"KeySession({sorted(self._options)})"  # names the options, never their values
+
+
+def _endpoint(url: str) -> tuple[str, bool]:
+    """(host[:port], https) of an S3 endpoint given as ``https://host``, ``http://host:port``
+    or a bare host (HTTPS)."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"source.endpoint_url {url!r}: expected https://HOST[:PORT]")
+    return parts.netloc, parts.scheme == "https"
+
+
 @dataclass
 class CDSE(Source):
     """Copernicus Data Space: ``s3://eodata/...`` with S3 keys (``CDSE_S3_ACCESS_KEY`` and
-    ``CDSE_S3_SECRET_KEY``, or ``~/.netrc`` machine eodata.dataspace.copernicus.eu), or HTTPS
-    hrefs with a bearer token from ``CDSE_TOKEN``."""
+    ``CDSE_S3_SECRET_KEY``, optionally ``CDSE_S3_SESSION_TOKEN``, or ``~/.netrc`` machine
+    eodata.dataspace.copernicus.eu), or HTTPS hrefs with a bearer token from ``CDSE_TOKEN``."""
 
-    endpoint: str = CDSE_S3_ENDPOINT
+    endpoint_url: str = CDSE_S3_ENDPOINT
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     netrc_path: str | None = None
+    auth_hint: str = field(
+        default="check the credentials: CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY "
+        "(or ~/.netrc), CDSE_S3_SESSION_TOKEN where the keys are temporary, or CDSE_TOKEN",
+        init=False,
+    )
 
     def search_filter(self, tiles: list[str], max_cloud: float) -> dict[str, Any]:
         return {
@@ -196,31 +244,48 @@ class CDSE(Source):
         }
 
     def gdal_options(self) -> dict[str, str]:
+        """Endpoint and addressing of GDAL's S3 driver (no secrets: those go in ``session``)."""
+        host, https = _endpoint(self.endpoint_url)
+        return {
+            "AWS_S3_ENDPOINT": host,
+            "AWS_VIRTUAL_HOSTING": "FALSE",
+            "AWS_HTTPS": "YES" if https else "NO",
+        }
+
+    def s3_keys(self) -> dict[str, str]:
+        """The S3 keys found (environment first, then ``~/.netrc``) as GDAL options, or {}."""
         env = self.environ
         keys = (env.get("CDSE_S3_ACCESS_KEY"), env.get("CDSE_S3_SECRET_KEY"))
         if not all(keys):
-            keys = netrc_login(self.endpoint, self.netrc_path) or (None, None)
-        options = {
-            "AWS_S3_ENDPOINT": self.endpoint,
-            "AWS_VIRTUAL_HOSTING": "FALSE",
-            "AWS_HTTPS": "YES",
-        }
-        if all(keys):
-            options["AWS_ACCESS_KEY_ID"], options["AWS_SECRET_ACCESS_KEY"] = keys  # type: ignore[assignment]
-        token = env.get("CDSE_TOKEN")
-        if token:
-            options["GDAL_HTTP_HEADERS"] = f"Authorization: Bearer {token}"
+            keys = netrc_login(self._host(), self.netrc_path) or (None, None)
+        if not all(keys):
+            return {}
+        options = {"AWS_ACCESS_KEY_ID": str(keys[0]), "AWS_SECRET_ACCESS_KEY": str(keys[1])}
+        if env.get("CDSE_S3_SESSION_TOKEN"):
+            options["AWS_SESSION_TOKEN"] = env["CDSE_S3_SESSION_TOKEN"]
         return options
 
-    def check_credentials(self) -> None:
-        """Raise ConfigError naming where keys are looked for when none are found."""
-        opts = self.gdal_options()
-        if "AWS_ACCESS_KEY_ID" not in opts and "GDAL_HTTP_HEADERS" not in opts:
-            raise ConfigError(
-                "source cdse: no credentials; export CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY, "
-                f"or add 'machine {self.endpoint} login <key> password <secret>' to ~/.netrc, "
-                "or export CDSE_TOKEN"
-            )
+    def session(self, href: str = "s3://") -> Session | None:
+        """The credentials for reading ``href`` as a rasterio session: S3 keys for s3:// hrefs
+        (ConfigError naming where they are looked for when there are none, raised before any
+        request), the bearer ``CDSE_TOKEN`` for HTTPS ones."""
+        if href.startswith("s3://"):
+            options = self.s3_keys()
+            if not options:
+                raise ConfigError(
+                    "source cdse: no S3 credentials for s3:// assets; export CDSE_S3_ACCESS_KEY "
+                    f"and CDSE_S3_SECRET_KEY, or add 'machine {self._host()} login <key> "
+                    "password <secret>' to ~/.netrc (CDSE_TOKEN serves HTTPS hrefs only)"
+                )
+            return KeySession(options)
+        token = self.environ.get("CDSE_TOKEN")
+        if token and href.startswith("https://"):
+            return KeySession({"GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"})
+        return None
+
+    def _host(self) -> str:
+        """The endpoint's host name (the ``~/.netrc`` machine of the keys)."""
+        return _endpoint(self.endpoint_url)[0].split(":")[0]
 
 
 def make_source(settings: Mapping[str, Any]) -> Source:
@@ -237,5 +302,6 @@ def make_source(settings: Mapping[str, Any]) -> Source:
             resign_margin_s=float(settings.get("resign_margin_s", 300.0)),
         )
     if provider == "cdse":
-        return CDSE(name=provider, collection=collection)
+        endpoint = settings.get("endpoint_url") or CDSE_S3_ENDPOINT
+        return CDSE(name=provider, collection=collection, endpoint_url=endpoint)
     return Source(name=provider, collection=collection)

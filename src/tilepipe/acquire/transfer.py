@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import rasterio
 from rasterio.errors import RasterioError
+from rasterio.session import Session
 
 from tilepipe.core.errors import InputError
 
@@ -35,6 +36,12 @@ _TIMEOUT_RE = re.compile(r"timed out|timeout", re.IGNORECASE)
 _BROKEN_RE = re.compile(
     r"IReadBlock failed|TIFFRead|Read error|got \d+ bytes, expected|transfer closed|"
     r"Connection reset|Couldn't connect|Recv failure|SSL_read|Empty reply|Read failed",
+    re.IGNORECASE,
+)
+#: S3 refusals, which GDAL reports by their message alone (no HTTP status in the text)
+_AUTH_RE = re.compile(
+    r"AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|InvalidToken|ExpiredToken|"
+    r"Access Key Id|signature we calculated does not match|security token|provided token",
     re.IGNORECASE,
 )
 _QUERY_RE = re.compile(r"(https?://[^\s'\"?#]+)\?[^\s'\"#]*")
@@ -125,11 +132,14 @@ def error_text(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> tuple[str, int | None]:
-    """(kind, HTTP status) of a failed read: kind is 'http', 'timeout', 'broken' or 'other'."""
+    """(kind, HTTP status) of a failed read: kind is 'http', 'auth' (an S3 refusal of the
+    credentials), 'timeout', 'broken' or 'other'."""
     text = error_text(exc)
     match = _STATUS_RE.search(text)
     if match:
         return "http", int(match.group(1))
+    if _AUTH_RE.search(text):
+        return "auth", None
     if _TIMEOUT_RE.search(text):
         return "timeout", None
     if _BROKEN_RE.search(text):
@@ -145,6 +155,8 @@ def retry_read(
     where: str,
     can_resign: bool = False,
     options: Mapping[str, str] | None = None,
+    session: Session | None = None,
+    auth_hint: str = "",
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
 ) -> T:
@@ -152,7 +164,8 @@ def retry_read(
 
     Retried: 429/5xx, timeouts and truncated or broken transfers; 403 and unreadable answers
     also when the source can re-sign (the URL is signed afresh first). Anything else, and the
-    last failure, raise TransferError naming ``where``, the HTTP status and the attempts made.
+    last failure, raise TransferError naming ``where``, the HTTP status and the attempts made
+    (and ``auth_hint`` after a 401/403). ``session`` carries the source's credentials to GDAL.
     """
     rng = rng or random.Random()
     resign = False
@@ -161,12 +174,12 @@ def retry_read(
         url = url_for(resign)
         try:
             env = {**gdal_http_options(policy), **(options or {})}
-            with rasterio.Env(**env, CPL_VSIL_CURL_NON_CACHED=url):
+            with rasterio.Env(session=session, **env, CPL_VSIL_CURL_NON_CACHED=url):
                 return read(url)
         except RasterioError as exc:
             kind, status = classify(exc)
             text = redact(error_text(exc))
-        auth = status == 403 or (kind == "other" and can_resign)
+        auth = status == 403 or kind == "auth" or (kind == "other" and can_resign)
         retryable = (
             (kind == "http" and status in RETRYABLE_STATUS)
             or kind in ("timeout", "broken")
@@ -189,6 +202,10 @@ def retry_read(
     cause = (
         f"HTTP {status}"
         if status
-        else {"timeout": "timed out", "broken": "broken transfer"}.get(kind, "unreadable")
+        else {"timeout": "timed out", "broken": "broken transfer", "auth": "access refused"}.get(
+            kind, "unreadable"
+        )
     )
-    raise TransferError(f"{where}{cause} after {attempt} attempt(s): {text}")
+    refused = kind == "auth" or status in (401, 403)
+    hint = f" ({auth_hint})" if auth_hint and refused else ""
+    raise TransferError(f"{where}{cause}{hint} after {attempt} attempt(s): {text}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date as Date
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,13 @@ import yaml
 
 from tilepipe.core.errors import ConfigError
 from tilepipe.core.grid import validate_tile
+from tilepipe.core.settings import (
+    SECTION_RULES,
+    date_problems,
+    section_problems,
+    section_settings,
+    window_problems,
+)
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
@@ -128,15 +134,7 @@ def config_problems(
             validate_tile(tile)
         except ConfigError as exc:
             problems.append(f"config key 'tiles[{i}]': {exc}")
-    days = {}
-    for name in ("start", "end"):
-        text = config["dates"][name]
-        try:
-            days[name] = Date.fromisoformat(text)
-        except ValueError:
-            problems.append(f"config key 'dates.{name}': {text!r} is not a calendar date")
-    if len(days) == 2 and days["start"] > days["end"]:
-        problems.append("config key 'dates': start is after end")
+    problems += [f"config key '{key}': {msg}" for key, msg in beyond_schema_problems(config)]
     problems += _demo_window_problems(config)
     models = [("fields.model", config.get("fields", {}).get("model"))]
     if config.get("superres", {}).get("method", "model") == "model":
@@ -148,6 +146,18 @@ def config_problems(
         for needed in (weights, weights.with_suffix(".json")):
             if not needed.is_file():
                 problems.append(f"config key '{key}': model file {needed} does not exist")
+    return problems
+
+
+def beyond_schema_problems(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """The rules each step also runs on its settings (tilepipe.core.settings): dates in order,
+    the window inside its tile, each section's cross-key rules."""
+    problems = date_problems(config["dates"]["start"], config["dates"]["end"])
+    if isinstance(config.get("window"), dict) and not config.get("aoi"):
+        problems += window_problems(config["window"])
+    for name in SECTION_RULES:
+        if isinstance(config.get(name), dict):
+            problems += section_problems(name, section_settings(name, config[name], check=False))
     return problems
 
 

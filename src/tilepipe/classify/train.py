@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from tilepipe.classify.labels import SKIPPED, UNKNOWN, Labels
+from tilepipe.classify.labels import SKIPPED, UNKNOWN, Labels, valid_label_geometries
 from tilepipe.classify.metrics import classification_report, knn_baseline, macro_f1
 from tilepipe.classify.samples import TilePixels, read_layer, sample_tiles
 from tilepipe.classify.splits import FieldSplit, split_fields
@@ -66,16 +66,21 @@ def _crop_classes(raw: np.ndarray, field_ids: np.ndarray, path) -> np.ndarray:
     return crops
 
 
-def read_labels(labels_path: str | os.PathLike) -> Labels:
-    """Read the ``labels`` layer (field_id, crop, tile); no label or a bad class raises."""
+def read_labels(labels_path: str | os.PathLike, invalid: str = "repair") -> Labels:
+    """Read the ``labels`` layer (field_id, crop, tile); no label or a bad class raises, and
+    invalid geometries are repaired or refused as ``invalid`` says (valid_label_geometries)."""
     meta, geometry, cols = read_layer(labels_path, "labels", ("field_id", "crop", "tile"), "labels")
     if len(geometry) == 0:
         raise InputError(f"{context(path=labels_path)}no labelled fields")
     field_ids = np.asarray(cols["field_id"]).astype(np.int64)
+    crops = _crop_classes(np.asarray(cols["crop"], dtype=object), field_ids, labels_path)
+    geometry, keep = valid_label_geometries(
+        geometry, field_ids, invalid=invalid, where=context(path=labels_path)
+    )
     return Labels(
-        field_ids=field_ids,
-        crops=_crop_classes(np.asarray(cols["crop"], dtype=object), field_ids, labels_path),
-        tiles=np.asarray(cols["tile"]).astype(str),
+        field_ids=field_ids[keep],
+        crops=crops[keep],
+        tiles=np.asarray(cols["tile"]).astype(str)[keep],
         geometry=geometry,
         crs=meta.get("crs") or "EPSG:4326",
     )
@@ -248,6 +253,7 @@ def train_classifier(
     spatial_block_m: float | None = None,
     task_type: str = "auto",
     baseline_k: int = 5,
+    invalid_labels: str = "repair",
 ) -> dict:
     """Train a CatBoost MultiClass model on labelled fields' embedding pixels; return metrics.
 
@@ -256,9 +262,9 @@ def train_classifier(
     without a valid pixel, are skipped and counted in the metrics. The test set is whole fields
     (per class), or whole ``spatial_block_m`` blocks when given; classes are weighted inversely
     to their frequency (``class_weights``); a kNN on field means (``baseline_k``) is scored on
-    the same split.
+    the same split. Invalid label geometries are repaired or refused (``invalid_labels``).
     """
-    labels = read_labels(labels_path)
+    labels = read_labels(labels_path, invalid_labels)
     px = sample_tiles(
         labels.geometry,
         labels.crs,

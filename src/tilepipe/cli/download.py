@@ -29,8 +29,6 @@ def run(args: argparse.Namespace) -> None:
 
     settings = step_settings(args)
     source = make_source(settings)
-    if hasattr(source, "check_credentials"):
-        source.check_credentials()  # CDSE: say where keys are looked for, before any request
     row = manifest_row(args.manifest, args.tile, args.date)
     download_scene(
         row,

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tilepipe.core.errors import ConfigError
-from tilepipe.core.settings import section_schema, section_settings
+from tilepipe.core.settings import (
+    date_problems,
+    section_schema,
+    section_settings,
+    window_problems,
+)
 
 _NULLS = {"null", "none", "None", ""}
 
@@ -30,9 +35,22 @@ def window(text: str | None, tile: str | None = None) -> tuple[int, int, int, in
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+    if len(values) != 4:
         raise ConfigError(f"window {text!r} must be 'col_off,row_off,width,height' or 'full'")
+    names = ("col_off", "row_off", "width", "height")
+    refuse(window_problems(dict(zip(names, values, strict=True))))
     return values  # type: ignore[return-value]
+
+
+def refuse(problems: list[tuple[str, str]]) -> None:
+    """Raise one ConfigError naming every (key, problem) of the rules beyond the schema."""
+    if problems:
+        raise ConfigError("; ".join(f"setting '{key}': {msg}" for key, msg in problems))
+
+
+def check_dates(start: str, end: str) -> None:
+    """Refuse an acquisition window the workflow's config check would refuse."""
+    refuse(date_problems(start, end))
 
 
 def _aoi_window(text: str, tile: str) -> tuple[int, int, int, int]:

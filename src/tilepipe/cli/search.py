@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tilepipe.cli.options import add_settings, step_settings, window
+from tilepipe.cli.options import add_settings, check_dates, step_settings, window
 
 log = logging.getLogger("tilepipe")
 
@@ -44,7 +44,11 @@ def run(args: argparse.Namespace) -> None:
     from tilepipe.acquire import stac
     from tilepipe.acquire.download import policy_from
     from tilepipe.acquire.sources import make_source
+    from tilepipe.core.grid import validate_tile
 
+    check_dates(args.start, args.end)  # the rules the workflow's config check runs
+    for tile in args.tiles:
+        validate_tile(tile)
     settings = step_settings(args, need=("catalog",))
     source, policy = make_source(settings), policy_from(settings)
     stats = _aoi_stats(args, source, policy)

@@ -20,6 +20,7 @@ KEYS = (
     "spatial_block_m",
     "task_type",
     "baseline_k",
+    "invalid_labels",
 )
 
 
@@ -61,5 +62,6 @@ def run(args: argparse.Namespace) -> None:
         spatial_block_m=settings["spatial_block_m"],
         task_type=settings["task_type"],
         baseline_k=settings["baseline_k"],
+        invalid_labels=settings["invalid_labels"],
     )
     log.info("classifier trained: %s", json.dumps(metrics, default=str))

@@ -41,7 +41,7 @@ from skimage.measure import label
 
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.raster import atomic_output, gtiff_profile
-from tilepipe.core.settings import section_defaults
+from tilepipe.core.settings import section_defaults, section_problems
 from tilepipe.fields.instances import grow, seed_mask
 
 #: Probabilities are stored as round(p * PROB_SCALE) in uint8; PROB_NODATA marks no data.
@@ -101,8 +101,8 @@ def check_params(params: Params) -> None:
         problems.append(f"seed_threshold {params.seed_threshold} must be in (0, 1]")
     if params.min_area_m2 < 0 or params.simplify_m < 0 or params.fill_holes_m2 < 0:
         problems.append("min_area_m2, simplify_m and fill_holes_m2 must be >= 0")
-    if params.max_area_m2 is not None and params.max_area_m2 <= params.min_area_m2:
-        problems.append(f"max_area_m2 {params.max_area_m2} must exceed min_area_m2")
+    areas = {"min_area_m2": params.min_area_m2, "max_area_m2": params.max_area_m2}
+    problems += [f"{key.split('.')[-1]} {msg}" for key, msg in section_problems("fields", areas)]
     if params.block < 16 or params.block % 16:
         problems.append(f"block {params.block} must be a multiple of 16 (>= 16)")
     if params.halo < 0:
