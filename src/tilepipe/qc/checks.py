@@ -30,7 +30,8 @@ from tilepipe.core.settings import section_defaults
 #: - ``dr_consistency`` {l1_warn, l1_fail, psnr_warn, psnr_fail}: dr.tif block-averaged to 10 m
 #:   against s2.tif over valid pixels, per band, in reflectance units; the worst band's mean
 #:   absolute error above ``l1_*`` or PSNR (peak 1.0, dB) below ``psnr_*`` warns/fails.
-#: - ``field_count`` {warn, fail}: number of fields; below ``warn``/``fail``.
+#: - ``field_count`` {warn, fail}: number of fields; below ``warn``/``fail`` (``fail`` ≥ 1, so
+#:   a scene without a field always fails).
 #: - ``field_area`` {warn: [min, max], fail: [min, max]}: median ``area_m2`` in m² outside the
 #:   ``warn``/``fail`` range; any single field larger than the raster always fails.
 #:
