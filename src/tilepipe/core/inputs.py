@@ -145,13 +145,14 @@ def check_raster(
     tile is ``tile`` or the raster's ``TILE`` tag; without either the grid check is the pixel
     size and orientation only.
     """
-    where = context(tile, date, path)
     try:
         with rasterio.open(path) as src:
             wrong, tags = mismatch(src, kind, tile, grid=grid), src.tags()
     except (RasterioError, OSError) as exc:
+        where = context(tile, date, path)
         raise InputError(f"{where}cannot open {kind.name.split(' ')[0]} ({exc})") from exc
-    if wrong:
+    if wrong:  # named by the raster's own TILE and DATE tags where the caller gave none
+        where = context(tile or tags.get("TILE"), date or tags.get("DATE"), path)
         raise InputError(f"{where}{wrong}")
     return tags
 
