@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import rasterio
 import torch
 import torch.nn.functional as F
 
-from tilepipe.core.errors import ConfigError, InputError, context
-from tilepipe.core.raster import is_north_up
+from tilepipe.core.errors import ConfigError, context
+from tilepipe.core.inputs import S2, check_raster
 from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import run_tiled
 from tilepipe.models.loading import (
@@ -36,23 +35,8 @@ METHODS = ("model", "bicubic")
 
 
 def check_s2(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
-    """Check an s2.tif against its contract (4 bands B02..B08, north-up) and return its tags."""
-    where = context(tile=tile, date=date, path=path)
-    try:
-        with rasterio.open(path) as src:
-            count, desc, transform = src.count, src.descriptions, src.transform
-            tags, dtypes = src.tags(), set(src.dtypes)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{where}cannot open s2 raster ({exc})") from exc
-    if count != len(BANDS):
-        raise InputError(f"{where}expected {len(BANDS)} bands {list(BANDS)}, found {count}")
-    if any(desc) and tuple(desc) != BANDS:
-        raise InputError(f"{where}band order {list(desc)} is not {list(BANDS)}")
-    if not is_north_up(transform):
-        raise InputError(f"{where}raster is not north-up (transform {tuple(transform)[:6]})")
-    if dtypes != {"uint16"}:  # float (e.g. NaN-filled) data is not download's reflectance
-        raise InputError(f"{where}expected uint16 reflectance x 10000, found {sorted(dtypes)}")
-    return tags
+    """Check an s2.tif against its contract (dtype, bands, scale, grid) and return its tags."""
+    return check_raster(path, S2, tile=tile, date=date)
 
 
 def model_forward(net: torch.nn.Module, divide: float, x: torch.Tensor) -> torch.Tensor:

@@ -126,3 +126,47 @@ def test_a_window_reaching_past_the_asset_reads_its_part_and_zeros_outside(demo)
         assert not out[:10].any() and not out[:, :10].any()
         inside = out[10:, 10:][::step, ::step]
         assert np.array_equal(inside, raw[: inside.shape[0], : inside.shape[1]])
+
+
+# -- issue 18: float assets are refused; s2.tif and scl.tif appear together or not at all
+
+
+def _row_with_asset(demo, tmp_path, band: str, change) -> dict:
+    """The new-baseline row with ``band``'s asset replaced by ``change(data, profile)``."""
+    row = dict(_row(demo, True))
+    hrefs = json.loads(row["assets"])
+    with rasterio.open(hrefs[band]) as src:
+        profile, data = {**src.profile, "driver": "GTiff"}, src.read()
+    data = change(data, profile)
+    path = tmp_path / f"changed_{band}.tif"
+    with rasterio.open(path, "w", **{**profile, "dtype": data.dtype}) as dst:
+        dst.write(data)
+    row["assets"] = json.dumps({**hrefs, band: str(path)})
+    return row
+
+
+def test_an_all_nodata_scl_leaves_neither_s2_nor_scl(demo, tmp_path):
+    row = _row_with_asset(demo, tmp_path, "SCL", lambda d, p: np.zeros_like(d))
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"scl\.tif: written raster holds only nodata"):
+        download_scene(row, out / "s2.tif", out / "scl.tif", window=demo["window"])
+    assert list(out.iterdir()) == []
+
+
+def test_scl_that_cannot_be_put_in_place_takes_s2_back_out(demo, tmp_path):
+    out = tmp_path / "out"
+    (out / "scl.tif").mkdir(parents=True)  # renaming onto a directory fails after s2.tif's
+    with pytest.raises(OSError):
+        download_scene(_row(demo, True), out / "s2.tif", out / "scl.tif", window=demo["window"])
+    assert [p.name for p in out.iterdir()] == ["scl.tif"] and (out / "scl.tif").is_dir()
+
+
+def test_a_float_reflectance_asset_is_refused_naming_its_dtype(demo, tmp_path):
+    row = _row_with_asset(demo, tmp_path, "B04", lambda d, p: (d / 10000).astype(np.float32))
+    out = tmp_path / "out"
+    with pytest.raises(
+        InputError,
+        match=rf"tile {row['tile']}, date {row['date']}, file .*changed_B04.*found float32",
+    ):
+        download_scene(row, out / "s2.tif", out / "scl.tif", window=demo["window"])
+    assert not out.exists() or list(out.iterdir()) == []

@@ -504,3 +504,60 @@ def test_nan_probabilities_are_a_model_error_not_the_first_class_per_pixel(
     with pytest.raises(ModelError, match=r"non-finite probabilities for \d+ of \d+ pixels"):
         write_class_raster(root / "emb.tif", nan_classifier, raster, tile=TILE)
     assert not raster.exists()
+
+
+# -- issue 18: embeddings of the wrong kind are named; the model and its metrics come together
+
+
+def rewrite_embeddings(src_path, dst_path, *, dtype="float32", crs=CRS):
+    """A copy of an embeddings raster in another dtype or CRS."""
+    with rasterio.open(src_path) as src:
+        profile, data = src.profile, src.read()
+    profile.update(dtype=dtype, crs=crs, nodata=None if dtype != "float32" else profile["nodata"])
+    with rasterio.open(dst_path, "w", **profile) as dst:
+        dst.write(np.nan_to_num(data).astype(dtype))
+    return dst_path
+
+
+def test_classify_on_int8_embeddings_is_an_input_error_naming_the_dtype(trained, tmp_path):
+    root, _ = trained
+    boxes, _ = field_boxes()
+    write_fields(tmp_path / "fields.gpkg", boxes[:2])
+    emb = rewrite_embeddings(root / "emb.tif", tmp_path / "emb.tif", dtype="int8")
+    with pytest.raises(
+        InputError, match=rf"tile {TILE}, date 2022-06-21, file .*emb\.tif: .*found int8"
+    ):
+        classify_fields(
+            tmp_path / "fields.gpkg",
+            emb,
+            root / "model.cbm",
+            tmp_path / "out.gpkg",
+            tile=TILE,
+            date="2022-06-21",
+        )
+    assert not (tmp_path / "out.gpkg").exists()
+
+
+def test_class_raster_on_embeddings_of_another_tile_is_an_input_error(trained, tmp_path):
+    root, _ = trained
+    emb = rewrite_embeddings(root / "emb.tif", tmp_path / "emb.tif", crs="EPSG:32632")
+    with pytest.raises(
+        InputError, match=r"expected CRS EPSG:32633 of tile 33UXP, found EPSG:32632"
+    ):
+        write_class_raster(emb, root / "model.cbm", tmp_path / "classes.tif", tile=TILE)
+    assert not (tmp_path / "classes.tif").exists()
+
+
+def test_training_writes_model_and_metrics_together_or_not_at_all(trained, tmp_path):
+    root, _ = trained
+    metrics = tmp_path / "metrics.json"
+    metrics.mkdir()  # the metrics cannot be put in place: the model must not stay either
+    with pytest.raises(OSError):
+        train_classifier(
+            root / "labels.gpkg",
+            {TILE: str(root / "emb.tif")},
+            tmp_path / "model.cbm",
+            metrics,
+            iterations=5,
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -300,3 +300,68 @@ def test_fields_model_with_more_outputs_than_its_sidecar_is_a_model_error(tmp_pa
     with pytest.raises(ModelError, match=r"fields-user returned shape \(\d+, 2, 64, 64\)"):
         run_scripted_fields(tmp_path, dr, Poisoned(1, 2, 0.0, 0))
     assert not (tmp_path / "out" / "fields.gpkg").exists()
+
+
+# -- issue 18: wrong-kind inputs stop the step; fields.gpkg and fields.parquet come together
+
+
+def write_raster(path, data: np.ndarray, transform: Affine = TRANSFORM, crs="EPSG:32633", **tags):
+    """Write (bands, h, w) ``data`` as a GeoTIFF in its own dtype, tagged as the demo scene."""
+    _, h, w = data.shape
+    profile = gtiff_profile(
+        width=w, height=h, count=data.shape[0], dtype=str(data.dtype), crs=crs, transform=transform
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(TILE="33UXP", DATE="2022-06-21", **tags)
+    return str(path)
+
+
+def demo_reflectance() -> np.ndarray:
+    """A demo scene's true 1 m reflectance (4, 64, 64) as floats 0–1."""
+    return render_scene(11, 64, 64, 1, cloud=False).hr.astype(np.float32)
+
+
+def test_fields_on_a_float32_0_1_raster_is_an_input_error_with_no_output(tmp_path, nir_model):
+    image = write_raster(tmp_path / "dr.tif", demo_reflectance())
+    out, parquet = tmp_path / "fields.gpkg", tmp_path / "fields.parquet"
+    with pytest.raises(
+        InputError, match=r"tile 33UXP, date 2022-06-21, file .*dr\.tif: .*expected dtype uint16"
+    ):
+        run_fields(image, out, model_path=nir_model, parquet_path=parquet, date="2022-06-21")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dr.tif", "models"]
+
+
+def test_fields_on_a_three_band_raster_names_the_band_count(tmp_path, nir_model):
+    dn = (demo_reflectance()[:3] * 10000).astype(np.uint16)
+    image = write_raster(tmp_path / "dr.tif", dn)
+    with pytest.raises(
+        InputError, match=r"expected 4 bands \['B02', 'B03', 'B04', 'B08'\], found 3"
+    ):
+        run_fields(image, tmp_path / "fields.gpkg", model_path=nir_model)
+    assert not (tmp_path / "fields.gpkg").exists()
+
+
+def test_fields_on_a_raster_whose_scale_tag_is_not_reflectance_is_refused(tmp_path, nir_model):
+    dn = (demo_reflectance() * 10000).astype(np.uint16)
+    image = write_raster(tmp_path / "dr.tif", dn, REFLECTANCE_SCALE="1e-05")
+    with pytest.raises(InputError, match=r"expected tag REFLECTANCE_SCALE 0.0001, found '1e-05'"):
+        run_fields(image, tmp_path / "fields.gpkg", model_path=nir_model)
+
+
+def test_fields_on_another_tiles_grid_is_refused(tmp_path, nir_model):
+    dn = (demo_reflectance() * 10000).astype(np.uint16)
+    image = write_raster(tmp_path / "dr.tif", dn, crs="EPSG:32632")
+    with pytest.raises(
+        InputError, match=r"expected CRS EPSG:32633 of tile 33UXP, found EPSG:32632"
+    ):
+        run_fields(image, tmp_path / "fields.gpkg", model_path=nir_model)
+
+
+def test_fields_gpkg_and_parquet_appear_together_or_not_at_all(tmp_path, dr, nir_model):
+    out, parquet = tmp_path / "fields.gpkg", tmp_path / "fields.parquet"
+    out.mkdir()  # the GeoPackage cannot be put in place: the GeoParquet must not stay either
+    with pytest.raises(OSError):
+        run_fields(dr, out, model_path=nir_model, patch=64, overlap=16, parquet_path=parquet)
+    assert not parquet.exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".prob-" in p.name]

@@ -399,3 +399,63 @@ def test_dr_nodata_outside_its_aoi_is_not_missing_coverage(tmp_path):
     assert check_of(report, "dr_coverage")["status"] == "pass"
     assert check_of(report, "dr_coverage")["value"]["s2_valid_px"] == SIZE * SIZE // 2
     assert check_of(report, "dr_consistency")["status"] == "pass"
+
+
+# -- issue 18: zero fields fail field_count; inputs of the wrong kind are named
+
+
+def test_zero_fields_fail_field_count(tmp_path):
+    paths = make_set(tmp_path)
+    _fields(paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=[])
+    check = check_of(qc(paths), "field_count")
+    assert check["status"] == "fail" and check["value"] == 0
+
+
+def test_zero_fields_fail_even_with_a_fail_threshold_of_zero(tmp_path):
+    paths = make_set(tmp_path)
+    _fields(paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=[])
+    check = check_of(qc(paths, {"field_count": {"warn": 0, "fail": 0}}), "field_count")
+    assert check["status"] == "fail"
+
+
+def test_field_count_schema_refuses_a_fail_threshold_that_never_fails():
+    from tilepipe.core.settings import section_settings
+
+    with pytest.raises(ConfigError, match="field_count"):
+        section_settings("qc", {"field_count": {"fail": 0}})
+
+
+def test_float_s2_is_an_input_error_naming_the_dtype(tmp_path):
+    paths = make_set(tmp_path)
+    with rasterio.open(paths["s2"]) as src:
+        profile, data = src.profile, src.read()
+    profile.update(dtype="float32", nodata=None)
+    with rasterio.open(paths["s2"], "w", **profile) as dst:
+        dst.write(data.astype(np.float32) / 10000)
+        dst.descriptions = BANDS
+    with pytest.raises(InputError, match=rf"tile {TILE}, date {DATE}, file .*s2\.tif: .*float32"):
+        qc(paths)
+
+
+def test_dr_of_another_dtype_fails_the_checks_that_need_it(tmp_path):
+    paths = make_set(tmp_path)
+    with rasterio.open(paths["dr"]) as src:
+        profile, data = src.profile, src.read()
+    profile.update(dtype="float32")
+    with rasterio.open(paths["dr"], "w", **profile) as dst:
+        dst.write(data.astype(np.float32) / 10000)
+        dst.descriptions = BANDS
+    report = qc(paths)
+    check = check_of(report, "dr_consistency")
+    assert check["status"] == "fail" and "expected dtype uint16, found float32" in check["message"]
+    assert report["status"] == "fail"
+
+
+def test_scl_with_four_bands_fails_the_cloud_check(tmp_path):
+    paths = make_set(tmp_path)
+    with rasterio.open(paths["s2"]) as src:  # an s2.tif given as scl.tif
+        profile, data = src.profile, src.read()
+    with rasterio.open(paths["scl"], "w", **profile) as dst:
+        dst.write(data)
+    check = check_of(qc(paths), "cloud_fraction")
+    assert check["status"] == "fail" and "not scl.tif" in check["message"]

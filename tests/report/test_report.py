@@ -127,3 +127,65 @@ def test_html_shows_catboost_beside_the_baseline(campaign):
     assert "<th>CatBoost</th><th>kNN (k=5) on field mean embeddings</th>" in page
     assert "<td>macro F1 (fields)</td><td>0.873</td><td>0.500</td>" in page
     assert "Per class (held-out fields)" in page
+
+
+# -- issue 18: the quicklooks and the QC summary appear together or not at all
+
+
+def test_qc_summary_outputs_appear_together_or_not_at_all(campaign):
+    root, scene, classification, metrics = campaign
+    out = root / "report"
+    (out / "confusion.png").mkdir(parents=True)  # the last plot cannot be put in place
+    plots = {k: str(out / f"{k}.png") for k in ("status", "values", "confusion")}
+    with pytest.raises(OSError):
+        qc_summary(
+            scene,
+            out / "qc_summary.html",
+            metrics=metrics,
+            classification_qc=classification,
+            summary_csv=out / "summary.csv",
+            plots=plots,
+        )
+    assert [p.name for p in out.iterdir()] == ["confusion.png"]
+
+
+def _reflectance(path, pixel_m: float, size: int, dtype: str = "uint16") -> str:
+    """A 4-band reflectance raster (uint16 x 10^4 or float 0-1) on tile 33UXP's grid."""
+    from affine import Affine
+
+    from tilepipe.core.raster import gtiff_profile
+    from tilepipe.demo.world import render_scene
+
+    data = render_scene(3, size, size, 1, cloud=False).hr
+    data = data * 10000 if dtype == "uint16" else data
+    transform = Affine(pixel_m, 0, 600000.0, 0, -pixel_m, 5300000.0)
+    profile = gtiff_profile(
+        width=size, height=size, count=4, dtype=dtype, crs="EPSG:32633", transform=transform
+    )
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data.astype(dtype))
+        dst.descriptions = ("B02", "B03", "B04", "B08")
+    return str(path)
+
+
+def test_quicklooks_with_unreadable_fields_leave_no_png(tmp_path):
+    from tilepipe.report.quicklooks import quicklooks
+
+    s2, dr = _reflectance(tmp_path / "s2.tif", 10.0, 16), _reflectance(tmp_path / "dr.tif", 1, 160)
+    (tmp_path / "fields.gpkg").write_text("not a geopackage")
+    pngs = {k: tmp_path / "ql" / f"{k}.png" for k in ("rgb", "dr_png", "fields_png")}
+    with pytest.raises(Exception, match=r"fields\.gpkg"):
+        quicklooks(s2, dr, tmp_path / "fields.gpkg", **pngs, size=64)
+    assert not (tmp_path / "ql").exists() or list((tmp_path / "ql").iterdir()) == []
+
+
+def test_quicklooks_of_a_float_dr_are_an_input_error(tmp_path):
+    from tilepipe.core.errors import InputError
+    from tilepipe.report.quicklooks import quicklooks
+
+    s2 = _reflectance(tmp_path / "s2.tif", 10.0, 16)
+    dr = _reflectance(tmp_path / "dr.tif", 1.0, 160, dtype="float32")
+    pngs = {k: tmp_path / "ql" / f"{k}.png" for k in ("rgb", "dr_png", "fields_png")}
+    with pytest.raises(InputError, match=r"dr\.tif: .*expected dtype uint16, found float32"):
+        quicklooks(s2, dr, tmp_path / "fields.gpkg", **pngs, size=64)
+    assert not (tmp_path / "ql").exists()

@@ -387,3 +387,48 @@ def test_train_refusing_invalid_labels_names_them(demo, tmp_path):
     run, out = _train(demo, tmp_path, labels, "--invalid-labels", "refuse")
     assert_named_error(run, "train", "labels.gpkg", "invalid label geometries", "field_id")
     assert_nothing_left(out)
+
+
+# issue 18, classes 2 and 4
+# ------------------------------------------------- wrong-kind inputs; outputs all or nothing
+
+
+def test_fields_on_a_float32_0_1_raster_is_named_and_writes_nothing(good, tmp_path):
+    with rasterio.open(good["dr.tif"]) as src:
+        profile, data, tags = src.profile, src.read(), src.tags()
+    profile.update(dtype="float32", nodata=None)
+    dr = tmp_path / "dr.tif"
+    with rasterio.open(dr, "w", **profile) as dst:  # reflectance 0-1, as other tools write it
+        dst.write(data.astype(np.float32) / 10000)
+        dst.update_tags(**tags)
+    out, parquet = tmp_path / "fields.gpkg", tmp_path / "fields.parquet"
+    model = str(Path(__file__).resolve().parents[2] / "models" / "fields_demo.pt")
+    run = tilepipe("fields", "--tile", TILE, "--date", DATE, "--dr", str(dr), "--model", model,
+                   "--out", str(out), "--parquet", str(parquet))  # fmt: skip
+    assert_named_error(run, "fields", WHERE, "dr.tif", "expected dtype uint16, found float32")
+    assert_nothing_left(out)
+    assert_nothing_left(parquet)
+
+
+def test_download_whose_scl_cannot_be_put_in_place_leaves_no_s2(demo, tmp_path):
+    s2, scl = tmp_path / "s2.tif", tmp_path / "scl.tif"
+    scl.mkdir()  # s2.tif would be renamed into place first
+    window = ",".join(map(str, demo["window"]))
+    run = tilepipe("download", "--tile", TILE, "--date", DATE, "--manifest", demo["manifest"],
+                   "--window", window, "--s2", str(s2), "--scl", str(scl))  # fmt: skip
+    assert_named_error(run, "download", WHERE, "scl.tif")
+    assert_nothing_left(s2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scl.tif"]
+
+
+def test_a_scene_without_fields_fails_qc_on_field_count(good, tmp_path):
+    import pyogrio.raw
+
+    meta, _, _, data = pyogrio.raw.read(good["fields.gpkg"], layer="fields")
+    fields = tmp_path / "fields.gpkg"
+    empty = [values[:0] for values in data]
+    pyogrio.raw.write(fields, np.array([], dtype=object), empty, list(meta["fields"]),
+                      layer="fields", driver="GPKG", geometry_type="Polygon",
+                      crs=meta["crs"])  # fmt: skip
+    report = qc({**good, "fields.gpkg": fields}, tmp_path / "qc.json")
+    assert report["status"] == "fail" and "field_count" in failed_checks(report)

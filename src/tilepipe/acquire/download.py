@@ -4,8 +4,10 @@ Reads are windowed (only the tile window is fetched, through GDAL's /vsicurl/ or
 remote COGs), run a few at a time (the job's share of the source's connections), are retried
 and re-signed as tilepipe.acquire.transfer decides, and every band lands on the tile's 10 m grid
 with the baseline-04.00 reflectance offset removed, so every scene, old or new, from whichever
-source, carries the same bands, grid and reflectance scale. Each raster is checked (readable,
-band count, size, not all nodata) before it is renamed into place.
+source, carries the same bands, grid and reflectance scale. Assets must hold unsigned integers
+(digital numbers, scene classes). Each raster is checked (readable, band count, size, not all
+nodata) before the two are renamed into place together: s2.tif and scl.tif appear as a pair or
+not at all.
 """
 
 from __future__ import annotations
@@ -29,11 +31,10 @@ from tilepipe.acquire.sources import Source, is_remote, make_source
 from tilepipe.acquire.transfer import RetryPolicy, retry_read
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.grid import TileGrid, tile_grid
-from tilepipe.core.raster import atomic_output, gtiff_profile, is_north_up
+from tilepipe.core.inputs import REFLECTANCE_BANDS
+from tilepipe.core.raster import atomic_outputs, gtiff_profile, is_north_up
 
 log = logging.getLogger(__name__)
-
-REFLECTANCE_BANDS = ("B02", "B03", "B04", "B08")
 
 
 def harmonise(dn: np.ndarray, offset_dn: int) -> np.ndarray:
@@ -218,6 +219,17 @@ def _read_assets(
         return dict(zip(bands, pool.map(fetch, bands), strict=True))
 
 
+def _check_asset_dtypes(arrays: Mapping[str, np.ndarray], hrefs: Mapping[str, str], tile, date):
+    """Raise InputError unless every asset holds unsigned integers: L2A digital numbers and
+    scene classes (a float asset, e.g. reflectance 0–1, would be cast to 0 and 1)."""
+    for band, values in arrays.items():
+        if not np.issubdtype(values.dtype, np.unsignedinteger):
+            raise InputError(
+                f"{context(tile, date, hrefs[band])}asset {band}: expected unsigned integer "
+                f"{'scene classes' if band == 'SCL' else 'digital numbers'}, found {values.dtype}"
+            )
+
+
 def _reflectance(arrays: Mapping[str, np.ndarray], offset: int, tile: str, date: str):
     """The 4-band harmonised DN stack; a pixel missing in any band is nodata (0) in all."""
     dn = np.stack([arrays[band] for band in REFLECTANCE_BANDS])
@@ -254,16 +266,26 @@ def _provenance(row: Mapping[str, str], offset: int, source: Source, checked: st
 
 
 def _write_checked(
-    dst: str | Path, data: np.ndarray, profile: dict, tags: dict, names: tuple[str, ...], where
+    tmp: Path, data: np.ndarray, profile: dict, tags: dict, names: tuple[str, ...], where
 ) -> None:
-    """Write ``data`` (C, h, w) with tags and band names, checked before it is renamed in place."""
-    with atomic_output(dst) as tmp:
-        with rasterio.open(tmp, "w", **profile) as out:
-            out.write(data)
-            out.update_tags(**tags)
-            for i, name in enumerate(names, start=1):
-                out.set_band_description(i, name)
-        check_written(tmp, count=len(names), width=data.shape[2], height=data.shape[1], where=where)
+    """Write ``data`` (C, h, w) with tags and band names into a temporary, and check it."""
+    with rasterio.open(tmp, "w", **profile) as out:
+        out.write(data)
+        out.update_tags(**tags)
+        for i, name in enumerate(names, start=1):
+            out.set_band_description(i, name)
+    check_written(tmp, count=len(names), width=data.shape[2], height=data.shape[1], where=where)
+
+
+def _write_scene(
+    dsts: tuple[str | Path, str | Path], s2: np.ndarray, scl: np.ndarray, profile: dict, tags
+) -> None:
+    """Write s2.tif and scl.tif together: both checked, then both renamed, or neither is."""
+    tile, date = tags["TILE"], tags["DATE"]
+    with atomic_outputs(*dsts) as (s2_tmp, scl_tmp):
+        _write_checked(s2_tmp, s2, profile, tags, REFLECTANCE_BANDS, context(tile, date, dsts[0]))
+        profile = {**profile, "count": 1, "dtype": "uint8", "predictor": 2}
+        _write_checked(scl_tmp, scl, profile, tags, ("SCL",), context(tile, date, dsts[1]))
 
 
 def download_scene(
@@ -300,6 +322,7 @@ def download_scene(
         policy=policy,
         connections=connections,
     )
+    _check_asset_dtypes(arrays, hrefs, tile, date)
     s2 = _reflectance(arrays, offset, tile, date)
     origin = row.get("offset_source") or "processing baseline"
     where = context(tile, date, hrefs["B02"])
@@ -314,9 +337,7 @@ def download_scene(
         transform=transform,
         nodata=0,
     )
-    _write_checked(s2_dst, s2, profile, tags, REFLECTANCE_BANDS, context(tile, date, s2_dst))
-    profile.update(count=1, dtype="uint8", predictor=2)
     scl = arrays["SCL"].astype(np.uint8)[None]
-    _write_checked(scl_dst, scl, profile, tags, ("SCL",), context(tile, date, scl_dst))
+    _write_scene((s2_dst, scl_dst), s2, scl, profile, tags)
     log.info("%s%dx%d px, harmonisation: %s", context(tile, date), width, height, applied)
     return {"width": width, "height": height, "harmonisation": applied, "check": checked}

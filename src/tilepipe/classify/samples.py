@@ -22,6 +22,7 @@ from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from tilepipe.core.errors import InputError, context
+from tilepipe.core.inputs import EMBEDDINGS, mismatch
 
 _WINDOW = 256  # embedding pixels per side read at once (x C bands x float32)
 
@@ -78,11 +79,17 @@ def read_layer(path, layer: str, required: Sequence[str], what: str, tile=None, 
 
 
 def open_embeddings(emb_path, tile=None, date=None) -> rasterio.DatasetReader:
-    """Open an embeddings GeoTIFF; an unreadable one is an InputError naming tile, date, file."""
+    """Open an embeddings GeoTIFF; an unreadable one, or one of another kind (not float32 on
+    the tile's 10 m grid), is an InputError naming tile, date, file and the mismatch."""
     try:
-        return rasterio.open(emb_path)
+        src = rasterio.open(emb_path)
     except rasterio.RasterioIOError as exc:
         raise InputError(f"{context(tile, date, emb_path)}embeddings unreadable: {exc}") from exc
+    wrong = mismatch(src, EMBEDDINGS, tile)
+    if wrong:
+        src.close()
+        raise InputError(f"{context(tile, date, emb_path)}{wrong}")
+    return src
 
 
 def _field_bounds(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

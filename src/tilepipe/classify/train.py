@@ -17,7 +17,7 @@ from tilepipe.classify.metrics import classification_report, knn_baseline, macro
 from tilepipe.classify.samples import TilePixels, read_layer, sample_tiles
 from tilepipe.classify.splits import FieldSplit, split_fields
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.raster import atomic_output
+from tilepipe.core.raster import atomic_outputs
 
 
 def thread_count() -> int:
@@ -232,11 +232,10 @@ def _held_out_scores(
 
 
 def _save(model, metrics: dict, model_dst, metrics_dst) -> None:
-    """Write the model (.cbm) and its metrics (JSON), each atomically."""
-    with atomic_output(model_dst) as tmp:
-        model.save_model(str(tmp), format="cbm")
-    with atomic_output(metrics_dst) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    """Write the model (.cbm) and its metrics (JSON) together: both appear, or neither."""
+    with atomic_outputs(model_dst, metrics_dst) as (model_tmp, metrics_tmp):
+        model.save_model(str(model_tmp), format="cbm")
+        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def train_classifier(

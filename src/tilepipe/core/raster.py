@@ -1,4 +1,5 @@
-"""Raster I/O habits shared by every step: atomic outputs, the GeoTIFF profile, orientation."""
+"""Raster I/O habits shared by every step: atomic outputs (one or a set published together),
+the GeoTIFF profile, orientation."""
 
 from __future__ import annotations
 
@@ -53,22 +54,59 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     A killed or failing step therefore never leaves a half-written file where a finished one
     belongs: the temporary (``.name.tmp-XXXX``) is removed on error and is never a declared output.
     """
-    dest = Path(path)
+    with atomic_outputs(path) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one temporary beside each of ``paths``; publish them all only if the block succeeds.
+
+    A step with several outputs (s2.tif and scl.tif, fields.gpkg and fields.parquet, a model and
+    its metrics) writes each into its temporary; then every temporary is checked and all are
+    renamed into place. On any failure every temporary is removed, and a rename that fails
+    half-way removes the outputs already renamed (and the rest of the set), so the outputs
+    appear together or not at all, never as a mix of a new one and an old or missing one.
+    """
+    dests = [Path(p) for p in paths]
+    temps = [_temporary(dest) for dest in dests]
+    try:
+        yield temps
+        for tmp in temps:
+            if tmp.suffix.lower() in (".tif", ".tiff") and tmp.is_file():
+                check_blocks_written(tmp)
+        _publish(temps, dests)
+    except BaseException:
+        for tmp in temps:
+            _remove(tmp, Path(f"{tmp}.aux.xml"))
+        raise
+
+
+def _temporary(dest: Path) -> Path:
+    """A fresh temporary name beside ``dest`` (``.name.tmp-XXXX`` + suffix), not yet created."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=dest.suffix, dir=dest.parent)
     os.close(fd)
     os.unlink(tmp)  # writers (GDAL) create the file themselves
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        if tmp_path.suffix.lower() in (".tif", ".tiff") and tmp_path.is_file():
-            check_blocks_written(tmp_path)
-        os.replace(tmp_path, dest)
-    except BaseException:
-        for leftover in (tmp_path, Path(f"{tmp_path}.aux.xml")):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
-        raise
+    return Path(tmp)
+
+
+def _publish(temps: list[Path], dests: list[Path]) -> None:
+    """Rename every temporary onto its output; if one rename fails, leave none of the set."""
+    for done, (tmp, dest) in enumerate(zip(temps, dests, strict=True)):
+        try:
+            os.replace(tmp, dest)
+        except BaseException:
+            if done:  # some outputs are new already: the set would mix new and old files
+                _remove(*dests)
+            raise
+
+
+def _remove(*paths: Path) -> None:
+    """Remove files that may or may not exist."""
+    for path in paths:
+        with contextlib.suppress(OSError):  # cleanup must not hide the failure
+            path.unlink()
 
 
 def check_blocks_written(path: str | os.PathLike) -> None:

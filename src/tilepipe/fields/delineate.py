@@ -4,7 +4,9 @@ The network runs on ``dr.tif`` (1 m) or ``s2.tif`` (10 m), whichever the model w
 and gives per-pixel field extent, boundary and (optionally) distance-to-boundary probabilities,
 stored as a temporary uint8 raster. :func:`tilepipe.fields.polygons.delineate` turns it into field
 instances (watershed seeded from extent minus boundary, so touching fields stay apart) and
-polygons, block by block with bounded memory. Output: ``fields.gpkg`` and optionally GeoParquet.
+polygons, block by block with bounded memory. Output: ``fields.gpkg`` and optionally GeoParquet,
+published together. The image is checked first (dtype, bands, scale, grid), so a raster of
+another kind stops the step instead of giving an empty field set.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio.raw
-import rasterio
 import shapely
 import torch
 
-from tilepipe.core.errors import InputError, ModelError, context
+from tilepipe.core.errors import ModelError, context
 from tilepipe.core.geoparquet import write_geoparquet
-from tilepipe.core.raster import atomic_output, is_north_up
+from tilepipe.core.inputs import check_image
+from tilepipe.core.raster import atomic_outputs
 from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import Predict, run_tiled
 from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
@@ -61,18 +63,10 @@ GSD_TOLERANCE = 0.25
 
 
 def check_input(path: Path, tile: str | None, date: str | None) -> tuple[dict[str, str], float]:
-    """Check the image (4 bands in BANDS order, north-up); return its tags and pixel size (m)."""
-    where = context(tile=tile, date=date, path=path)
-    try:
-        with rasterio.open(path) as src:
-            count, desc, transform, tags = src.count, src.descriptions, src.transform, src.tags()
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{where}cannot open image ({exc})") from exc
-    if count != len(BANDS) or (any(desc) and tuple(desc) != BANDS):
-        raise InputError(f"{where}expected bands {list(BANDS)}, found {count} {list(desc)}")
-    if not is_north_up(transform):
-        raise InputError(f"{where}raster is not north-up")
-    return tags, abs(transform.a)
+    """Check the image is a dr.tif or s2.tif (dtype, bands, scale, grid); return its tags and
+    pixel size (m)."""
+    kind, tags = check_image(path, tile, date)
+    return tags, float(kind.pixel_m or 0.0)
 
 
 def model_heads(meta: dict, where: str) -> list[str]:
@@ -118,19 +112,20 @@ def write_fields(
     metadata: dict[str, str] | None = None,
     parquet_path: str | os.PathLike | None = None,
 ) -> None:
-    """Write the fields layer (GeoPackage, and GeoParquet when asked) atomically.
+    """Write the fields layer (GeoPackage, and GeoParquet when asked): both or neither.
 
     An empty list gives an empty layer with the full schema.
     """
     n = len(geoms)
     cols = field_columns(columns, n, tile, date)
-    if parquet_path is not None:
-        write_geoparquet(parquet_path, geoms, cols, crs)
     multi = any(g.geom_type == "MultiPolygon" for g in geoms)
     wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if n else np.array([], dtype=object)
-    with atomic_output(path) as tmp:
+    paths = (path,) if parquet_path is None else (path, parquet_path)
+    with atomic_outputs(*paths) as temps:
+        if parquet_path is not None:
+            write_geoparquet(temps[1], geoms, cols, crs)
         pyogrio.raw.write(
-            tmp,
+            temps[0],
             wkb,
             list(cols.values()),
             list(cols),

@@ -19,11 +19,12 @@ from torch import nn
 
 from tilepipe.core.checksum import sha256_file
 from tilepipe.core.errors import ConfigError, ModelError, context
-from tilepipe.core.raster import atomic_output
+from tilepipe.core.inputs import REFLECTANCE_BANDS
+from tilepipe.core.raster import atomic_outputs
 from tilepipe.models.nets import ARCHITECTURES
 
 #: Band order of every tilepipe raster and model.
-BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+BANDS: tuple[str, ...] = REFLECTANCE_BANDS
 
 
 REQUIRED_META = ("id", "architecture", "arch_kwargs", "bands_in", "bands_out", "scale")
@@ -84,15 +85,13 @@ def build_model(architecture: str, arch_kwargs: dict) -> nn.Module:
 
 
 def save_model(module: nn.Module, path: str | os.PathLike, meta: dict) -> dict:
-    """Write ``X.pt`` (state_dict) and ``X.json`` (meta + sha256 of the weights), atomically."""
+    """Write ``X.pt`` (state_dict) and ``X.json`` (meta + sha256 of the weights), together."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
-        digest = sha256_file(tmp)
-    meta = {**meta, "sha256": digest}
-    with atomic_output(sidecar_path(path)) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_outputs(path, sidecar_path(path)) as (weights_tmp, sidecar_tmp):
+        torch.save(state, weights_tmp)
+        meta = {**meta, "sha256": sha256_file(weights_tmp)}
+        sidecar_tmp.write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 

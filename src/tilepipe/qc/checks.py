@@ -34,7 +34,8 @@ from tilepipe.core.settings import section_defaults
 #:   (blocks holding dr nodata are skipped).
 #: - ``dr_coverage`` {warn, fail}: dr's valid area (pixels valid in every band, in 10 m pixels)
 #:   over s2's valid area, inside the area DR was computed for (its AOI); below ``warn``/``fail``.
-#: - ``field_count`` {warn, fail}: number of fields; below ``warn``/``fail``.
+#: - ``field_count`` {warn, fail}: number of fields; below ``warn``/``fail`` (``fail`` ≥ 1, so
+#:   a scene without a field always fails).
 #: - ``field_area`` {warn: [min, max], fail: [min, max]}: median ``area_m2`` in m² outside the
 #:   ``warn``/``fail`` range; any single field larger than the raster always fails.
 #:

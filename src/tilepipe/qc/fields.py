@@ -33,8 +33,10 @@ def _measure(columns: dict, name: str, geoms: np.ndarray, fallback) -> np.ndarra
 
 
 def count_check(n: int, t: dict) -> dict:
-    """Number of fields, below ``warn``/``fail`` is bad."""
-    return check("field_count", below(n, t["warn"], t["fail"]), n, t, f"{n} fields")
+    """Number of fields, below ``warn``/``fail`` is bad; none at all always fails (an empty
+    delineation is never a valid-looking answer, whatever the thresholds say)."""
+    status = "fail" if n == 0 else below(n, t["warn"], t["fail"])
+    return check("field_count", status, n, t, f"{n} fields")
 
 
 def area_check(areas: np.ndarray, raster_area: float, t: dict) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -11,33 +10,33 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from tilepipe.core.inputs import RasterKind, mismatch, on_grid
 from tilepipe.core.raster import is_north_up
 from tilepipe.qc.checks import above, check
 
 CLOUD_CLASSES = (3, 8, 9, 10)
 
 
-def open_optional(stack: ExitStack, path) -> tuple[rasterio.DatasetReader | None, str]:
-    """Open a raster or return (None, reason) when it is missing or unreadable."""
+def open_optional(
+    stack: ExitStack, path, kind: RasterKind
+) -> tuple[rasterio.DatasetReader | None, str]:
+    """Open a raster or return (None, reason) when it is missing, unreadable or not of ``kind``
+    (dtype, bands, scale; the grid is judged by the grid checks)."""
     if path is None:
         return None, "no path given"
     if not Path(path).exists():
         return None, f"{path} does not exist"
     try:
-        return stack.enter_context(rasterio.open(path)), ""
+        src = stack.enter_context(rasterio.open(path))
     except (rasterio.RasterioIOError, OSError) as exc:
         return None, f"{path} is unreadable ({exc})"
+    wrong = mismatch(src, kind, grid=False)
+    return (None, f"{path} is {wrong}") if wrong else (src, "")
 
 
 def _same_crs(crs, epsg: int) -> bool:
     """Whether a raster's CRS is the given EPSG code (a missing CRS never is)."""
     return crs is not None and CRS.from_user_input(crs) == CRS.from_epsg(epsg)
-
-
-def _on_grid(offset: float, res: float) -> bool:
-    """Whether an offset from the grid's anchor is a whole number of pixels (to 1e-6 m)."""
-    remainder = math.fmod(offset, res)
-    return min(abs(remainder), res - abs(remainder)) < 1e-6
 
 
 def _crs_problems(rasters: dict, reasons: dict, epsg: int, expected: str) -> tuple[dict, list]:
@@ -66,7 +65,7 @@ def crs_check(tile: str, rasters: dict, reasons: dict) -> dict:
     value, problems = _crs_problems(rasters, reasons, grid.epsg, expected)
     s2 = rasters["s2"]
     x0, y0 = s2.transform.c, s2.transform.f
-    if not (_on_grid(x0 - grid.ulx, grid.res) and _on_grid(grid.uly - y0, grid.res)):
+    if not (on_grid(x0 - grid.ulx, grid.res) and on_grid(grid.uly - y0, grid.res)):
         problems.append(
             f"s2 origin ({x0}, {y0}) is off the tile's {grid.res:g} m grid "
             f"anchored at ({grid.ulx}, {grid.uly})"

@@ -16,6 +16,7 @@ import rasterio
 from rasterio.windows import Window
 
 from tilepipe.core.errors import InputError, context
+from tilepipe.core.inputs import DR, S2, SCL, mismatch
 from tilepipe.qc.checks import merge_thresholds, report
 from tilepipe.qc.fields import field_checks
 from tilepipe.qc.rasters import (
@@ -67,11 +68,16 @@ def _scan(s2, scl, dr, rmin: float, rmax: float) -> dict:
 
 
 def _open_s2(stack: ExitStack, s2_path, tile: str, date: str) -> rasterio.DatasetReader:
-    """Open s2.tif; without it nothing can be judged, so an unreadable one raises InputError."""
+    """Open s2.tif; without it nothing can be judged, so an unreadable one, or one of another
+    kind (dtype, bands, scale), raises InputError (its grid is judged by the checks)."""
     try:
-        return stack.enter_context(rasterio.open(s2_path))
+        s2 = stack.enter_context(rasterio.open(s2_path))
     except (rasterio.RasterioIOError, OSError) as exc:
         raise InputError(f"{context(tile, date, s2_path)}s2.tif is unreadable: {exc}") from exc
+    wrong = mismatch(s2, S2, grid=False)
+    if wrong:
+        raise InputError(f"{context(tile, date, s2_path)}{wrong}")
+    return s2
 
 
 def _scan_or_raise(s2, scl, dr, rr: dict, tile: str, date: str, s2_path) -> dict:
@@ -101,14 +107,15 @@ def run_qc(
 ) -> dict:
     """Run every check on one (tile, date) and return the qc.json report.
 
-    A missing or unreadable scl/dr/fields file fails the checks that need it; an unreadable
-    ``s2.tif`` raises InputError, since nothing can be judged without it.
+    A missing, unreadable or wrong-kind scl/dr/fields file fails the checks that need it; an
+    unreadable or wrong-kind ``s2.tif`` raises InputError, since nothing can be judged without
+    it.
     """
     thr = merge_thresholds(thresholds)
     with ExitStack() as stack:
         s2 = _open_s2(stack, s2_path, tile, date)
-        scl, scl_reason = open_optional(stack, scl_path)
-        dr, dr_reason = open_optional(stack, dr_path)
+        scl, scl_reason = open_optional(stack, scl_path, SCL)
+        dr, dr_reason = open_optional(stack, dr_path, DR)
         reasons = {"s2": "", "scl": scl_reason, "dr": dr_reason}
         rasters = {"s2": s2, "scl": scl, "dr": dr}
         grid, scl_ok, dr_ok = grid_check(s2, scl, dr, reasons)

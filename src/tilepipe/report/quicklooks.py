@@ -14,7 +14,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 
-from tilepipe.core.raster import atomic_output
+from tilepipe.core.inputs import DR, S2, check_raster
+from tilepipe.core.raster import atomic_output, atomic_outputs
 
 RGB_BANDS = (3, 2, 1)  # B04, B03, B02 in the s2/dr band order B02, B03, B04, B08
 
@@ -78,12 +79,15 @@ def quicklooks(
     fields_png: str | Path,
     size: int = 800,
 ) -> None:
-    """Write the RGB quicklook of s2, the DR quicklook and the DR with field outlines in yellow."""
+    """Write the RGB quicklook of s2, the DR quicklook and the DR with field outlines in yellow.
+
+    The inputs are checked first (s2.tif and dr.tif kinds); the three PNGs appear together.
+    """
+    check_raster(s2, S2, grid=False)
+    check_raster(dr, DR, grid=False)
     s2_rgb, _ = _read_rgb(s2, size)
-    write_png(rgb, stretch(s2_rgb))
     dr_rgb, transform = _read_rgb(dr, size)
     dr_img = stretch(dr_rgb)
-    write_png(dr_png, dr_img)
     _, _, geoms, _ = pyogrio.raw.read(fields)
     overlay = dr_img.copy()
     if geoms is not None and len(geoms):
@@ -96,4 +100,6 @@ def quicklooks(
             dtype="uint8",
         ).astype(bool)
         overlay[:, mask] = np.array([255, 220, 0], dtype=np.uint8)[:, None]
-    write_png(fields_png, overlay)
+    with atomic_outputs(rgb, dr_png, fields_png) as temps:
+        for tmp, image in zip(temps, (stretch(s2_rgb), dr_img, overlay), strict=True):
+            write_png(tmp, image)

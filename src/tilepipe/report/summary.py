@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tilepipe.core.raster import atomic_output
+from tilepipe.core.raster import atomic_output, atomic_outputs
 
 _COLOURS = {"pass": "#d4edda", "warn": "#fff3cd", "fail": "#f8d7da"}
 _STATUS_COLOURS = {"pass": "#4caf50", "warn": "#ffb300", "fail": "#e53935"}
@@ -288,7 +288,8 @@ def qc_summary(
     """Tabulate every scene's QC verdict (HTML for the report, TSV beside it); return counts.
 
     Optionally also writes ``summary_csv`` (scene + classification checks with values) and the
-    ``plots`` ``{"status", "values", "confusion"}`` PNGs the report shows.
+    ``plots`` ``{"status", "values", "confusion"}`` PNGs the report shows; all outputs are
+    published together, so a failing plot leaves none of them.
     """
     reports = _load(qc_paths)
     class_reports = _load(classification_qc)
@@ -296,12 +297,15 @@ def qc_summary(
     counts = {s: sum(r["status"] == s for r in reports) for s in ("pass", "warn", "fail")}
     m = json.loads(Path(metrics).read_text()) if metrics else None
     page = _page(reports, names, counts, _classifier_html(m) if m is not None else "")
-    if summary_csv is not None:
-        write_summary_csv(reports, class_reports, summary_csv)
-    _write_plots([*reports, *class_reports], m, plots or {})
     out = Path(out)
-    with atomic_output(out) as tmp:
-        tmp.write_text(page)
-    with atomic_output(out.with_suffix(".tsv")) as tmp:
-        tmp.write_text(_scene_tsv(reports, names))
+    dests = {"html": out, "tsv": out.with_suffix(".tsv"), **(plots or {})}
+    if summary_csv is not None:
+        dests["csv"] = summary_csv
+    with atomic_outputs(*dests.values()) as temps:  # every output appears, or none does
+        tmp = dict(zip(dests, temps, strict=True))
+        tmp["html"].write_text(page)
+        tmp["tsv"].write_text(_scene_tsv(reports, names))
+        if "csv" in tmp:
+            write_summary_csv(reports, class_reports, tmp["csv"])
+        _write_plots([*reports, *class_reports], m, {k: tmp[k] for k in plots or {}})
     return counts

@@ -1,0 +1,172 @@
+"""The kind of each raster a step reads, checked before any compute: dtype, bands, scale, grid.
+
+Every step calls :func:`check_raster` on each raster it reads, so an input of the wrong kind (a
+float 0–1 image given as reflectance, a 3-band file, a raster on another grid) stops the step
+with an InputError naming tile, date, file and every mismatch as expected vs found, instead of
+running and writing an empty or wrong answer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import rasterio
+from rasterio.errors import RasterioError
+
+from tilepipe.core.errors import ConfigError, InputError, context
+from tilepipe.core.grid import tile_grid
+from tilepipe.core.raster import is_north_up
+
+#: Band order of every tilepipe reflectance raster (s2.tif, dr.tif) and model.
+REFLECTANCE_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+#: The ``REFLECTANCE_SCALE`` tag of reflectance stored as uint16 x 10⁴.
+REFLECTANCE_SCALE = 0.0001
+
+
+@dataclass(frozen=True)
+class RasterKind:
+    """What a raster of one kind must be: dtype, bands, pixel size and value scale."""
+
+    name: str
+    dtypes: tuple[str, ...]
+    bands: tuple[str, ...] | None  # exact band names (when described); None: any count
+    pixel_m: float | None  # pixel size on the tile's grid; None: any
+    reflectance: bool = False  # uint16 x 10⁴ with the offset removed (scale tags checked)
+
+
+S2 = RasterKind(
+    "s2.tif (uint16 reflectance x 10^4, 10 m)", ("uint16",), REFLECTANCE_BANDS, 10.0, True
+)
+DR = RasterKind(
+    "dr.tif (uint16 reflectance x 10^4, 1 m)", ("uint16",), REFLECTANCE_BANDS, 1.0, True
+)
+SCL = RasterKind("scl.tif (uint8 scene classes, 10 m)", ("uint8",), ("SCL",), 10.0)
+EMBEDDINGS = RasterKind("embeddings (float32, 10 m)", ("float32",), None, 10.0)
+
+
+def _dtype_problems(src: rasterio.DatasetReader, kind: RasterKind) -> list[str]:
+    """The raster's dtype against the kind's."""
+    found = sorted(set(src.dtypes))
+    if set(found) <= set(kind.dtypes):
+        return []
+    return [f"expected dtype {'/'.join(kind.dtypes)}, found {'/'.join(found)}"]
+
+
+def _band_problems(src: rasterio.DatasetReader, kind: RasterKind) -> list[str]:
+    """The band count and names (when the file names its bands) against the kind's."""
+    if kind.bands is None:
+        return []
+    names = tuple(d or "" for d in src.descriptions)
+    if src.count != len(kind.bands):
+        return [f"expected {len(kind.bands)} bands {list(kind.bands)}, found {src.count}"]
+    if any(names) and names != kind.bands:
+        return [f"expected bands {list(kind.bands)}, found {list(names)}"]
+    return []
+
+
+def _scale_problems(src: rasterio.DatasetReader, tags: dict[str, str]) -> list[str]:
+    """Reflectance scale: tag ``REFLECTANCE_SCALE`` 0.0001 (when present), band scale 1 or
+    0.0001 and band offset 0 (the baseline offset is removed by download, never declared)."""
+    problems = []
+    tag = tags.get("REFLECTANCE_SCALE")
+    try:
+        tag_ok = tag is None or math.isclose(float(tag), REFLECTANCE_SCALE)
+    except ValueError:
+        tag_ok = False
+    if not tag_ok:
+        problems.append(f"expected tag REFLECTANCE_SCALE {REFLECTANCE_SCALE:g}, found {tag!r}")
+    scales, offsets = list(src.scales), list(src.offsets)
+    if any(not (math.isclose(s, 1.0) or math.isclose(s, REFLECTANCE_SCALE)) for s in scales):
+        problems.append(f"expected band scale 1 (DN = reflectance x 10^4), found {scales}")
+    if any(o != 0 for o in offsets):
+        problems.append(f"expected band offset 0 (offset removed), found {offsets}")
+    return problems
+
+
+def _grid_problems(src: rasterio.DatasetReader, kind: RasterKind, tile: str | None) -> list[str]:
+    """North-up, the kind's pixel size, and (with a tile) the tile's CRS and 10 m grid."""
+    t = src.transform
+    if not is_north_up(t):
+        return [f"expected a north-up raster, found transform {tuple(t)[:6]}"]
+    problems = []
+    if kind.pixel_m is not None and not (
+        math.isclose(t.a, kind.pixel_m) and math.isclose(-t.e, kind.pixel_m)
+    ):
+        problems.append(f"expected {kind.pixel_m:g} m pixels, found {t.a:g} x {-t.e:g} m")
+    if not tile:
+        return problems
+    try:
+        grid = tile_grid(tile)
+    except ConfigError as exc:
+        return [*problems, f"tile {tile!r} has no grid ({exc})"]
+    found = src.crs.to_string() if src.crs else None
+    if src.crs is None or src.crs.to_epsg() != grid.epsg:
+        problems.append(f"expected CRS {grid.crs} of tile {tile}, found {found}")
+    elif not (on_grid(t.c - grid.ulx, grid.res) and on_grid(grid.uly - t.f, grid.res)):
+        problems.append(
+            f"expected the origin on tile {tile}'s {grid.res:g} m grid, found ({t.c}, {t.f})"
+        )
+    return problems
+
+
+def on_grid(offset: float, res: float) -> bool:
+    """Whether an offset from the grid's anchor is a whole number of pixels (to 1e-6 m)."""
+    remainder = math.fmod(offset, res)
+    return min(abs(remainder), res - abs(remainder)) < 1e-6
+
+
+def mismatch(
+    src: rasterio.DatasetReader, kind: RasterKind, tile: str | None = None, *, grid: bool = True
+) -> str:
+    """How an open raster differs from ``kind``, every mismatch as expected vs found; "" when
+    it is one. ``grid=False`` leaves the grid out (QC judges the grid as checks of its own)."""
+    tags = src.tags()
+    problems = _dtype_problems(src, kind) + _band_problems(src, kind)
+    if kind.reflectance:
+        problems += _scale_problems(src, tags)
+    if grid:
+        problems += _grid_problems(src, kind, tile or tags.get("TILE") or None)
+    return f"not {kind.name}: {'; '.join(problems)}" if problems else ""
+
+
+def check_raster(
+    path: str | os.PathLike,
+    kind: RasterKind,
+    *,
+    tile: str | None = None,
+    date: str | None = None,
+    grid: bool = True,
+) -> dict[str, str]:
+    """Raise InputError unless ``path`` is a raster of ``kind``; return its tags.
+
+    The message names tile, date and file, and lists each mismatch as expected vs found. The
+    tile is ``tile`` or the raster's ``TILE`` tag; without either the grid check is the pixel
+    size and orientation only.
+    """
+    try:
+        with rasterio.open(path) as src:
+            wrong, tags = mismatch(src, kind, tile, grid=grid), src.tags()
+    except (RasterioError, OSError) as exc:
+        where = context(tile, date, path)
+        raise InputError(f"{where}cannot open {kind.name.split(' ')[0]} ({exc})") from exc
+    if wrong:  # named by the raster's own TILE and DATE tags where the caller gave none
+        where = context(tile or tags.get("TILE"), date or tags.get("DATE"), path)
+        raise InputError(f"{where}{wrong}")
+    return tags
+
+
+def check_image(
+    path: str | os.PathLike, tile: str | None, date: str | None
+) -> tuple[RasterKind, dict[str, str]]:
+    """Check a raster that may be dr.tif or s2.tif (fields reads either), told apart by its
+    pixel size; return its kind and tags."""
+    where = context(tile, date, path)
+    try:
+        with rasterio.open(path) as src:
+            pixel = abs(src.transform.a)
+    except (RasterioError, OSError) as exc:
+        raise InputError(f"{where}cannot open image ({exc})") from exc
+    kind = DR if math.isclose(pixel, DR.pixel_m or 0.0) else S2
+    return kind, check_raster(path, kind, tile=tile, date=date)
