@@ -21,6 +21,8 @@ from tilepipe.fields.polygons import Params
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
 
+from ..core.test_scratch import killed_writer_leaves
+
 TRANSFORM = Affine(1.0, 0.0, 600000.0, 0.0, -1.0, 5300000.0)
 NIR_CUT = 0.175  # demo roads are darker than this in B08, every crop is brighter
 
@@ -260,3 +262,15 @@ def test_fields_metadata_names_model_heads_parameters_and_source(tmp_path):
     meta = fields_metadata(model, ["extent", "boundary"], Params(), tmp_path / "dr.tif")
     assert meta["FIELDS_MODEL_ID"] == "m1" and meta["HEADS"] == "extent,boundary"
     assert meta["SOURCE"] == "dr.tif" and meta["THRESHOLD"] == str(Params().threshold)
+
+
+# issue 18, classes 5 and 6
+
+
+def test_a_killed_runs_probability_raster_is_removed_by_the_rerun(tmp_path, dr, nir_model):
+    """The example: a killed ``fields`` leaves ``.fields.gpkg.prob-*``; the rerun removes it."""
+    out = tmp_path / "out" / "fields.gpkg"
+    left = killed_writer_leaves(out, "prob", 50_000)
+    run_fields(dr, out, model_path=nir_model, patch=64, overlap=16)
+    assert not left.exists()
+    assert [p.name for p in out.parent.iterdir()] == ["fields.gpkg"]

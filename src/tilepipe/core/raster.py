@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import rasterio
 from affine import Affine
+
+from tilepipe.core.scratch import temp_beside
 
 #: Creation options for every GeoTIFF tilepipe writes: tiled, compressed, BigTIFF when needed.
 GTIFF_OPTIONS: dict[str, object] = {
@@ -51,14 +52,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
     A killed or failing step therefore never leaves a half-written file where a finished one
-    belongs: the temporary (``.name.tmp-XXXX``) is removed on error and is never a declared output.
+    belongs: the temporary (``.name.tmp-<owner>-XXXX``, see :mod:`tilepipe.core.scratch`) is
+    removed on error and is never a declared output; one left by a killed process goes when the
+    output is written next.
     """
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
-    os.unlink(tmp)  # writers (GDAL) create the file themselves
-    tmp_path = Path(tmp)
+    tmp_path = temp_beside(dest, "tmp", dest.suffix)
     try:
         yield tmp_path
         if tmp_path.suffix.lower() in (".tif", ".tiff") and tmp_path.is_file():
