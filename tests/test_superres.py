@@ -19,12 +19,14 @@ from affine import Affine
 from tilepipe.core.checksum import sha256_file
 from tilepipe.core.errors import ConfigError, InputError, ModelError
 from tilepipe.core.raster import gtiff_profile
+from tilepipe.core.scratch import host_hash, process_start, remove_leftovers
 from tilepipe.demo.world import render_scene
 from tilepipe.engine.journal import STOP_AFTER_SLABS_ENV
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
 from tilepipe.superres import bicubic_forward, dr_tags, load_dr, run_superres
 
+from .core.test_scratch import killed_writer_leaves
 from .scripted import Poisoned, broken_forwards, save_scripted, sr_meta
 
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)
@@ -310,3 +312,52 @@ def test_model_output_of_the_wrong_shape_is_a_model_error_naming_scene_and_model
     with pytest.raises(ModelError, match=r"model sr-user returned shape \(\d+, 4, 80, 80\)") as err:
         run_scripted(tmp_path, s2[0], Poisoned(5, 4, 0.0, 0))
     assert str(err.value).startswith(WHERE)
+
+
+# issue 18, classes 5 and 6
+
+
+def test_a_second_superres_on_an_output_being_written_is_refused_and_leaves_its_journal_alone(
+    tmp_path, big_s2, sr_model
+):
+    """The orphan of a killed Snakemake and the rerun's job never write one journal at once."""
+    dr = tmp_path / "dr.tif"
+    first = start_superres(big_s2, dr, sr_model, stop_after=2)
+    wait_stopped(first, dr)
+    journal = Path(f"{dr}.parts") / "journal.jsonl"
+    before = journal.read_bytes()
+    second = start_superres(big_s2, dr, sr_model)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 2, err
+    assert f"being written by process {first.pid}" in err and "dr.tif" in err
+    assert journal.read_bytes() == before
+    first.kill()  # the holder dies: its lock goes with it, the next run resumes
+    first.wait()
+    rerun = start_superres(big_s2, dr, sr_model)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0 and "resuming after 2 journaled slabs" in err, err
+    assert not list(tmp_path.glob(".dr.tif*"))
+
+
+def test_a_rerun_removes_the_temporary_a_kill_during_the_final_rename_left_before_writing(
+    tmp_path, big_s2, sr_model
+):
+    dr = tmp_path / "dr.tif"
+    left = killed_writer_leaves(dr, "tmp", 200_000)  # a whole dr.tif under its temporary name
+    proc = start_superres(big_s2, dr, sr_model, stop_after=1)
+    wait_stopped(proc, dr)
+    assert not left.exists()  # gone before the first slab was written, not only at the end
+    proc.kill()
+    proc.wait()
+
+
+def test_a_leftover_of_a_live_superres_is_kept(tmp_path, big_s2, sr_model):
+    dr = tmp_path / "dr.tif"
+    first = start_superres(big_s2, dr, sr_model, stop_after=1)
+    wait_stopped(first, dr)
+    mine = tmp_path / f".dr.tif.tmp-o{first.pid}_{process_start(first.pid)}_{host_hash()}-x.tif"
+    mine.write_bytes(b"x")
+    assert remove_leftovers(dr) == [] and mine.exists()
+    first.kill()
+    first.wait()
+    assert remove_leftovers(dr) == [mine]

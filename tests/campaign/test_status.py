@@ -8,13 +8,18 @@ checks the same command on a real campaign with a broken scene.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tilepipe.campaign.locks import LOCKS, OWNER, write_owner
 from tilepipe.campaign.status import SCENE_STEPS, campaign_status, incomplete_marker, targets
+from tilepipe.core.scratch import Owner, host_hash, this_process
+
+from ..core.test_scratch import dead_owner
 
 SCENES = [
     ("33UXP", "2022-01-12"),
@@ -58,10 +63,13 @@ def work(tmp_path: Path) -> Path:
         "Error in rule superres:\n    message: SLURM-job '1234' failed, SLURM status is: "
         "'TIMEOUT'\n    jobid: 7\n    output: results/31UFS/2022-01-12/dr.tif\n",
     )
-    # fields being written right now (or killed): Snakemake's incomplete marker
+    # fields being written right now: Snakemake's incomplete marker while a Snakemake (this
+    # process stands in for it) holds the working directory's lock
     _finish(tmp_path, "31UFS", "2022-06-21", until="fields")
     marker = incomplete_marker(tmp_path, "results/31UFS/2022-06-21/fields.gpkg")
     _write(marker, "")
+    _write(tmp_path / LOCKS / "0.input.lock")
+    write_owner(tmp_path)
     return tmp_path
 
 
@@ -115,3 +123,67 @@ def test_without_a_manifest_the_cli_says_the_search_has_not_run(tmp_path):
     run = _status_cli(tmp_path)
     assert run.returncode == 2
     assert "no scene manifest yet" in run.stderr
+
+
+# issue 18, classes 5 and 6
+
+
+def _kill_snakemake_stand_in(work: Path) -> None:
+    """The lock stays, its recorded holder is a process that has exited (a killed Snakemake)."""
+    owner = dead_owner()
+    record = {"host": socket.gethostname(), "pid": owner.pid, "start": str(owner.start)}
+    (work / OWNER).write_text(json.dumps(record))
+
+
+def test_a_marker_without_its_output_after_a_killed_run_is_pending_as_snakemake_plans_it(work):
+    _kill_snakemake_stand_in(work)
+    status = _by_scene(work)[("31UFS", "2022-06-21")]
+    assert (status.state, status.step) == ("pending", "fields")
+
+
+def test_a_marker_with_its_output_after_a_killed_run_is_incomplete(work):
+    _kill_snakemake_stand_in(work)
+    _write(work / "results/31UFS/2022-06-21/fields.gpkg")  # an orphan finished it
+    status = _by_scene(work)[("31UFS", "2022-06-21")]
+    assert (status.state, status.step) == ("incomplete", "fields")
+
+
+def test_a_marker_without_its_output_and_without_any_snakemake_is_not_incomplete(work):
+    (work / LOCKS / "0.input.lock").unlink()  # Snakemake ended (removes its lock)
+    status = _by_scene(work)[("31UFS", "2022-06-21")]
+    assert status.steps["fields"] == "pending"
+
+
+def _leftover(folder: Path, name: str, size: int) -> Path:
+    path = folder / f".{name}.tmp-{dead_owner().tag}-abcd1234.tif"
+    _write(path, "x" * size)
+    return path
+
+
+def test_leftover_temporaries_are_counted_per_scene_in_bytes(work):
+    scene = work / "results/33UXP/2022-01-12"
+    _leftover(scene, "dr.tif", 1500)
+    _leftover(scene / "dr.tif.parts", "c000000000_r000000000_000000016.tif", 500)
+    status = _by_scene(work)
+    assert status[("33UXP", "2022-01-12")].leftover_bytes == 2000
+    assert status[SCENES[1]].leftover_bytes == 0
+
+
+def test_temporaries_of_live_or_foreign_processes_are_no_leftovers(work):
+    scene = work / "results/33UXP/2022-01-12"
+    live = this_process()
+    foreign = Owner(dead_owner().pid, 1, host_hash("another-node"))
+    for owner in (live, foreign):
+        _write(scene / f".dr.tif.tmp-{owner.tag}-abcd1234.tif", "x" * 100)
+    assert _by_scene(work)[("33UXP", "2022-01-12")].leftover_bytes == 0
+
+
+def test_the_cli_reports_the_space_leftovers_hold(work):
+    _leftover(work / "results/33UXP/2022-01-12", "dr.tif", 11_000_000)
+    run = _status_cli(work)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    scene = next(line for line in lines if line.startswith("33UXP  2022-01-12"))
+    assert scene.endswith("[leftovers 11.0 MB]")
+    assert lines[-1].startswith("1 done, 2 failed, 1 incomplete, 0 pending of 4; 1 leftover")
+    assert "11.0 MB" in lines[-1]

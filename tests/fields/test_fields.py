@@ -23,6 +23,7 @@ from tilepipe.fields.polygons import Params
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
 
+from ..core.test_scratch import killed_writer_leaves
 from ..scripted import Poisoned, broken_forwards, fields_meta, save_scripted
 
 TRANSFORM = Affine(1.0, 0.0, 600000.0, 0.0, -1.0, 5300000.0)
@@ -365,3 +366,15 @@ def test_fields_gpkg_and_parquet_appear_together_or_not_at_all(tmp_path, dr, nir
         run_fields(dr, out, model_path=nir_model, patch=64, overlap=16, parquet_path=parquet)
     assert not parquet.exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".prob-" in p.name]
+
+
+# issue 18, classes 5 and 6
+
+
+def test_a_killed_runs_probability_raster_is_removed_by_the_rerun(tmp_path, dr, nir_model):
+    """The example: a killed ``fields`` leaves ``.fields.gpkg.prob-*``; the rerun removes it."""
+    out = tmp_path / "out" / "fields.gpkg"
+    left = killed_writer_leaves(out, "prob", 50_000)
+    run_fields(dr, out, model_path=nir_model, patch=64, overlap=16)
+    assert not left.exists()
+    assert [p.name for p in out.parent.iterdir()] == ["fields.gpkg"]

@@ -10,7 +10,12 @@ Real Snakemake runs of the demo campaign (64 px, `profiles/local`) in a temporar
   any journaled slabs and remove them, and outputs Snakemake had finished must not be redone;
 - containment: one scene's B04 asset truncated; the other scenes finish, `tilepipe status`
   names the failed scene and the cause, and after the asset is repaired the targets `tilepipe
-  status --targets failed` prints redo that scene alone.
+  status --targets failed` prints redo that scene alone;
+- orphans: Snakemake SIGKILLed while a `superres`, stopped by `TILEPIPE_STOP_AFTER_SLABS=1`
+  right after journaling a slab, is its running job; `tilepipe status` agrees with
+  `snakemake -n`, and the rerun stops the orphan before any superres starts (its writer lock
+  would refuse the rerun's job otherwise), resumes from the orphan's journal and leaves
+  nothing to do.
 """
 
 from __future__ import annotations
@@ -18,18 +23,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyogrio
 import pytest
 import rasterio
 
-from tilepipe.campaign.status import incomplete_marker
+from tilepipe.campaign.status import SCENE_STEPS, campaign_status, incomplete_marker
+from tilepipe.engine.journal import STOP_AFTER_SLABS_ENV
 
 from ..conftest import REPO
 
@@ -280,3 +288,116 @@ def test_rerunning_the_failed_targets_redoes_that_scene_alone(broken):
     assert run.returncode == 0, run.stderr[-4000:]
     assert (work / "results" / BROKEN[0] / BROKEN[1] / "fields_classified.gpkg").is_file()
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in before.items())
+
+
+# issue 18, classes 5 and 6
+
+#: Steps whose status `tilepipe status` reports per tile-date (the rule of the same name).
+SCENE_RULES = {step for step, _ in SCENE_STEPS}
+
+
+def _stopped_superres(work: Path, timeout: float = 900) -> tuple[int, str]:
+    """(PID, --out) of a `tilepipe superres` of `work` once it has stopped at the fault hook."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in _steps_running(work):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"superres" in cmd and state == "T":
+                return pid, cmd[cmd.index(b"--out") + 1].decode()
+        time.sleep(0.2)
+    raise AssertionError("no superres stopped at its fault hook")
+
+
+def _planned(work: Path) -> set[tuple[str, str, str]]:
+    """(rule, tile, date) of the per-scene jobs `snakemake -n` would run now."""
+    run = _snakemake(work, "-n")
+    assert run.returncode == 0, run.stderr[-4000:]
+    jobs = set()
+    text = run.stdout + run.stderr
+    for block in re.split(r"\n\s*\n", text):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        tile = re.search(r"^\s+wildcards:.*\btile=(\w+)", block, re.M)
+        date = re.search(r"^\s+wildcards:.*\bdate=([\d-]+)", block, re.M)
+        if rule and tile and date and rule[1] in SCENE_RULES:
+            jobs.add((rule[1], tile[1], date[1]))
+    return jobs
+
+
+def _status_todo(work: Path) -> set[tuple[str, str, str]]:
+    """(step, tile, date) that `tilepipe status` does not call done."""
+    return {
+        (step, s.tile, s.date)
+        for s in campaign_status(work)
+        for step, state in s.steps.items()
+        if state != "done"
+    }
+
+
+@pytest.fixture(scope="module")
+def orphaned(tmp_path_factory) -> Iterator[dict]:
+    """A campaign whose Snakemake was SIGKILLed while a superres, stopped at its fault hook
+    after one journaled slab, was writing its journal: that step is the orphan."""
+    work = _copy_workflow(tmp_path_factory.mktemp("orphan"))
+    env = {**_env(), STOP_AFTER_SLABS_ENV: "1"}
+    proc = subprocess.Popen(
+        _command(), cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        pid, out = _stopped_superres(work)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    _wait_only_stopped(work)  # the orphans that are not stopped finish: a still picture
+    yield {"work": work, "pid": pid, "out": out}
+    for step in _steps_running(work):  # stopped orphans would wait forever
+        os.kill(step, signal.SIGKILL)
+
+
+def _wait_only_stopped(work: Path, timeout: float = 300) -> None:
+    """Wait until every `tilepipe` step of `work` has ended or stopped itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for pid in _steps_running(work):
+            try:
+                states.append(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            except OSError:
+                continue
+        if all(state == "T" for state in states):
+            return
+        time.sleep(0.5)
+
+
+def test_status_agrees_with_snakemake_on_what_a_killed_run_left_to_do(orphaned):
+    work = orphaned["work"]
+    assert _status_todo(work) == _planned(work)
+    assert Path(f"/proc/{orphaned['pid']}").exists()  # a dry-run leaves the orphan alone
+
+
+def test_the_rerun_stops_the_orphan_before_writing_its_journal_and_resumes_from_it(orphaned):
+    work, pid, out = orphaned["work"], orphaned["pid"], orphaned["out"]
+    rerun = _snakemake(work)
+    # the orphan still held its output's writer lock: had it run on, the rerun's superres
+    # would have been refused (exit 2) and the campaign would not have finished
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    said = rerun.stderr.index("orphaned process(es)")
+    assert str(pid) in rerun.stderr[said : said + 400]
+    assert said < rerun.stderr.index("rule superres")  # stopped before any superres started
+    assert not Path(f"/proc/{pid}").exists()
+    tile, date = Path(out).parent.parent.name, Path(out).parent.name
+    log = (work / "logs" / "superres" / tile / f"{date}.log").read_text()
+    assert "resuming after" in log and "being written by" not in log
+    assert not Path(work / f"{out}.parts").exists()
+
+
+def test_after_the_rerun_status_and_snakemake_agree_nothing_is_left(orphaned):
+    work = orphaned["work"]
+    if Path(f"/proc/{orphaned['pid']}").exists():
+        pytest.skip("needs the rerun of the test before")
+    assert _status_todo(work) == set() == _planned(work)
+    assert all(s.state == "done" and not s.leftover_bytes for s in campaign_status(work))
+    assert not list((work / "results").rglob(".*.tmp-*"))

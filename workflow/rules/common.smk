@@ -14,7 +14,12 @@ from tilepipe.campaign.config import (
     cluster_problems,
     window_arg,
 )
-from tilepipe.campaign.locks import clear_stale_locks, write_owner
+from tilepipe.campaign.locks import (
+    RUN_ENV,
+    clear_stale_locks,
+    stop_orphans,
+    write_owner,
+)
 from tilepipe.campaign.slurm_arrays import install as install_slurm_array_fix
 
 
@@ -41,7 +46,13 @@ if workflow.is_main_process:
 
 
 onstart:
-    write_owner(os.getcwd())  # this process holds the lock now
+    # the jobs a killed Snakemake left running would write beside (and race) this run's: stop
+    # them before the first job starts (never in a dry-run: onstart does not run there)
+    _orphans = stop_orphans(os.getcwd())
+    if _orphans:
+        print(f"tilepipe: {_orphans}", file=sys.stderr)
+    # this process holds the lock now; its jobs carry its run id, so a rerun can find them
+    os.environ[RUN_ENV] = write_owner(os.getcwd())
     problems = cluster_problems(CLUSTER, dict(os.environ))
     executor = getattr(workflow.executor_plugin, "name", "")
     if executor == "slurm" and CLUSTER["name"] == "local":

@@ -2,9 +2,15 @@
 
 Nothing is re-planned and no DAG is built, so it answers in a second for 10⁴ scenes and works
 while a campaign runs. A step is *done* when all its outputs exist and Snakemake has no
-incomplete marker for them, *failed* when its log or Snakemake's run log reports an error and
-its outputs are missing, *incomplete* when Snakemake marked its outputs as being written (a job
-running now, or killed: the next run redoes it), else *pending*.
+incomplete marker for them; *incomplete* when Snakemake marked an output as being written and
+that output exists (Snakemake redoes exactly these: a marker without its file is just a missing
+output to it), or when its outputs are marked while a Snakemake runs here (being written now);
+*failed* when its log or Snakemake's run log reports an error and its outputs are missing, else
+*pending*. So after a killed run, what status calls incomplete or pending is what the next
+`snakemake -n` plans to do.
+
+Temporaries that killed steps left behind (:mod:`tilepipe.core.scratch`) are counted per
+tile-date in bytes: they hold quota until the next run of their step removes them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from base64 import urlsafe_b64encode
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tilepipe.campaign.locks import snakemake_running
+from tilepipe.core.scratch import leftovers
 
 #: Per-scene steps in the order they run, with the files each writes under results/{tile}/{date}.
 SCENE_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -42,6 +51,7 @@ class SceneStatus:
     cause: str = ""
     qc: str = ""
     steps: dict[str, str] = field(default_factory=dict)
+    leftover_bytes: int = 0  # temporaries of killed steps in the tile-date's folder
 
 
 def incomplete_marker(workdir: Path, path: str) -> Path:
@@ -84,25 +94,31 @@ def read_scenes(manifest: Path) -> list[tuple[str, str]]:
         return [(row["tile"], row["date"]) for row in csv.DictReader(fh)]
 
 
+def step_state(workdir: Path, paths: list[str], cause: str, running: bool) -> str:
+    """done / incomplete / failed / pending of one step's outputs (see the module docstring)."""
+    exists = {p: (workdir / p).is_file() for p in paths}
+    marked = [p for p in paths if incomplete_marker(workdir, p).exists()]
+    if all(exists.values()) and not marked:
+        return "done"
+    if any(exists[p] for p in marked) or (marked and running):
+        return "incomplete"
+    return "failed" if cause else "pending"
+
+
 def scene_status(
-    workdir: Path, tile: str, date: str, errors: dict[tuple[str, str, str], str]
+    workdir: Path,
+    tile: str,
+    date: str,
+    errors: dict[tuple[str, str, str], str],
+    running: bool = False,
 ) -> SceneStatus:
-    """The status of one tile-date, step by step."""
+    """The status of one tile-date, step by step (``running``: a Snakemake runs here now)."""
     status = SceneStatus(tile, date, "done")
     for step, names in SCENE_STEPS:
         paths = [f"results/{tile}/{date}/{name}" for name in names]
-        present = all((workdir / p).is_file() for p in paths)
-        marked = any(incomplete_marker(workdir, p).exists() for p in paths)
         cause = log_error(workdir / "logs" / step / tile / f"{date}.log")
         cause = cause or errors.get((step, tile, date), "")
-        if present and not marked:
-            state = "done"
-        elif marked:
-            state = "incomplete"
-        elif cause:
-            state = "failed"
-        else:
-            state = "pending"
+        state = step_state(workdir, paths, cause, running)
         status.steps[step] = state
         if state != "done" and status.state == "done":
             status.state, status.step = state, step
@@ -114,11 +130,25 @@ def scene_status(
     return status
 
 
-def campaign_status(workdir: Path, manifest: Path | None = None) -> list[SceneStatus]:
-    """The status of every tile-date of the campaign in `workdir`."""
+def campaign_status(
+    workdir: Path, manifest: Path | None = None, found: dict[Path, int] | None = None
+) -> list[SceneStatus]:
+    """The status of every tile-date of the campaign in `workdir`.
+
+    ``found``: its leftover temporaries with their sizes (default: looked up under results/).
+    """
     manifest = manifest or workdir / "manifests" / "scenes.csv"
     errors = snakemake_errors(workdir)
-    return [scene_status(workdir, t, d, errors) for t, d in read_scenes(manifest)]
+    running = snakemake_running(workdir)
+    statuses = [scene_status(workdir, t, d, errors, running) for t, d in read_scenes(manifest)]
+    found = leftovers(workdir / "results") if found is None else found
+    by_scene = {(s.tile, s.date): s for s in statuses}
+    for path, size in found.items():
+        match = _SCENE_PATH.search(path.relative_to(workdir).as_posix())
+        scene = by_scene.get(match.groups()) if match else None
+        if scene is not None:
+            scene.leftover_bytes += size
+    return statuses
 
 
 def targets(statuses: Iterable[SceneStatus], states: set[str]) -> list[str]:

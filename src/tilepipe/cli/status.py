@@ -1,4 +1,4 @@
-"""``tilepipe status``: done / failed / pending per tile-date, read from disk."""
+"""``tilepipe status``: done / failed / pending per tile-date and leftover bytes, from disk."""
 
 from __future__ import annotations
 
@@ -29,12 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Print each tile-date's state (or the targets that redo some of them)."""
     from tilepipe.campaign.status import campaign_status, targets
+    from tilepipe.core.scratch import leftovers
 
     workdir = Path(args.workdir)
     manifest = Path(args.manifest) if args.manifest else workdir / "manifests" / "scenes.csv"
     if not manifest.is_file():
         raise ConfigError(f"file {manifest}: no scene manifest yet (the search has not run)")
-    statuses = campaign_status(workdir, manifest)
+    found = leftovers(workdir / "results")
+    statuses = campaign_status(workdir, manifest, found)
     if args.targets:
         print("\n".join(targets(statuses, set(args.targets))))
         return
@@ -44,6 +46,23 @@ def run(args: argparse.Namespace) -> None:
     for s in statuses:
         detail = f"{s.step}: {s.cause}" if s.cause else s.step
         qc = f" (qc {s.qc})" if s.qc else ""
-        print(f"{s.tile}  {s.date}  {s.state:<10}{qc} {detail}".rstrip())
+        held = f" [leftovers {_size(s.leftover_bytes)}]" if s.leftover_bytes else ""
+        print(f"{s.tile}  {s.date}  {s.state:<10}{qc} {detail}".rstrip() + held)
     counts = {state: sum(s.state == state for s in statuses) for state in STATES}
-    print(", ".join(f"{n} {state}" for state, n in counts.items()), f"of {len(statuses)}")
+    line = ", ".join(f"{n} {state}" for state, n in counts.items()) + f" of {len(statuses)}"
+    if found:
+        line += (
+            f"; {len(found)} leftover temporaries of killed steps hold "
+            f"{_size(sum(found.values()))} (the next run of their step removes them)"
+        )
+    print(line)
+
+
+def _size(n: int) -> str:
+    """Bytes for people: B, KB, MB, GB, TB (powers of 1000, as quotas are quoted)."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import rasterio
 from affine import Affine
+
+from tilepipe.core.scratch import temp_beside
 
 #: Creation options for every GeoTIFF tilepipe writes: tiled, compressed, BigTIFF when needed.
 GTIFF_OPTIONS: dict[str, object] = {
@@ -52,7 +53,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
     A killed or failing step therefore never leaves a half-written file where a finished one
-    belongs: the temporary (``.name.tmp-XXXX``) is removed on error and is never a declared output.
+    belongs: the temporary (``.name.tmp-<owner>-XXXX``, see :mod:`tilepipe.core.scratch`) is
+    removed on error and is never a declared output; one left by a killed process goes when the
+    output is written next.
     """
     with atomic_outputs(path) as (tmp,):
         yield tmp
@@ -69,7 +72,7 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     appear together or not at all, never as a mix of a new one and an old or missing one.
     """
     dests = [Path(p) for p in paths]
-    temps = [_temporary(dest) for dest in dests]
+    temps = [temp_beside(dest, "tmp", dest.suffix) for dest in dests]
     try:
         yield temps
         for tmp in temps:
@@ -80,15 +83,6 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list[Path]]:
         for tmp in temps:
             _remove(tmp, Path(f"{tmp}.aux.xml"))
         raise
-
-
-def _temporary(dest: Path) -> Path:
-    """A fresh temporary name beside ``dest`` (``.name.tmp-XXXX`` + suffix), not yet created."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
-    os.unlink(tmp)  # writers (GDAL) create the file themselves
-    return Path(tmp)
 
 
 def _publish(temps: list[Path], dests: list[Path]) -> None:

@@ -9,6 +9,12 @@ slab is on disk. The directory is not a declared output, so Snakemake's handling
 outputs never deletes it. A rerun with the same fingerprint (input, model, settings) writes the
 journaled rows into a fresh output and recomputes only from the last journaled window rows on;
 any other rerun starts over. The slabs go once the output is in place.
+
+One process at a time writes an output's journal: the journal holds the output's writer lock
+(:class:`tilepipe.core.scratch.WriterLock`) from opening until the output is in place, so a
+second writer, such as the rerun's job beside the still-running orphan of a killed Snakemake,
+is refused before it touches the journal. Opening it also removes the output's temporaries left
+by killed processes (a ``kill -9`` during the final rename leaves a whole ``.dr.tif.tmp-*``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from affine import Affine
 
 from tilepipe.core.errors import InputError, context
 from tilepipe.core.raster import atomic_output
+from tilepipe.core.scratch import WriterLock, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,12 @@ class SlabJournal:
     """
 
     def __init__(self, dst: str | os.PathLike, fp: str, profile: dict[str, object]):
-        """Open the journal of ``dst``: keep its slabs if ``fp`` matches, otherwise start over."""
+        """Open the journal of ``dst``: keep its slabs if ``fp`` matches, otherwise start over.
+
+        Raises InputError when another live process holds the output's writer lock.
+        """
+        self.lock = WriterLock(dst)
+        remove_leftovers(dst)
         self.dir = parts_dir(dst)
         self.profile = profile
         self.fp = fp
@@ -187,8 +199,9 @@ class SlabJournal:
         self._next[col0] = next_row
 
     def remove(self) -> None:
-        """Delete the resume state once the final output is in place."""
+        """Delete the resume state once the final output is in place; let go of the output."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        self.lock.release()
 
 
 def _stop_point(slabs: int) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -28,6 +27,7 @@ from tilepipe.core.errors import ModelError, context
 from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.inputs import check_image
 from tilepipe.core.raster import atomic_outputs
+from tilepipe.core.scratch import temp_beside
 from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import Predict, run_tiled
 from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
@@ -157,12 +157,8 @@ def load_fields_model(
 @contextlib.contextmanager
 def scratch_raster(dst_path: Path) -> Iterator[Path]:
     """A temporary raster path beside ``dst_path`` (for the probabilities), removed afterwards."""
-    dst_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dst_path.name}.prob-", suffix=".tif", dir=dst_path.parent
-    )
-    os.close(fd)
-    path = Path(tmp_name)
+    path = temp_beside(dst_path, "prob", ".tif")  # owner-named: a killed run's goes next time
+    path.touch()
     try:
         yield path
     finally:

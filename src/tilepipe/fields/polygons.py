@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from skimage.measure import label
 
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.raster import atomic_output, gtiff_profile
+from tilepipe.core.scratch import temp_beside
 from tilepipe.core.settings import section_defaults, section_problems
 from tilepipe.fields.instances import grow, seed_mask
 
@@ -336,11 +336,7 @@ def delineate(
     except rasterio.errors.RasterioIOError as exc:
         raise InputError(f"{context(tile, date, prob_path)}cannot open ({exc})") from exc
     # the temporary label raster lives beside the probabilities (same, large filesystem)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{prob_path.stem}.seeds-", suffix=".tif", dir=prob_path.parent
-    )
-    os.close(fd)
-    prov_path = Path(tmp)
+    prov_path = temp_beside(prob_path, "seeds", ".tif")
     try:
         with src, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
             names = _band_names(src, prob_path)
