@@ -198,6 +198,10 @@ class SlabJournal:
         self._done[col0] = row0 + n
         self._next[col0] = next_row
 
+    def close(self) -> None:
+        """Let go of the output (its lock file goes too), keeping the resume state for a rerun."""
+        self.lock.release()
+
     def remove(self) -> None:
         """Delete the resume state once the final output is in place; let go of the output."""
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -252,6 +252,7 @@ def write_output(
         if journal is None:
             out_path = outer.enter_context(atomic_output(dst_path))
         else:
+            outer.callback(journal.close)  # on failure too: the lock goes, resume state stays
             out_path = journal.dir / PARTIAL
         with contextlib.ExitStack() as stack:
             # Entered before the threads, so closed only once they are done with it.
@@ -264,10 +265,10 @@ def write_output(
                 run_panel(run, panel, io)
         t_fin = time.perf_counter()
         finish_in_place(out_path, profile, cog=run.out.cog, overviews=run.out.overviews)
-    if journal is not None:
-        with atomic_output(dst_path) as tmp:
-            os.replace(out_path, tmp)
-        journal.remove()
+        if journal is not None:  # still holding the lock, so no second writer can start yet
+            with atomic_output(dst_path) as tmp:
+                os.replace(out_path, tmp)
+            journal.remove()
     return round(time.perf_counter() - t_fin, 3)
 
 
