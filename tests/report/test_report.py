@@ -168,13 +168,14 @@ def _reflectance(path, pixel_m: float, size: int, dtype: str = "uint16") -> str:
     return str(path)
 
 
-def test_quicklooks_with_unreadable_fields_leave_no_png(tmp_path):
+def test_quicklooks_with_unreadable_fields_are_an_input_error_and_leave_no_png(tmp_path):
+    from tilepipe.core.errors import InputError
     from tilepipe.report.quicklooks import quicklooks
 
     s2, dr = _reflectance(tmp_path / "s2.tif", 10.0, 16), _reflectance(tmp_path / "dr.tif", 1, 160)
     (tmp_path / "fields.gpkg").write_text("not a geopackage")
     pngs = {k: tmp_path / "ql" / f"{k}.png" for k in ("rgb", "dr_png", "fields_png")}
-    with pytest.raises(Exception, match=r"fields\.gpkg"):
+    with pytest.raises(InputError, match=r"fields\.gpkg.*cannot read the fields"):
         quicklooks(s2, dr, tmp_path / "fields.gpkg", **pngs, size=64)
     assert not (tmp_path / "ql").exists() or list((tmp_path / "ql").iterdir()) == []
 

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pyogrio.errors
 import pyogrio.raw
 import rasterio
 import shapely
@@ -14,6 +15,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 
+from tilepipe.core.errors import InputError, context
 from tilepipe.core.inputs import DR, S2, check_raster
 from tilepipe.core.raster import atomic_output, atomic_outputs
 
@@ -69,6 +71,14 @@ def write_png(path: str | Path, rgb: np.ndarray) -> None:
             dst.write(rgb)
 
 
+def _read_outlines(fields: str | Path) -> np.ndarray | None:
+    """The WKB geometries of a fields file; an unreadable one is an InputError naming it."""
+    try:
+        return pyogrio.raw.read(fields)[2]
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
+        raise InputError(f"{context(path=fields)}cannot read the fields ({exc})") from exc
+
+
 def quicklooks(
     s2: str | Path,
     dr: str | Path,
@@ -88,7 +98,7 @@ def quicklooks(
     s2_rgb, _ = _read_rgb(s2, size)
     dr_rgb, transform = _read_rgb(dr, size)
     dr_img = stretch(dr_rgb)
-    _, _, geoms, _ = pyogrio.raw.read(fields)
+    geoms = _read_outlines(fields)
     overlay = dr_img.copy()
     if geoms is not None and len(geoms):
         outlines = shapely.boundary(shapely.from_wkb(geoms))
