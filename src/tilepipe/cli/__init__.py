@@ -24,6 +24,7 @@ from tilepipe.cli import (
     download,
     embeddings,
     fields,
+    model,
     plan,
     qc,
     report,
@@ -38,7 +39,7 @@ log = logging.getLogger("tilepipe")
 
 #: the modules whose ``register`` adds their subcommands, in the order ``--help`` lists them
 STEPS = (demo, search, download, superres, fields, qc, embeddings, train, classify, report)
-TOOLS = (status, plan)
+TOOLS = (status, plan, model)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,20 @@
 """The model registry (weights + JSON sidecar) and device handling.
 
-A model is two files: ``X.pt`` (a ``state_dict`` saved with ``torch.save``) and ``X.json``
-(id, architecture, constructor arguments, bands, scale, normalisation and how it was trained).
+A model is two files: the weights ``X.pt`` / ``X.pt2`` and ``X.json`` (id, architecture,
+constructor arguments, bands, scale, normalisation and how it was trained). Three routes in,
+chosen by the sidecar's ``architecture``:
+
+- ``"torch.export"``: a ``torch.export`` program saved with ``torch.export.save`` (``.pt2``);
+- ``"torchscript"``: a ``torch.jit.save`` file;
+- a built-in name (``srnet``, ``fieldnet``) or ``"package.module:Class"`` of an installed
+  package, built with ``arch_kwargs`` and given a ``state_dict`` saved with ``torch.save``.
+
 Everything that can be wrong with a model is checked by :func:`load_model` before any compute.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -30,6 +38,10 @@ BANDS: tuple[str, ...] = REFLECTANCE_BANDS
 REQUIRED_META = ("id", "architecture", "arch_kwargs", "bands_in", "bands_out", "scale")
 #: Sidecar "architecture" of a TorchScript file (``torch.jit.save``): no constructor needed.
 TORCHSCRIPT = "torchscript"
+#: Sidecar "architecture" of a ``torch.export`` program (``torch.export.save``, ``.pt2``).
+EXPORT = "torch.export"
+#: Routes whose file holds the whole program: the sidecar needs no ``arch_kwargs``.
+PROGRAMS = (TORCHSCRIPT, EXPORT)
 #: Numeric precisions of inference: "auto" is bf16 autocast on GPU and fp32 on CPU.
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -79,9 +91,69 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def build_model(architecture: str, arch_kwargs: dict) -> nn.Module:
-    """Instantiate a registered architecture."""
+def import_class(spec: str, where: str = "") -> type[nn.Module]:
+    """The class ``package.module:Class`` names, imported from an installed package."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ModelError(f"{where}architecture {spec!r}: name a class as package.module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"{where}architecture {spec!r}: cannot import {module_name} ({exc}); install the "
+            "package that defines it in this environment"
+        ) from exc
+    cls = module
+    for part in name.split("."):
+        cls = getattr(cls, part, None)
+        if cls is None:
+            raise ModelError(f"{where}architecture {spec!r}: {module_name} has no {name}")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ModelError(f"{where}architecture {spec!r} is not a torch.nn.Module class")
+    return cls
+
+
+def build_model(architecture: str, arch_kwargs: dict, where: str = "") -> nn.Module:
+    """Instantiate a built-in architecture or a ``package.module:Class`` with its kwargs."""
+    if ":" in architecture:
+        return import_class(architecture, where)(**arch_kwargs)
     return ARCHITECTURES[architecture](**arch_kwargs)
+
+
+def export_input_shape(program: torch.export.ExportedProgram) -> tuple[int | None, ...]:
+    """The first input's shape an exported program was traced with: None marks a dynamic dim."""
+    names = [
+        spec.arg.name
+        for spec in program.graph_signature.input_specs
+        if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT
+    ]
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    val = nodes[names[0]].meta.get("val") if names else None
+    if val is None:
+        return ()
+    return tuple(d if isinstance(d, int) else None for d in val.shape)
+
+
+def load_export(path: Path, device: torch.device, where: str) -> tuple[nn.Module, tuple]:
+    """A ``torch.export`` program as a module on ``device``, and its traced input shape."""
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        raise ModelError(
+            f"{where}cannot read torch.export program ({type(exc).__name__}: {exc})"
+        ) from exc
+    if device.type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, str(device))
+    shape = export_input_shape(program)
+    if shape and shape[0] is not None:
+        raise ModelError(
+            f"{where}torch.export program was traced with a fixed batch of {shape[0]}: export "
+            "it with a dynamic batch dimension (dynamic_shapes={0: torch.export.Dim('batch')}),"
+            " the engine's last batch of a row is smaller"
+        )
+    return program.module(), shape
 
 
 def save_model(module: nn.Module, path: str | os.PathLike, meta: dict) -> dict:
@@ -119,16 +191,16 @@ def load_model(
     required = [
         k
         for k in REQUIRED_META
-        if not (k == "arch_kwargs" and meta.get("architecture") == TORCHSCRIPT)
+        if not (k == "arch_kwargs" and meta.get("architecture") in PROGRAMS)
     ]
     missing = [k for k in required if k not in meta]
     if missing:
         raise ModelError(f"{where}model sidecar lacks {', '.join(missing)}")
     arch = meta["architecture"]
-    if arch not in ARCHITECTURES and arch != TORCHSCRIPT:
+    if arch not in ARCHITECTURES and arch not in PROGRAMS and ":" not in str(arch):
         raise ModelError(
-            f"{where}unknown architecture {arch!r} "
-            f"(known: {', '.join([*sorted(ARCHITECTURES), TORCHSCRIPT])})"
+            f"{where}unknown architecture {arch!r} (known: "
+            f"{', '.join([*sorted(ARCHITECTURES), *PROGRAMS])}, or package.module:Class)"
         )
     if expect_bands is not None and list(meta["bands_in"]) != list(expect_bands):
         raise ModelError(
@@ -148,12 +220,17 @@ def load_model(
                 f"{where}cannot read TorchScript ({type(exc).__name__}: {exc})"
             ) from exc
         return _ready(module, meta, digest, path, device)
+    if arch == EXPORT:
+        dev = resolve_device(device) if isinstance(device, str) else device
+        module, shape = load_export(path, dev, where)
+        meta = {**meta, "export_input_shape": list(shape)}
+        return LoadedModel(module, meta, str(meta["id"]), digest, path, dev)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
         raise ModelError(f"{where}cannot read weights ({type(exc).__name__}: {exc})") from exc
     try:
-        module = build_model(arch, dict(meta["arch_kwargs"]))
+        module = build_model(arch, dict(meta["arch_kwargs"]), where)
         module.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise ModelError(f"{where}weights do not fit {arch} {meta['arch_kwargs']}: {exc}") from exc
@@ -173,12 +250,25 @@ def _ready(
 
 
 def check_patch(meta: dict, patch: int, overlap: int, where: str = "") -> None:
-    """Refuse a window size the model's sidecar rules out (``"patch": {"min", "multiple"}``)."""
+    """Refuse a window size the model rules out: the sidecar's ``"patch"`` (``min``,
+    ``multiple``, ``max``, ``exact``) and the spatial size a ``torch.export`` program was traced
+    with when it is static."""
     rule = meta.get("patch") or {}
     least, multiple = int(rule.get("min", 1)), int(rule.get("multiple", 1))
+    most, exact = rule.get("max"), rule.get("exact")
+    traced = [d for d in (meta.get("export_input_shape") or [])[2:] if d is not None]
+    if traced and exact is None:
+        exact = traced[0]
+    name = meta.get("id")
+    if exact is not None and patch != int(exact):
+        raise ModelError(
+            f"{where}model {name} takes windows of exactly {exact} px, got patch {patch}"
+        )
+    if most is not None and patch > int(most):
+        raise ModelError(f"{where}model {name} takes windows of at most {most} px, got {patch}")
     if patch < least or patch % multiple:
         raise ModelError(
-            f"{where}model {meta.get('id')} needs patch >= {least} and a multiple of {multiple}, "
+            f"{where}model {name} needs patch >= {least} and a multiple of {multiple}, "
             f"got patch {patch}"
         )
     if overlap % multiple:
