@@ -12,7 +12,7 @@ import torch
 
 from tilepipe.core.errors import ModelError, context
 from tilepipe.engine.model import non_finite
-from tilepipe.models.loading import LoadedModel, check_patch, load_model, resolve_device
+from tilepipe.models.loading import LoadedModel, check_patch, load_model
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def declared(meta: dict) -> list[tuple[str, str]]:
 
 def check_model(path: str, device: str = "auto", batch: int = 4, patch: int = 64) -> str:
     """Load ``path``, run synthetic batches on ``device``; return the report to print."""
-    model = load_model(path, device=resolve_device(device))
+    model = load_model(path, device=device)
     result = run_check(model, batch, patch)
     lines = [f"model {path}"]
     lines += [f"  {k:<14}{v}" for k, v in declared(model.meta)]

@@ -221,7 +221,7 @@ def load_model(
             ) from exc
         return _ready(module, meta, digest, path, device)
     if arch == EXPORT:
-        dev = resolve_device(device) if isinstance(device, str) else device
+        dev = resolve_device(device)  # takes a name or a torch.device
         module, shape = load_export(path, dev, where)
         meta = {**meta, "export_input_shape": list(shape)}
         return LoadedModel(module, meta, str(meta["id"]), digest, path, dev)
@@ -242,7 +242,7 @@ def _ready(
     module: nn.Module, meta: dict, digest: str, path: Path, device: str | torch.device
 ) -> LoadedModel:
     """Move a loaded module to its device in eval mode (channels_last on GPU)."""
-    dev = resolve_device(device) if isinstance(device, str) else device
+    dev = resolve_device(device)  # takes a name or a torch.device
     module = module.to(dev).eval()
     if dev.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
