@@ -78,7 +78,11 @@ def provider_servers(provider_demo) -> Iterator:
     def serve(provider: str) -> Loopback:
         if provider not in servers:
             demo = provider_demo(provider)
-            mounts = {"tessera": demo["tessera"], "aef": demo["aef"]}
+            mounts = {
+                "tessera": demo["tessera"],
+                "aef": demo["aef"],
+                "tessera-sc": demo["tessera_sc"],
+            }
             root = Path(demo["root"]) / "stac"
             servers[provider] = Loopback(root, flavour_collection(provider), mounts=mounts)
         servers[provider].reset()
@@ -92,9 +96,11 @@ def provider_servers(provider_demo) -> Iterator:
 @pytest.fixture(scope="session")
 def loopback_server(demo) -> Iterator[Loopback]:
     """One loopback server process over the demo catalog for the whole session, with the demo's
-    TESSERA mirror under ``/mirror/tessera/`` and its AEF COGs under ``/mirror/aef/``."""
+    TESSERA mirror under ``/mirror/tessera/`` (geotessera 0.7's) and ``/mirror/tessera-sc/``
+    (geotessera 0.8's tree: ``npy/v1``, ``landmasks/v1``, the Zarr store ``zarr/v1``) and its
+    AEF COGs under ``/mirror/aef/``."""
     os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
-    mounts = {"tessera": demo["tessera"], "aef": demo["aef"]}
+    mounts = {"tessera": demo["tessera"], "aef": demo["aef"], "tessera-sc": demo["tessera_sc"]}
     server = Loopback(Path(demo["root"]) / "stac", mounts=mounts)
     yield server
     server.close()

@@ -25,6 +25,7 @@ TESSERA mirror in geotessera's layout, AEF COGs with their ``aef_index.parquet``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -55,7 +56,7 @@ CONFORMS = [
 class Fault:
     """``count`` responses to file requests whose path contains ``match`` go wrong this way."""
 
-    kind: str  # "status", "slow", "truncate"
+    kind: str  # "status", "slow", "truncate", "corrupt" (one byte flipped, the true ETag kept)
     count: int
     status: int = 502
     retry_after: float | None = None
@@ -95,7 +96,7 @@ class ServerState:
         """The next fault that applies to ``path``, used up by one (HEAD has no body to cut)."""
         with self.lock:
             for fault in self.faults:
-                if method == "HEAD" and fault.kind == "truncate":
+                if method == "HEAD" and fault.kind in ("truncate", "corrupt"):
                     continue
                 if fault.count > 0 and fault.match in path:
                     fault.count -= 1
@@ -353,13 +354,17 @@ class Handler(BaseHTTPRequestHandler):
         if fault and fault.kind == "slow":
             time.sleep(fault.delay)
         data = target.read_bytes()
-        status, body, headers = 200, data, {"Accept-Ranges": "bytes"}
+        # an object store's ETag: the MD5 of a single-part object (S3, Source Cooperative)
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        status, body, headers = 200, data, {"Accept-Ranges": "bytes", "ETag": etag}
         match = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range", ""))
         if match:
             start = int(match.group(1))
             end = min(int(match.group(2) or len(data) - 1), len(data) - 1)
             status, body = 206, data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        if fault and fault.kind == "corrupt" and body:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]  # damaged on the way, same length
         if fault and fault.kind == "truncate" and self.command != "HEAD":
             self.send_response(status)
             self.send_header("Content-Type", "image/tiff")

@@ -187,6 +187,25 @@ def test_embeddings_cli_reads_aef_cogs_through_the_mirrors_index(server, demo, t
     assert any(p.endswith("aef_33UXP.tiff") for p in paths)  # COG range reads over HTTP
 
 
+@pytest.mark.parametrize(
+    ("tree", "expect"),
+    [("zarr/v1", "/embeddings/c/"), ("npy/v1", "/npy/v1/manifest.parquet")],
+    ids=["zarr-store", "manifest-tree"],
+)
+def test_embeddings_cli_reads_geotessera_0_8_s_formats_over_http(
+    server, demo, tmp_path, tree, expect
+):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "tessera.tif"
+    args = ["embeddings", "--tile", "33UXP", "--year", "2022", "--window", "5000,5000,64,64"]
+    args += ["--source", f"{server.mirror_url('tessera-sc')}/{tree}"]
+    run = _tilepipe([*args, "--out", str(out), "--cache", str(tmp_path / "cache")], env, tmp_path)
+    assert run.returncode == 0, run.stderr
+    with rasterio.open(out) as src:
+        assert src.tags()["EMBEDDINGS_SOURCE"] == "tessera" and np.isfinite(src.read(1)).all()
+    assert any(expect in r[1] for r in server.stats()["requests"])
+
+
 @pytest.mark.workflow
 def test_no_token_key_or_signed_url_reaches_any_file_of_the_run(remote_run):
     work = remote_run["work"]

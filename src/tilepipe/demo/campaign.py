@@ -22,7 +22,16 @@ from tilepipe.core.raster import atomic_output
 from tilepipe.demo.aef import write_aef_demo, write_aef_index
 from tilepipe.demo.labels import label_features, write_labels
 from tilepipe.demo.stac import flavour_collection, new_catalog, save_catalog, write_item
-from tilepipe.demo.tessera import class_centroids, pixel_vectors, write_registry, write_tessera
+from tilepipe.demo.tessera import (
+    SOURCE_COOP,
+    STORE_DIR,
+    class_centroids,
+    pixel_vectors,
+    write_registry,
+    write_source_coop,
+    write_store,
+    write_tessera,
+)
 from tilepipe.demo.world import DEMO_DATES, DEMO_TILES, Scene, demo_window, render_scene, tile_seed
 
 SCALE = 10  # 1 m truth pixels per 10 m pixel side
@@ -106,11 +115,16 @@ def generate_campaign(
         labels += label_features(tile, clear, transform, SCALE, id_base=id_base)
     save_catalog(catalog, collection, stac_root)
     write_registry(tessera_root, registry)
+    source_coop = write_source_coop(tessera_root, registry, out / SOURCE_COOP)
+    write_store(tessera_root, registry, out / STORE_DIR)
     write_aef_index(aef_root)
     write_labels(out / "labels.gpkg", labels)
     manifest = {
         "catalog": str((stac_root / "catalog.json").resolve()),
         "tessera": str(tessera_root.resolve()),
+        "tessera_sc": str((out / SOURCE_COOP).resolve()),
+        "tessera_npy": str(source_coop.resolve()),
+        "tessera_store": str((out / STORE_DIR).resolve()),
         "aef": str(aef_root.resolve()),
         "labels": str((out / "labels.gpkg").resolve()),
         "tiles": list(tiles),

@@ -9,6 +9,7 @@ so a classifier trained on the demo labels can learn the crops from the embeddin
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tilepipe.embeddings.tessera import (
     cell_files,
     cell_name,
     grid_int,
+    valid_scales,
 )
 
 EMBEDDING_DIM = 128
@@ -178,3 +180,193 @@ def write_registry(root: Path, cells: list[tuple[int, str]]) -> None:
     write_geoparquet(root / REGISTRY, _points(tiles["lon"], tiles["lat"]), tiles, "EPSG:4326")
     masks = landmask_columns(root, [name for _, name in cells])
     write_geoparquet(root / LANDMASKS, _points(masks["lon"], masks["lat"]), masks, "EPSG:4326")
+
+
+# -- the Zarr store of geotessera >= 0.8 --------------------------------------------------------
+
+SHARD = 4096  # zone grids are whole shards (geotessera/zarr.py, SHARD_SIZE)
+INNER = 32  # inner chunk side
+SOURCE_COOP = "tessera-sc"  # the tree geotessera >= 0.8 reads, as on Source Cooperative
+DATASET = "v1"  # its npy/, landmasks/ and zarr/ directory of the demo's one dataset
+STORE_DIR = f"{SOURCE_COOP}/zarr/{DATASET}"
+_BLOSC = {"cname": "zstd", "clevel": 3}
+
+
+def _store_root_attrs(dimensions: int) -> dict:
+    """The root's ``geoemb:`` attributes, as ``geotessera.zarr.init_store`` writes them."""
+    return {
+        "geoemb:type": "pixel",
+        "geoemb:dimensions": dimensions,
+        "geoemb:model": "https://geotessera.org/model/1.0",
+        "geoemb:data_type": "int8",
+        "geoemb:gsd": 10.0,
+        "geoemb:spatial_layout": "utm_zones",
+        "geoemb:build_version": "tilepipe-demo",
+        "geoemb:quantization": {
+            "method": "per_pixel_scale",
+            "original_dtype": "float32",
+            "quantized_dtype": "int8",
+            "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"},
+        },
+    }
+
+
+def _cell_footprint(name: str, epsg: int) -> tuple[float, float, float, float]:
+    """(min x, min y, max x, max y) of a whole 0.1° cell in the zone's northern UTM CRS."""
+    lon, lat = _centre(name)
+    proj = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+    half = CELL_DEG / 2
+    xs, ys = proj.transform(
+        [lon - half, lon + half, lon - half, lon + half],
+        [lat + half, lat + half, lat - half, lat - half],
+    )
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def zone_grid(names: list[str], epsg: int) -> tuple[Affine, int, int]:
+    """(transform, height, width) of a zone grid: the cells' union, 10 m-snapped, whole shards."""
+    boxes = [_cell_footprint(n, epsg) for n in names]
+    left = math.floor(min(b[0] for b in boxes) / 10) * 10
+    top = math.ceil(max(b[3] for b in boxes) / 10) * 10
+    right = math.ceil(max(b[2] for b in boxes) / 10) * 10
+    bottom = math.floor(min(b[1] for b in boxes) / 10) * 10
+    height = math.ceil(round((top - bottom) / 10) / SHARD) * SHARD
+    width = math.ceil(round((right - left) / 10) / SHARD) * SHARD
+    return Affine(10.0, 0.0, left, 0.0, -10.0, top), height, width
+
+
+def _create_zone(root, zone: int, years: list[int], transform: Affine, height: int, width: int):
+    """A ``utm{zone}`` group with empty arrays, shaped and chunked as geotessera's."""
+    from zarr.codecs import BloscCodec
+
+    group = root.create_group(f"utm{zone:02d}")
+    t = len(years)
+    blosc = BloscCodec(**_BLOSC)
+    group.create_array(
+        "embeddings",
+        shape=(t, EMBEDDING_DIM, height, width),
+        chunks=(1, EMBEDDING_DIM, INNER, INNER),
+        shards=(1, EMBEDDING_DIM, SHARD, SHARD),
+        dtype=np.int8,
+        fill_value=np.int8(0),
+        compressors=blosc,
+        dimension_names=["time", "band", "y", "x"],
+    )
+    group.create_array(
+        "scales",
+        shape=(t, height, width),
+        chunks=(1, INNER, INNER),
+        shards=(1, SHARD, SHARD),
+        dtype=np.float32,
+        fill_value=np.float32("inf"),
+        compressors=blosc,
+        dimension_names=["time", "y", "x"],
+    )
+    coords = {
+        "x": transform.c + (np.arange(width) + 0.5) * 10.0,
+        "y": transform.f - (np.arange(height) + 0.5) * 10.0,
+        "time": np.array(years, dtype=np.int32),
+        "band": np.arange(EMBEDDING_DIM, dtype=np.int32),
+    }
+    for name, values in coords.items():
+        arr = group.create_array(
+            name,
+            shape=values.shape,
+            dtype=values.dtype,
+            fill_value=0,
+            compressors=blosc,
+            dimension_names=[name],
+        )
+        arr[:] = values
+    group.attrs.update(
+        {
+            "spatial:dimensions": ["y", "x"],
+            "spatial:transform_type": "affine",
+            "spatial:transform": list(transform)[:6],
+            "spatial:shape": [height, width],
+            "spatial:registration": "pixel",
+            "proj:code": f"EPSG:{32600 + zone}",
+        }
+    )
+    return group
+
+
+def write_store(root: Path, cells: list[tuple[int, str]], store: Path) -> None:
+    """Build ``store`` from the cells under ``root``, as ``geotessera-registry zarr-fill`` does.
+
+    A cell's pixels land at ``floor`` of its landmask origin's offset in its zone grid; water
+    (landmask 0) and unusable scales are written as NaN scales, unwritten pixels stay +inf.
+    """
+    import zarr
+
+    by_zone: dict[int, list[tuple[int, str]]] = {}
+    for year, name in cells:
+        by_zone.setdefault(_cell_zone(name), []).append((year, name))
+    years = sorted({int(y) for y, _ in cells})
+    top = zarr.open_group(store, mode="w", zarr_format=3)
+    top.attrs.update(_store_root_attrs(EMBEDDING_DIM))
+    for zone, zcells in sorted(by_zone.items()):
+        transform, height, width = zone_grid(sorted({n for _, n in zcells}), 32600 + zone)
+        group = _create_zone(top, zone, years, transform, height, width)
+        for year, name in zcells:
+            _fill_cell(group, root, int(year), name, years.index(int(year)), transform)
+    with warnings.catch_warnings():  # "not part of the v3 spec": geotessera consolidates too
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        zarr.consolidate_metadata(store)
+
+
+def _cell_zone(name: str) -> int:
+    """UTM zone of a cell, by its centre's longitude (geotessera's ``tile_zone``)."""
+    lon, _ = _centre(name)
+    return max(1, min(60, math.floor((lon + 180) / 6) + 1))
+
+
+def _fill_cell(group, root: Path, year: int, name: str, t: int, transform: Affine) -> None:
+    """Copy one cell's codes and scales into its place in the zone group."""
+    files = cell_files(name, year)
+    raw = np.load(root / files["embeddings"])
+    scales = np.load(root / files["scales"]).astype(np.float32)
+    with rasterio.open(root / files["landmask"]) as lm:
+        land, cell_t, epsg = lm.read(1), lm.transform, lm.crs.to_epsg()
+    north = cell_t.f - (10_000_000.0 if epsg > 32700 else 0.0)
+    row = math.floor((transform.f - north) / 10)
+    col = math.floor((cell_t.c - transform.c) / 10)
+    scales[land == 0] = np.nan
+    scales[~valid_scales(scales)] = np.nan
+    h, w = scales.shape
+    group["embeddings"][t, :, row : row + h, col : col + w] = raw.transpose(2, 0, 1)
+    group["scales"][t, row : row + h, col : col + w] = scales
+
+
+def write_source_coop(root: Path, cells: list[tuple[int, str]], out: Path) -> Path:
+    """Lay the cells under ``root`` out as geotessera >= 0.8 reads them; return the npy dataset dir.
+
+    ``{out}/npy/v1/`` holds ``manifest.parquet`` (the columns of ``geotessera-registry
+    file-scan``: year, lon, lat, grid_size, scales_size, lon_i, lat_i; sizes only) and the
+    ``{year}/grid_X_Y/`` tiles, ``{out}/landmasks/v1/`` the landmasks and their registry.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    npy, masks = out / "npy" / DATASET, out / "landmasks" / DATASET
+    rows: dict[str, list] = {k: [] for k in ("year", "lon", "lat", "grid_size", "scales_size")}
+    rows.update(lon_i=[], lat_i=[])
+    for year, name in sorted(cells):
+        src, dst = cell_files(name, year), f"{year}/{name}"
+        (npy / dst).mkdir(parents=True, exist_ok=True)
+        for role, suffix in (("embeddings", ".npy"), ("scales", "_scales.npy")):
+            (npy / dst / f"{name}{suffix}").write_bytes((root / src[role]).read_bytes())
+        lon, lat = _centre(name)
+        rows["year"].append(int(year)), rows["lon"].append(lon), rows["lat"].append(lat)
+        rows["grid_size"].append((npy / dst / f"{name}.npy").stat().st_size)
+        rows["scales_size"].append((npy / dst / f"{name}_scales.npy").stat().st_size)
+        rows["lon_i"].append(grid_int(lon)), rows["lat_i"].append(grid_int(lat))
+    pq.write_table(pa.table(rows), npy / "manifest.parquet")
+    masks.mkdir(parents=True, exist_ok=True)
+    names = sorted({n for _, n in cells})
+    for name in names:
+        (masks / f"{name}.tiff").write_bytes((root / cell_files(name, 0)["landmask"]).read_bytes())
+    cols = landmask_columns(root, names)
+    cols.pop("hash")
+    pq.write_table(pa.table(cols), masks / LANDMASKS)
+    return npy

@@ -39,7 +39,14 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from tilepipe.core.errors import InputError, context
-from tilepipe.embeddings.mosaic import TargetGrid, fill_nan_from, fill_windows, mosaic_writer
+from tilepipe.embeddings.mosaic import (
+    TargetGrid,
+    fill_nan_from,
+    fill_windows,
+    label,
+    mosaic_writer,
+    target_grid,
+)
 from tilepipe.embeddings.remote import is_url, join, local_copy
 
 AEF_NODATA = -128
@@ -268,7 +275,7 @@ def build_tile_embeddings_aef(
     nodata, or when fewer than ``min_unit_fraction`` of the vectors have a norm within
     ``tolerance`` of 1 (wrong formula).
     """
-    grid = TargetGrid(CRS.from_user_input(crs), transform, width, height)
+    grid = target_grid(crs, transform, width, height, tile)
     if formula not in DEQUANTISE:
         raise InputError(f"unknown AEF dequantisation {formula!r} (known: {sorted(DEQUANTISE)})")
     index, files = find_aef(source, year, grid, cache)
@@ -276,10 +283,11 @@ def build_tile_embeddings_aef(
     fill = _FileFill(used, grid.crs, formula, tolerance)
     with mosaic_writer(dst, grid, count) as out_ds:
         fill_windows(out_ds, grid, fill)
-        out_ds.descriptions = tuple(f"aef_{i:02d}" for i in range(count))
-        out_ds.update_tags(
-            TILE=tile or "",
-            YEAR=str(year),
+        label(
+            out_ds,
+            "aef",
+            tile,
+            year,
             EMBEDDINGS_SOURCE="aef",
             AEF_DEQUANTISE=formula,
             EMBEDDINGS_FILES=",".join(f.path.rsplit("/", 1)[-1] for f in used),

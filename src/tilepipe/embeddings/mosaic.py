@@ -23,6 +23,7 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from tilepipe.core.errors import InputError, context
 from tilepipe.core.raster import atomic_output, gtiff_profile
 
 WINDOW = 256  # output pixels per side processed at once (x C bands x float32)
@@ -45,6 +46,20 @@ class TargetGrid:
         left, top = self.transform * (0, 0)
         right, bottom = self.transform * (self.width, self.height)
         return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
+
+
+def target_grid(crs, transform: Affine, width: int, height: int, tile: str | None) -> TargetGrid:
+    """The grid a build writes on; InputError naming the tile when it holds no pixel."""
+    if width <= 0 or height <= 0:
+        raise InputError(f"{context(tile)}empty target grid {width}x{height}")
+    return TargetGrid(CRS.from_user_input(crs), transform, width, height)
+
+
+def label(ds: DatasetWriter, prefix: str, tile: str | None, year: int, **tags: str) -> None:
+    """Name the bands ``{prefix}_000…`` and tag the tile, year and source's provenance."""
+    width = 3 if ds.count > 99 else 2
+    ds.descriptions = tuple(f"{prefix}_{i:0{width}d}" for i in range(ds.count))
+    ds.update_tags(TILE=tile or "", YEAR=str(year), **tags)
 
 
 def windows(width: int, height: int, size: int = WINDOW) -> Iterator[Window]:

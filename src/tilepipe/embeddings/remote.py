@@ -2,15 +2,17 @@
 
 A source is a directory or a base URL laid out the same way (geotessera's
 ``https://dl2.geotessera.org/v1`` for TESSERA, a folder holding ``aef_index.parquet`` for AEF).
-Remote files are fetched once into a local cache and verified there (size, and SHA-256 where
-the registry gives one), so a mirror fetched on a login node serves compute nodes offline.
+Remote files are fetched once into a local cache and verified there (size, SHA-256 where the
+registry gives one, and the server's MD5 ETag as they arrive), so a mirror fetched on a login
+node serves compute nodes offline.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
-import shutil
+import re
 import time
 import urllib.error
 import urllib.request
@@ -53,13 +55,17 @@ def download(url: str, dest: Path, *, retries: int = RETRIES, timeout: float = T
                 urllib.request.urlopen(url, timeout=timeout) as response,
                 atomic_output(dest) as tmp,
             ):
+                md5 = hashlib.md5()
                 with open(tmp, "wb") as fh:
-                    shutil.copyfileobj(response, fh, 1 << 20)
+                    while chunk := response.read(1 << 20):
+                        md5.update(chunk)
+                        fh.write(chunk)
                 expected = response.headers.get("Content-Length")
                 if expected is not None and tmp.stat().st_size != int(expected):
                     raise ConnectionError(
                         f"truncated: {tmp.stat().st_size} of {expected} bytes received"
                     )
+                check_etag(response.headers.get("ETag"), md5.hexdigest())
             return dest
         except Exception as exc:
             if attempt < retries and _retryable(exc):
@@ -67,6 +73,19 @@ def download(url: str, dest: Path, *, retries: int = RETRIES, timeout: float = T
                 continue
             raise InputError(f"{context(path=url)}download failed: {exc}") from exc
     raise AssertionError("unreachable")
+
+
+class ChecksumError(ConnectionError):
+    """The bytes received differ from the object's MD5 ETag: retried, then a named error."""
+
+
+def check_etag(etag: str | None, md5: str) -> None:
+    """Raise ChecksumError when ``etag`` is a plain MD5 (an object store's single-part ETag,
+    which geotessera >= 0.8 checks too: ``registry.py``, ``download_file_to_temp``) that differs
+    from the received bytes' ``md5``. Multipart (``…-N``) and weak ETags say nothing of it."""
+    tag = (etag or "").strip().strip('"').lower()
+    if re.fullmatch(r"[0-9a-f]{32}", tag) and tag != md5:
+        raise ChecksumError(f"checksum mismatch: MD5 {md5} of the bytes received != ETag {tag}")
 
 
 def verify(path: Path, size: int | None, sha256: str | None, what: str) -> None:

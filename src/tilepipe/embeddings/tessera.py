@@ -1,9 +1,9 @@
 """TESSERA embeddings: verify, dequantise and reproject 0.1° cells onto a tile's 10 m grid.
 
-The source is a directory or a base URL in the layout geotessera 0.7.x publishes and mirrors
-(``geotessera/registry.py``: ``TESSERA_BASE_URL/{version}/registry.parquet``,
-``EMBEDDINGS_DIR_NAME``, ``LANDMASKS_DIR_NAME``, ``tile_to_embedding_paths``,
-``tile_to_landmask_filename``)::
+The source is a directory or a base URL in one of the cell layouts geotessera publishes
+(:class:`Layout`): geotessera 0.7's mirror (``geotessera/registry.py``:
+``TESSERA_BASE_URL/{version}/registry.parquet``, ``EMBEDDINGS_DIR_NAME``,
+``LANDMASKS_DIR_NAME``, ``tile_to_embedding_paths``, ``tile_to_landmask_filename``)::
 
     {source}/registry.parquet      GeoParquet: year, lon, lat (cell centre), hash (SHA-256 of the
                                    .npy), file_size, scales_hash, scales_size, lon_i, lat_i
@@ -12,11 +12,14 @@ The source is a directory or a base URL in the layout geotessera 0.7.x publishes
     {source}/global_0.1_degree_representation/{year}/{name}/{name}_scales.npy   float32 (H, W)
     {source}/global_0.1_degree_tiff_all/{name}.tiff        landmask: the cell's UTM CRS + transform
 
-where ``name`` is ``grid_{lon:.2f}_{lat:.2f}`` (``tile_to_grid_name``), the centre of a 0.1°
-cell, and rows are looked up by ``round(coord * 100)`` (``coord_to_grid_int``). Every file is
-checked against its listed size and SHA-256 before use. The output is one float32 GeoTIFF per
-(tile, year) with one band per embedding dimension and NaN as nodata; it is written window by
-window so a full tile (10980² x 128 floats, 62 GB) never sits in memory.
+or geotessera >= 0.8's tree, ``npy/{dataset}/manifest.parquet`` (sizes only) beside
+``landmasks/{version}/``. ``name`` is ``grid_{lon:.2f}_{lat:.2f}`` (``tile_to_grid_name``), the
+centre of a 0.1° cell, and rows are looked up by ``round(coord * 100)`` (``coord_to_grid_int``).
+Every file is checked against its listed size and SHA-256 (or the server's MD5 ETag) before use.
+A Zarr store (:func:`is_store`) is read by :mod:`tilepipe.embeddings.tessera_store`. The output
+is one float32 GeoTIFF per (tile, year) with one band per embedding dimension and NaN as
+nodata; it is written window by window so a full tile (10980² x 128 floats, 62 GB) never sits
+in memory.
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
 from tilepipe.core.errors import InputError, context
-from tilepipe.embeddings.mosaic import TargetGrid, fill_nan_from, fill_windows, mosaic_writer
+from tilepipe.embeddings.mosaic import (
+    TargetGrid,
+    fill_nan_from,
+    fill_windows,
+    label,
+    mosaic_writer,
+    target_grid,
+)
 from tilepipe.embeddings.remote import is_url, join, local_copy
 
 CELL_DEG = 0.1
@@ -46,8 +56,10 @@ REPRESENTATION_DIR = "global_0.1_degree_representation"
 LANDMASK_DIR = "global_0.1_degree_tiff_all"
 REGISTRY = "registry.parquet"
 LANDMASKS = "landmasks.parquet"
+MANIFEST = "manifest.parquet"  # geotessera >= 0.8: sizes only, files checked by MD5/ETag
 REGISTRY_COLUMNS = ("year", "lon", "lat", "hash", "file_size")  # geotessera's required set
-LANDMASK_COLUMNS = ("lon", "lat", "hash", "file_size")
+MANIFEST_COLUMNS = ("year", "lon", "lat", "grid_size")  # geotessera 0.11, Registry._load_registry
+LANDMASK_COLUMNS = ("lon", "lat", "file_size")
 DEFAULT_CACHE = Path("cache/embeddings")  # remote sources only, relative to the working dir
 
 
@@ -56,13 +68,52 @@ def cell_name(lon: float, lat: float) -> str:
     return f"grid_{lon:.2f}_{lat:.2f}"
 
 
-def cell_files(name: str, year: int | str) -> dict[str, str]:
-    """Paths, relative to the source root, of a cell's embeddings, scales and landmask."""
-    rep = f"{REPRESENTATION_DIR}/{year}/{name}"
+@dataclass(frozen=True)
+class Layout:
+    """Where a TESSERA source keeps its registries and files.
+
+    geotessera 0.7 mirrors (and local directories of either version) keep everything under one
+    root: ``registry.parquet`` or ``manifest.parquet``, ``landmasks.parquet``,
+    ``global_0.1_degree_representation/`` and ``global_0.1_degree_tiff_all/``. The Source
+    Cooperative tree geotessera >= 0.8 reads (``geotessera/registry.py``, "All Tessera data is
+    served over plain HTTPS") splits them::
+
+        {root}/npy/{dataset}/manifest.parquet, {root}/npy/{dataset}/{year}/grid_X_Y/grid_X_Y.npy
+        {root}/landmasks/{version}/landmasks.parquet, {root}/landmasks/{version}/grid_X_Y.tiff
+
+    with ``dataset`` a version and variant (``v1``, ``v1.1-cam``) and ``version`` its part
+    before the first ``-``.
+    """
+
+    tiles: str  # base of the tile tree and of its registry
+    landmasks: str  # base of the landmask tree and of landmasks.parquet
+    registry: str = REGISTRY  # REGISTRY or MANIFEST
+    tile_dir: str = REPRESENTATION_DIR
+    landmask_dir: str = LANDMASK_DIR
+
+
+def layout_of(source: str | os.PathLike) -> Layout:
+    """The layout of a TESSERA source, decided from its path alone (no request)."""
+    text = str(source).rstrip("/")
+    head, sep, dataset = text.rpartition("/npy/")
+    if sep and dataset and "/" not in dataset:
+        version = dataset.split("-", 1)[0]
+        return Layout(text, f"{head}/landmasks/{version}", MANIFEST, "", "")
+    local = not is_url(text)
+    if local and not (Path(text) / REGISTRY).is_file() and (Path(text) / MANIFEST).is_file():
+        return Layout(text, text, MANIFEST)
+    return Layout(text, text)
+
+
+def cell_files(name: str, year: int | str, layout: Layout | None = None) -> dict[str, str]:
+    """Paths of a cell's embeddings, scales and landmask, relative to the layout's bases."""
+    layout = layout or Layout("", "")
+    rep = "/".join(p for p in (layout.tile_dir, str(year), name) if p)
+    mask = "/".join(p for p in (layout.landmask_dir, f"{name}.tiff") if p)
     return {
         "embeddings": f"{rep}/{name}.npy",
         "scales": f"{rep}/{name}_scales.npy",
-        "landmask": f"{LANDMASK_DIR}/{name}.tiff",
+        "landmask": mask,
     }
 
 
@@ -138,12 +189,34 @@ def read_registry(path: str | os.PathLike) -> dict[tuple[int, int, int], dict[st
     }
 
 
+def read_manifest(path: str | os.PathLike) -> dict[tuple[int, int, int], dict[str, Listing]]:
+    """Map (year, lon_i, lat_i) of each tile in geotessera >= 0.8's ``manifest.parquet``.
+
+    The manifest lists sizes only (``grid_size``, ``scales_size``): the bytes are checked
+    against the server's MD5 ETag when fetched (:func:`tilepipe.embeddings.remote.download`).
+    """
+    t = _read_table(Path(path), MANIFEST_COLUMNS, ("scales_size",))
+    n = len(t["year"])
+    scales_size = t.get("scales_size", [None] * n)
+    return {
+        (int(t["year"][i]), grid_int(t["lon"][i]), grid_int(t["lat"][i])): {
+            "embeddings": _listing(t["grid_size"][i], None),
+            "scales": _listing(scales_size[i], None),
+        }
+        for i in range(n)
+    }
+
+
 def read_landmasks(path: str | os.PathLike) -> dict[tuple[int, int], Listing]:
-    """Map (lon_i, lat_i) of each landmask in ``landmasks.parquet`` to its listing."""
-    t = _read_table(Path(path), LANDMASK_COLUMNS)
+    """Map (lon_i, lat_i) of each landmask in ``landmasks.parquet`` to its listing.
+
+    ``hash`` (SHA-256) is in geotessera 0.7's landmask registry and optional since.
+    """
+    t = _read_table(Path(path), LANDMASK_COLUMNS, ("hash",))
+    hashes = t.get("hash", [None] * len(t["lon"]))
     return {
         (grid_int(lon), grid_int(lat)): _listing(size, sha)
-        for lon, lat, size, sha in zip(t["lon"], t["lat"], t["file_size"], t["hash"], strict=True)
+        for lon, lat, size, sha in zip(t["lon"], t["lat"], t["file_size"], hashes, strict=True)
     }
 
 
@@ -155,6 +228,23 @@ class Registry:
     cache: Path
     tiles: dict[tuple[int, int, int], dict[str, Listing]]
     landmasks: dict[tuple[int, int], Listing]
+    layout: Layout | None = None
+
+    def registry_file(self) -> str:
+        """The tile registry's path or URL."""
+        layout = self.layout or Layout(self.source, self.source)
+        return join(layout.tiles, layout.registry)
+
+    def base(self, role: str) -> str:
+        """Where the ``role`` file (embeddings, scales, landmask) of a cell is found."""
+        layout = self.layout or Layout(self.source, self.source)
+        return layout.landmasks if role == "landmask" else layout.tiles
+
+    def cache_of(self, base: str) -> Path:
+        """The cache folder of a remote base (one per URL, so two bases never collide)."""
+        if not is_url(base):
+            return self.cache
+        return self.cache / "tessera" / base.split("://", 1)[1].replace("/", "_")
 
     def lists(self, name: str, year: int) -> bool:
         """Whether the registry lists cell ``name`` for ``year``."""
@@ -167,28 +257,33 @@ class Registry:
         return self.tiles[(year, *cell_key(name))][role]
 
 
+def _registry_copy(registry: Registry, base: str, name: str) -> Path:
+    """A local copy of the registry file ``name`` under ``base``."""
+    what = f"{context(path=join(base, name))}TESSERA {name}"
+    return local_copy(base, name, registry.cache_of(base), what=what)
+
+
 def open_registry(source: str | os.PathLike, cache: str | os.PathLike | None = None) -> Registry:
-    """Load ``registry.parquet`` and ``landmasks.parquet`` of a directory or mirror URL."""
-    cache = Path(cache) if cache is not None else DEFAULT_CACHE
-    if is_url(source):
-        cache = cache / "tessera" / str(source).split("://", 1)[1].replace("/", "_")
-    where = {
-        name: f"{context(path=join(source, name))}TESSERA {name}" for name in (REGISTRY, LANDMASKS)
-    }
-    tiles = read_registry(local_copy(source, REGISTRY, cache, what=where[REGISTRY]))
-    landmasks = read_landmasks(local_copy(source, LANDMASKS, cache, what=where[LANDMASKS]))
-    return Registry(str(source), cache, tiles, landmasks)
+    """Load the tile registry (``registry.parquet`` or ``manifest.parquet``) and
+    ``landmasks.parquet`` of a directory or mirror URL, in the layout :func:`layout_of` finds."""
+    layout = layout_of(source)
+    registry = Registry(
+        str(source).rstrip("/"), Path(cache) if cache is not None else DEFAULT_CACHE, {}, {}, layout
+    )
+    reader = read_manifest if layout.registry == MANIFEST else read_registry
+    registry.tiles.update(reader(_registry_copy(registry, layout.tiles, layout.registry)))
+    landmasks = _registry_copy(registry, layout.landmasks, LANDMASKS)
+    registry.landmasks.update(read_landmasks(landmasks))
+    return registry
 
 
 def valid_scales(scales: np.ndarray) -> np.ndarray:
     """Pixels whose scale is usable: finite and in (0, 1).
 
     geotessera marks invalid pixels in the scales, not the codes: NaN is water and +inf land
-    without data (``geotessera/zarr.py`` module docstring, "Scale sentinels"), and its readers
-    treat non-finite scales as nodata (``geotessera/store.py``, ``TesseraAccessor.dequantise``)
-    and zero scales too (``geotessera/zarr.py``, ``compute_rgb_chunk``: ``isfinite & != 0``).
-    Negative scales and scales of 1 or more (codes of ±127 would then exceed any TESSERA value,
-    whose scales are ~0.01-0.2) are not valid quantisations either; tilepipe masks them as well.
+    without data (``geotessera/zarr.py`` module docstring, "Scale sentinels"), and its store
+    builder keeps a scale only when it is finite, positive and below ``MAX_VALID_SCALE = 1.0``
+    (geotessera 0.11, ``zarr.py``, ``valid_scale_mask``; real scales run at median 0.064).
     ``scales`` is (H, W) or (H, W, C); a pixel is valid only if all its scales are.
     """
     ok = np.isfinite(scales) & (scales > 0) & (scales < 1)
@@ -252,14 +347,15 @@ def _cell_paths(registry: Registry, name: str, year: int, tile) -> dict[str, Pat
     the tile, the year and the file.
     """
     paths = {}
-    for role, rel in cell_files(name, year).items():
+    for role, rel in cell_files(name, year, registry.layout).items():
         listing = registry.listing(name, year, role)
-        what = f"{context(tile, path=join(registry.source, rel))}year {year}: {role} file of "
+        base = registry.base(role)
+        what = f"{context(tile, path=join(base, rel))}year {year}: {role} file of "
         what += f"listed cell {name}"
         paths[role] = local_copy(
-            registry.source,
+            base,
             rel,
-            registry.cache,
+            registry.cache_of(base),
             size=listing.size,
             sha256=listing.sha256,
             what=what,
@@ -286,15 +382,32 @@ def _open_cell(registry: Registry, name: str, year: int, tile) -> _Cell:
         )
     try:
         with rasterio.open(paths["landmask"]) as mask:
-            crs, transform, shape = mask.crs, mask.transform, mask.shape
+            crs, transform, land = mask.crs, mask.transform, mask.read(1)
     except rasterio.RasterioIOError as exc:
         raise InputError(f"{context(tile, path=paths['landmask'])}unreadable: {exc}") from exc
-    if crs is None or shape != raw.shape[:2]:
+    if crs is None or land.shape != raw.shape[:2]:
         raise InputError(
-            f"{context(tile, path=paths['landmask'])}landmask {shape} crs {crs} does not "
+            f"{context(tile, path=paths['landmask'])}landmask {land.shape} crs {crs} does not "
             f"georeference embeddings {raw.shape[:2]}"
         )
-    return _Cell(name, raw, scales, crs, transform, paths, Window(0, 0, 0, 0))
+    if not land.all():  # water: nodata, as geotessera's store builder writes it
+        scales = np.where((land != 0)[..., None] if scales.ndim == 3 else land != 0, scales, np.nan)
+    return _Cell(name, raw, scales, crs, snap(transform), paths, Window(0, 0, 0, 0))
+
+
+def snap(transform: Affine, pixel: float = 10.0) -> Affine:
+    """The grid a cell's pixels lie on: its landmask's corner snapped outward to ``pixel``.
+
+    A landmask carries the cell's unsnapped corner, while the producer laid the pixels out from
+    ``floor(minx / res) * res`` (stackstac's snapped bounds); geotessera places cells in its
+    Zarr stores the same way (``geotessera/zarr.py``, ``_tile_pixel_offset``, issue #429).
+    Transforms that are not north-up at ``pixel`` metres are returned unchanged.
+    """
+    if (transform.a, transform.b, transform.d, transform.e) != (pixel, 0.0, 0.0, -pixel):
+        return transform
+    left = math.floor(round(transform.c / pixel, 9)) * pixel
+    top = math.ceil(round(transform.f / pixel, 9)) * pixel
+    return Affine(pixel, 0.0, left, 0.0, -pixel, top)
 
 
 def _outward(win: Window, pad: int = 0) -> Window:
@@ -368,8 +481,8 @@ def _listed_cells(
     if not listed:
         raise InputError(
             f"{context(tile)}year {year}: no TESSERA cell listed in "
-            f"{join(registry.source, REGISTRY)} for the "
-            f"target footprint; looked for {_summary(looked_for)}"
+            f"{registry.registry_file()} for the target footprint; "
+            f"looked for {_summary(looked_for)}"
         )
     return looked_for, listed
 
@@ -414,6 +527,19 @@ class _CellFill:
         self.valid += int(np.isfinite(out[0]).sum())
 
 
+def is_store(source: str | os.PathLike) -> bool:
+    """Whether ``source`` is a Zarr store (geotessera >= 0.8) rather than a 0.7 mirror.
+
+    A directory is a store when it holds ``zarr.json``; a URL when its path ends in ``.zarr`` or
+    runs through a ``/zarr/`` tree (``https://data.source.coop/tessera/tessera/zarr/v1.1-…``),
+    so deciding costs no request.
+    """
+    text = str(source).rstrip("/")
+    if is_url(text):
+        return text.endswith(".zarr") or "/zarr/" in text
+    return (Path(text) / "zarr.json").is_file()
+
+
 def build_tile_embeddings(
     source: str | os.PathLike,
     year: int,
@@ -429,27 +555,27 @@ def build_tile_embeddings(
     """Mosaic the TESSERA cells covering a target grid into one float32 GeoTIFF (NaN nodata).
 
     ``source`` is a directory or a mirror URL (its files fetched into ``cache``, default
-    ``cache/embeddings``). Each listed cell is size- and SHA-256-verified, dequantised (invalid
-    scales are nodata) and reprojected (nearest) from its own UTM grid onto ``crs``/``transform``;
-    where cells overlap the first (northernmost, westernmost) wins. Returns
+    ``cache/embeddings``), or a Zarr store (:func:`is_store`; read by
+    :mod:`tilepipe.embeddings.tessera_store`, which returns its own summary). Each listed cell
+    is verified (size, and SHA-256 or MD5 ETag), dequantised (invalid scales are nodata) and
+    reprojected (nearest) from its snapped grid (:func:`snap`) onto ``crs``/``transform``; where
+    cells overlap the first (northernmost, westernmost) wins. Returns
     ``{"path", "cells", "cells_looked_for", "bands", "valid_fraction"}``.
     """
-    grid = TargetGrid(CRS.from_user_input(crs), transform, width, height)
-    if width <= 0 or height <= 0:
-        raise InputError(f"{context(tile)}empty target grid {width}x{height}")
+    if is_store(source):
+        from tilepipe.embeddings.tessera_store import build_tile_embeddings_store
+
+        where = dict(crs=crs, transform=transform, width=width, height=height, tile=tile)
+        return build_tile_embeddings_store(source, year, dst, **where)
+    grid = target_grid(crs, transform, width, height, tile)
     registry = open_registry(source, cache)
     looked_for, listed = _listed_cells(registry, year, grid, tile)
     cells, count = _cells_on_grid(registry, listed, year, grid, tile)
     fill = _CellFill(cells, grid.crs)
     with mosaic_writer(dst, grid, count) as out_ds:
         fill_windows(out_ds, grid, fill)
-        out_ds.descriptions = tuple(f"tessera_{i:03d}" for i in range(count))
-        out_ds.update_tags(
-            TILE=tile or "",
-            YEAR=str(year),
-            EMBEDDINGS_SOURCE="tessera",
-            EMBEDDINGS_CELLS=",".join(fill.used),
-        )
+        label(out_ds, "tessera", tile, year, EMBEDDINGS_SOURCE="tessera")
+        out_ds.update_tags(EMBEDDINGS_CELLS=",".join(fill.used))
         if fill.valid == 0:
             raise InputError(
                 f"{context(tile)}year {year}: the embeddings are all NaN on the target grid; "
