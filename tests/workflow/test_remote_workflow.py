@@ -1,6 +1,7 @@
 """Remote sources end to end: `tilepipe` commands and a real Snakemake run against the loopback
 server, for what only shows outside one Python call: proxy variables taking effect, AOI mode
-from config to files, embeddings fetched from a TESSERA mirror (geotessera's layout) and AEF
+from config to files, embeddings fetched from a TESSERA mirror (geotessera 0.7's layout) and
+streamed from a Zarr store (geotessera >= 0.8's) to the same numbers, the >= 0.8 tile tree, AEF
 COGs found through their index, and secrets kept out of every file a run leaves behind.
 
 Not exercised here: Slurm job scripts (no Slurm in this test; the local executor writes none,
@@ -171,6 +172,32 @@ def test_the_embeddings_rule_fetches_the_tessera_mirror_onto_the_aoi_window(remo
     assert "/mirror/tessera/landmasks.parquet" in fetched
     assert any(p.endswith("_scales.npy") for p in fetched)
     assert list((work / "cache/embeddings/tessera").rglob("*_scales.npy"))  # the verified cache
+
+
+@pytest.mark.workflow
+def test_the_embeddings_rule_streams_a_zarr_store_to_the_mirror_s_numbers(
+    remote_run, provider_servers, tmp_path
+):
+    work = Path(shutil.copytree(remote_run["work"], tmp_path / "work", symlinks=True))
+    store = provider_servers("planetary_computer").mirror_url("tessera-sc") + "/zarr/v1"
+    config = yaml.safe_load((work / "config/config.yaml").read_text())
+    config["embeddings"]["source"] = store
+    (work / "config/config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/33UXP/2022/embeddings.tif"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    snakemake = [sys.executable, "-m", "snakemake", "--profile", "profiles/local", "--cores", "2"]
+    run = subprocess.run(
+        [*snakemake, target, "--forcerun", "embeddings"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    with rasterio.open(work / target) as new, rasterio.open(remote_run["work"] / target) as old:
+        assert new.tags()["EMBEDDINGS_STORE"] == store
+        assert np.array_equal(new.read(), old.read(), equal_nan=True)
 
 
 def test_embeddings_cli_reads_aef_cogs_through_the_mirrors_index(server, demo, tmp_path):
