@@ -293,7 +293,7 @@ def test_error_inside_the_fields_models_forward_is_a_model_error_naming_the_scen
     with pytest.raises(ModelError, match=re.escape(words)) as err:
         run_scripted_fields(tmp_path, dr, module)
     assert str(err.value).startswith("tile 33UXP, date 2022-06-21, file ")
-    assert "model fields-user failed on the windows" in str(err.value)
+    assert "model fields-user failed on the first batch" in str(err.value)
     assert not (tmp_path / "out" / "fields.gpkg").exists()
 
 
