@@ -30,7 +30,13 @@ from tilepipe.core.errors import ConfigError, ModelError, context
 from tilepipe.core.inputs import REFLECTANCE_BANDS
 from tilepipe.core.raster import atomic_outputs
 from tilepipe.models.nets import ARCHITECTURES
-from tilepipe.models.sidecar import Sidecar, check_traced_channels, check_weights, parse_sidecar
+from tilepipe.models.sidecar import (
+    Sidecar,
+    check_traced_channels,
+    check_weights,
+    check_window,
+    parse_sidecar,
+)
 
 #: Band order of every tilepipe raster and model.
 BANDS: tuple[str, ...] = REFLECTANCE_BANDS
@@ -269,28 +275,11 @@ def check_patch(meta: dict, patch: int, overlap: int, where: str = "") -> None:
     """Refuse a window size the model rules out: the sidecar's ``"patch"`` (``min``,
     ``multiple``, ``max``, ``exact``) and the spatial size a ``torch.export`` program was traced
     with when it is static."""
-    rule = meta.get("patch") or {}
-    least, multiple = int(rule.get("min", 1)), int(rule.get("multiple", 1))
-    most, exact = rule.get("max"), rule.get("exact")
+    rule = dict(meta.get("patch") or {})
     traced = [d for d in (meta.get("export_input_shape") or [])[2:] if d is not None]
-    if traced and exact is None:
-        exact = traced[0]
-    name = meta.get("id")
-    if exact is not None and patch != int(exact):
-        raise ModelError(
-            f"{where}model {name} takes windows of exactly {exact} px, got patch {patch}"
-        )
-    if most is not None and patch > int(most):
-        raise ModelError(f"{where}model {name} takes windows of at most {most} px, got {patch}")
-    if patch < least or patch % multiple:
-        raise ModelError(
-            f"{where}model {name} needs patch >= {least} and a multiple of {multiple}, "
-            f"got patch {patch}"
-        )
-    if overlap % multiple:
-        raise ModelError(
-            f"{where}model {meta.get('id')} needs overlap a multiple of {multiple}, got {overlap}"
-        )
+    if traced and rule.get("exact") is None:
+        rule["exact"] = traced[0]
+    check_window(rule, patch, overlap, str(meta.get("id")), where)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

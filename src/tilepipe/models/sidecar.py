@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from tilepipe.core.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is touched: config checks stay light
+    import torch
 
 #: Sentinel-2 L2A bands and their native pixel size (m); L2A has no B10. 20 m and 60 m bands
 #: are resampled onto the 10 m grid when a source provides them.
@@ -95,6 +97,8 @@ class Normalise:
 
 def _per_band(values: Sequence[float] | None, like: torch.Tensor) -> torch.Tensor:
     """Per-channel constants shaped (1, C, 1, 1) on ``like``'s device and dtype."""
+    import torch
+
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
 
 
@@ -315,6 +319,8 @@ def field_roles(sc: Sidecar, where: str) -> dict[str, int]:
 def check_weights(sc: Sidecar, arch_kwargs: Mapping, module: torch.nn.Module, where: str) -> None:
     """Refuse a sidecar that contradicts its weights: the class's arguments (bands, scale, heads)
     and the first convolution's input channels against bands_in x dates, scale and bands_out."""
+    import torch
+
     for key in IN_KWARGS:
         if key in arch_kwargs and arch_kwargs[key] != sc.channels_in:
             raise _contradiction(sc, where, f"arch_kwargs {key}={arch_kwargs[key]}", "bands_in")
@@ -349,3 +355,25 @@ def _contradiction(sc: Sidecar, where: str, found: str, key: str) -> SidecarErro
         f"{where}model {sc.id}: the sidecar declares {declared} but {found}: the sidecar "
         "contradicts the weights"
     )
+
+
+def check_window(rule: Mapping, patch: int, overlap: int, name: str, where: str = "") -> None:
+    """Refuse a window the model cannot take: the sidecar's ``patch`` rule (``min``,
+    ``multiple``, ``max``, ``exact``) against the engine's ``patch`` and ``overlap``."""
+    least, multiple = int(rule.get("min", 1)), int(rule.get("multiple", 1))
+    most, exact = rule.get("max"), rule.get("exact")
+    if exact is not None and patch != int(exact):
+        raise SidecarError(
+            f"{where}model {name} takes windows of exactly {exact} px, got patch {patch}"
+        )
+    if most is not None and patch > int(most):
+        raise SidecarError(f"{where}model {name} takes windows of at most {most} px, got {patch}")
+    if patch < least or patch % multiple:
+        raise SidecarError(
+            f"{where}model {name} needs patch >= {least} and a multiple of {multiple}, "
+            f"got patch {patch}"
+        )
+    if overlap % multiple:
+        raise SidecarError(
+            f"{where}model {name} needs overlap a multiple of {multiple}, got {overlap}"
+        )
