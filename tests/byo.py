@@ -56,15 +56,20 @@ def export_x4(path: Path, **over) -> Path:
 
 
 class ThreeClass(nn.Module):
-    """Background / field / boundary logits from the bands' brightness: a stand-in FTW model."""
+    """Background / field / boundary logits, a stand-in FTW model set by hand: a pixel is field
+    where B08 (its 4th input) is above ``cut`` in reflectance, background below it."""
 
-    def __init__(self, bands: int = 4) -> None:
+    def __init__(self, cut: float = 0.175, gain: float = 100.0) -> None:
         super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(bands, 3, 3, padding=1)
+        self.conv = nn.Conv2d(4, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 3] = -gain
+            self.conv.weight[1, 3] = gain
+            self.conv.bias.copy_(torch.tensor([gain * cut, -gain * cut, -20.0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * 4.0
+        return self.conv(x)
 
 
 def script_three_class(path: Path, **over) -> Path:
