@@ -131,3 +131,11 @@ def test_the_small_user_models_load_by_their_routes(tmp_path):
     assert ftw.spec.activation == "softmax" and ftw.spec.roles == {"extent": 1, "boundary": 2}
     with torch.inference_mode():
         assert ftw.module(torch.rand(1, 4, 8, 8)).shape == (1, 3, 8, 8)
+
+
+def test_model_check_prints_the_activation_roles_and_determinism(tmp_path):
+    from tilepipe.models.check import check_model
+
+    report = check_model(str(script_three_class(tmp_path / "ftw.pt")), "cpu", batch=1, patch=8)
+    assert "activation    softmax" in report and "'extent': 'field'" in report
+    assert "deterministic true" in report and "(1, 4, 8, 8) -> (1, 3, 8, 8), finite" in report
