@@ -24,8 +24,10 @@ from tilepipe.demo.world import render_scene
 from tilepipe.engine.journal import STOP_AFTER_SLABS_ENV
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
-from tilepipe.superres import bicubic_forward, dr_tags, load_dr, run_superres
+from tilepipe.models.sidecar import SidecarError, parse_sidecar
+from tilepipe.superres import bicubic_forward, dr_tags, load_dr, model_forward, run_superres
 
+from .byo import RGBN, export_x4, write_sidecar, x4_net
 from .core.test_scratch import killed_writer_leaves
 from .scripted import Poisoned, broken_forwards, save_scripted, sr_meta
 
@@ -146,7 +148,7 @@ def test_fields_model_is_refused_before_any_output(tmp_path, s2):
         "scale": 1,
     }
     save_model(FieldNet(), path, meta)
-    with pytest.raises(ModelError, match="scale is 1"):
+    with pytest.raises(ModelError, match=r"bands_out must be the dr\.tif bands"):
         run_superres(s2[0], tmp_path / "out" / "dr.tif", model_path=path)
     assert not (tmp_path / "out").exists()
 
@@ -303,7 +305,7 @@ def test_error_inside_the_models_forward_is_a_model_error_naming_scene_and_model
     with pytest.raises(ModelError, match=re.escape(words)) as err:
         run_scripted(tmp_path, s2[0], module)
     message = str(err.value)
-    assert message.startswith(WHERE) and "model sr-user failed on the windows" in message
+    assert message.startswith(WHERE) and "model sr-user failed on the first batch" in message
     assert "\n" not in message and err.value.__cause__ is not None  # chained, for -v
     assert not (tmp_path / "out" / "dr.tif").exists()
 
@@ -361,3 +363,114 @@ def test_a_leftover_of_a_live_superres_is_kept(tmp_path, big_s2, sr_model):
     first.kill()
     first.wait()
     assert remove_leftovers(dr) == [mine]
+
+
+# issue 14: the sidecar says what the model needs, and the scale flows into dr.tif
+
+
+def test_x4_model_on_its_own_band_order_writes_a_scale_4_dr_in_the_dr_band_order(tmp_path, s2):
+    path, dn = s2
+    model = export_x4(tmp_path / "sr4.pt2")
+    run_superres(path, tmp_path / "dr.tif", model_path=model, patch=16, overlap=4, device="cpu")
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        assert dr.transform == TRANSFORM * Affine.scale(0.25)
+        assert (dr.width, dr.height, dr.descriptions) == (W * 4, H * 4, BANDS)
+        assert dr.tags()["DR_SCALE"] == "4" and dr.tags()["DR_DETERMINISTIC"] == "1"
+        out = dr.read().astype(np.float64)
+    means = out.reshape(4, H, 4, W, 4).mean(axis=(2, 4))  # band by band onto s2's grid
+    valid = dn[0] > 0
+    assert np.abs(means - dn)[:, valid].max() <= 1.0  # B02 stays B02 although the model's is 3rd
+
+
+def test_model_input_is_its_band_order_and_normalisation_and_output_maps_back():
+    net = x4_net()
+    sc = parse_sidecar({"id": "m", "bands_in": RGBN, "bands_out": RGBN, "scale": 4})
+    mapping = band_mapping_of(sc)
+    x = torch.rand(1, 4, 8, 8) * 5000
+    want = net(x[:, [2, 1, 0, 3]] / 10000.0) * 10000.0
+    got = model_forward(net, mapping, x)
+    assert torch.allclose(got, want[:, [2, 1, 0, 3]])
+
+
+def band_mapping_of(sc):
+    """The BandMap superres builds for a sidecar, without weights."""
+    from tilepipe.superres import band_mapping
+
+    class Loaded:
+        spec = sc
+
+    return band_mapping(Loaded(), "")
+
+
+def test_mean_std_offset_and_clip_normalise_in_and_map_back_out():
+    sc = parse_sidecar(
+        {
+            "id": "m",
+            "bands_in": list(BANDS),
+            "bands_out": list(BANDS),
+            "scale": 1,
+            "normalise": {
+                "divide": 10000,
+                "offset": -0.1,
+                "mean": [0.1, 0.2, 0.3, 0.4],
+                "std": [0.5, 0.5, 0.5, 0.5],
+                "clip": [0.0, 1.0],
+            },
+        }
+    )
+    x = torch.full((1, 4, 2, 2), 3000.0)
+    z = sc.normalise.forward(x)
+    assert torch.allclose(z[0, :, 0, 0], torch.tensor([0.2, 0.0, -0.2, -0.4]), atol=1e-6)
+    assert torch.allclose(sc.normalise.inverse(z), x)
+
+
+def test_a_band_the_source_lacks_is_refused_before_any_output(tmp_path, s2):
+    model = export_x4(tmp_path / "sr4.pt2", bands_in=["B04", "B03", "B02", "B11"])
+    with pytest.raises(SidecarError, match=r"needs bands B11 \(20 m\) that s2.tif lacks"):
+        run_superres(s2[0], tmp_path / "out" / "dr.tif", model_path=model, patch=16)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_window_the_model_cannot_take_is_refused_before_any_output(tmp_path, s2):
+    model = export_x4(tmp_path / "sr4.pt2", patch={"max": 128, "multiple": 8})
+    with pytest.raises(ModelError, match="exactly 16 px, got patch 24"):
+        run_superres(s2[0], tmp_path / "out" / "dr.tif", model_path=model, patch=24)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sidecar_scale_the_model_does_not_deliver_stops_on_the_first_batch(tmp_path, s2):
+    model = export_x4(tmp_path / "sr4.pt2", scale=2)  # the program gives x4
+    with pytest.raises(
+        ModelError, match=r"\(1, 4, 64, 64\) on the first batch.*declares \(1, 4, 32, 32\)"
+    ):
+        run_superres(s2[0], tmp_path / "out" / "dr.tif", model_path=model, patch=16)
+    assert not (tmp_path / "out").exists()
+
+
+class IntegerSR(torch.nn.Module):
+    """A x2 model that returns integers (a user's model that rounds to DN itself)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2.0).round().to(torch.int32)
+
+
+def test_a_model_returning_integers_stops_on_the_first_batch(tmp_path, s2):
+    path = tmp_path / "int.pt"
+    torch.jit.save(torch.jit.script(IntegerSR()), str(path))
+    write_sidecar(path, id="int", architecture="torchscript", bands_in=list(BANDS),
+                  bands_out=list(BANDS), scale=2)  # fmt: skip
+    with pytest.raises(
+        ModelError, match=r"model int returned dtype torch.int32 on the first batch"
+    ):
+        run_superres(s2[0], tmp_path / "out" / "dr.tif", model_path=path, patch=16)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stochastic_model_switches_resume_off_and_says_so_in_log_and_tags(tmp_path, s2, caplog):
+    model = export_x4(tmp_path / "sr4.pt2", deterministic=False)
+    caplog.set_level("WARNING", logger="tilepipe.superres")
+    run_superres(s2[0], tmp_path / "dr.tif", model_path=model, patch=16, overlap=4, resume=True)
+    assert "stochastic" in caplog.text and "resume is off" in caplog.text
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        assert dr.tags()["DR_DETERMINISTIC"] == "0"
+    assert not Path(f"{tmp_path / 'dr.tif'}.parts").exists()

@@ -1,4 +1,10 @@
-"""The DR step: 10x super-resolution of ``s2.tif`` (10 m) into ``dr.tif`` (1 m)."""
+"""The DR step: super-resolution of ``s2.tif`` (10 m) into ``dr.tif`` at the model's scale.
+
+The model's sidecar says what it needs (:mod:`tilepipe.models.sidecar`): its bands are picked
+from ``s2.tif`` in the model's order, normalised as declared, and its outputs mapped back to
+reflectance and to the dr.tif's band order; ``dr.tif``'s pixel is 10 m / scale (1 m for the
+demo's x10 model). Bicubic, the baseline, is x10.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +15,31 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tilepipe.core.errors import ConfigError, context
 from tilepipe.core.inputs import S2, check_raster
+from tilepipe.engine.model import first_batch, probe_window
 from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import run_tiled
 from tilepipe.models.loading import (
     BANDS,
+    LoadedModel,
     check_patch,
+    forward_raw,
     load_model,
     make_predict,
     maybe_compile,
     resolve_device,
     resolve_precision,
 )
+from tilepipe.models.sidecar import Normalise, SidecarError, check_source_bands, check_sr_outputs
 
 log = logging.getLogger(__name__)
 
+#: The scale of bicubic DR (a model's scale is its sidecar's).
 SCALE = 10
 #: Reflectance is stored as uint16 x 10000; 0 is nodata, so the engine clips valid output to >= 1.
 REFLECTANCE_DIVIDE = 10000.0
@@ -39,13 +51,52 @@ def check_s2(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
     return check_raster(path, S2, tile=tile, date=date)
 
 
-def model_forward(net: torch.nn.Module, divide: float, x: torch.Tensor) -> torch.Tensor:
-    """DR by the model: reflectance x 10000 scaled in and out.
+@dataclass(frozen=True)
+class BandMap:
+    """How s2.tif's bands reach the model and its outputs the dr.tif: channel picks and units.
+
+    ``take``: the s2.tif band of each model input; ``give``: the model output of each dr.tif
+    band; ``stats``: the input band whose mean/std each model output is denormalised with.
+    """
+
+    normalise: Normalise
+    take: tuple[int, ...]
+    give: tuple[int, ...]
+    stats: tuple[int, ...]
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """s2.tif reflectance x 10^4 -> the model's input (its bands, its units)."""
+        if self.take != tuple(range(x.shape[1])):
+            x = x[:, list(self.take)]
+        return self.normalise.forward(x)
+
+    def dr_output(self, y: torch.Tensor) -> torch.Tensor:
+        """The model's output -> dr.tif reflectance x 10^4 in the dr.tif's band order."""
+        y = self.normalise.inverse(y, self.stats)
+        return y if self.give == tuple(range(y.shape[1])) else y[:, list(self.give)]
+
+
+def model_forward(net: torch.nn.Module, mapping: BandMap, x: torch.Tensor) -> torch.Tensor:
+    """DR by the model: the sidecar's bands and units in, reflectance x 10000 out.
 
     Not clipped here: the engine refuses non-finite output (a clamp would turn +Inf into a
     valid 65535) and clips the rest to valid uint16 (1..65535) when it casts.
     """
-    return net(x / divide) * divide
+    return mapping.dr_output(net(mapping.model_input(x)))
+
+
+def band_mapping(model: LoadedModel, where: str) -> BandMap:
+    """The model's bands against s2.tif's and dr.tif's; SidecarError for a band s2.tif lacks,
+    outputs that are not the dr.tif's bands, or a two-date model."""
+    sc = model.spec
+    if sc.dates != 1:
+        raise SidecarError(
+            f"{where}model {sc.id}: a DR model takes one date, its sidecar says {sc.dates}"
+        )
+    take = check_source_bands(sc, BANDS, where, "s2.tif")
+    give = check_sr_outputs(sc, BANDS, where)
+    stats = tuple(sc.bands_in.index(b) for b in sc.bands_out)
+    return BandMap(sc.normalise, tuple(take), tuple(give), stats)
 
 
 def bicubic_forward(x: torch.Tensor) -> torch.Tensor:
@@ -68,6 +119,10 @@ class Dr:
     precision: str
     compiled: bool
     path: str | os.PathLike | None = None
+    scale: int = SCALE
+    deterministic: bool = True
+    probe: Callable[[torch.Tensor], torch.Tensor] | None = None  # the bare model, for the check
+    mapping: BandMap | None = None
 
     def stats(self) -> dict[str, object]:
         """What run_superres adds to the engine's statistics."""
@@ -98,10 +153,42 @@ def load_dr(
         return Dr(method, bicubic_forward, "bicubic", "", dev, prec, compile)
     if model_path is None:
         raise ConfigError(f"{context(tile=tile, date=date)}method 'model' needs a model_path")
-    model = load_model(model_path, expect_bands=BANDS, expect_scale=SCALE, device=dev)
-    check_patch(model.meta, patch, overlap, context(tile=tile, date=date, path=model_path))
-    forward = partial(model_forward, maybe_compile(model.module, compile), model.divide)
-    return Dr(method, forward, model.model_id, model.sha256, dev, prec, compile, model_path)
+    where = context(tile=tile, date=date, path=model_path)
+    model = load_model(model_path, device=dev)
+    mapping = band_mapping(model, where)
+    check_patch(model.meta, patch, overlap, where)
+    net = maybe_compile(model.module, compile)
+    forward = partial(model_forward, net, mapping)
+    sc = model.spec
+    return Dr(
+        method,
+        forward,
+        model.model_id,
+        model.sha256,
+        dev,
+        prec,
+        compile,
+        model_path,
+        scale=sc.scale,
+        deterministic=sc.deterministic,
+        probe=model.module,
+        mapping=mapping,
+    )
+
+
+def check_dr_first_batch(dr: Dr, s2_path: Path, patch: int, where: str) -> None:
+    """Run the bare model on one real window of ``s2_path`` and hold its output to the sidecar
+    (dtype, outputs, scale, finite) before anything is computed or written."""
+    if dr.probe is None or dr.mapping is None:
+        return
+    net, mapping = dr.probe, dr.mapping
+
+    def bare(x: np.ndarray) -> torch.Tensor:
+        return forward_raw(lambda t: net(mapping.model_input(t)), x, dr.device, dr.precision)
+
+    want = (1, len(BANDS), patch * dr.scale, patch * dr.scale)
+    declared = f"{len(BANDS)} bands out at scale {dr.scale}"
+    first_batch(dr.model_id, where, bare, probe_window(s2_path, patch), want, declared)
 
 
 def dr_tags(
@@ -122,7 +209,8 @@ def dr_tags(
         "DR_METHOD": dr.method,
         "DR_MODEL_ID": dr.model_id,
         "DR_MODEL_SHA256": dr.sha256,
-        "DR_SCALE": SCALE,
+        "DR_SCALE": dr.scale,
+        "DR_DETERMINISTIC": int(dr.deterministic),
         "DR_PATCH": patch,
         "DR_OVERLAP": overlap,
         "DR_DEVICE": dr.device.type,
@@ -137,8 +225,16 @@ def dr_tags(
 
 def log_start(tile: str | None, date: str | None, dr: Dr) -> None:
     """Log how a DR run is about to be computed."""
-    what = (dr.method, dr.model_id, dr.device)
-    log.info("superres %s %s: method=%s model=%s device=%s", tile, date, *what)
+    what = (dr.method, dr.model_id, dr.scale, dr.device)
+    log.info("superres %s %s: method=%s model=%s scale=%d device=%s", tile, date, *what)
+    if not dr.deterministic:
+        log.warning(
+            "superres %s %s: model %s is stochastic (sidecar deterministic: false): "
+            "byte-identical resume is off, a rerun recomputes every row",
+            tile,
+            date,
+            dr.model_id,
+        )
 
 
 def log_done(tile: str | None, date: str | None, stats: dict[str, object]) -> None:
@@ -167,10 +263,13 @@ def run_superres(
     aoi: tuple[float, float, float, float] | None = None,
     aoi_margin: int = 0,
 ) -> dict[str, object]:
-    """Super-resolve ``s2_path`` 10x into ``dst_path`` (dr.tif contract); return run stats.
+    """Super-resolve ``s2_path`` at the model's scale into ``dst_path`` (dr.tif contract);
+    return run stats.
 
     With ``resume`` (the default) finished rows are journaled in ``<dst>.parts`` so that a
-    killed or preempted run continues where it stopped (see :mod:`tilepipe.engine.journal`).
+    killed or preempted run continues where it stopped (see :mod:`tilepipe.engine.journal`); a
+    stochastic model (sidecar ``deterministic: false``) turns resume off, since its rows would
+    not join byte-identically.
     """
     s2_path = Path(s2_path)
     if method not in METHODS:
@@ -178,13 +277,16 @@ def run_superres(
     src_tags = check_s2(s2_path, tile, date)
     tile, date = tile or src_tags.get("TILE"), date or src_tags.get("DATE")
     dr = load_dr(method, model_path, device, precision, compile, patch, overlap, tile, date)
+    where = context(tile=tile, date=date, path=dr.path)
+    check_dr_first_batch(dr, s2_path, patch, where)
     tags = dr_tags(src_tags, tile, date, dr, patch, overlap, aoi, aoi_margin)
     log_start(tile, date, dr)
+    resume = resume and dr.deterministic
     stats = run_tiled(
         s2_path,
         dst_path,
         make_predict(dr.forward, dr.device, dr.precision),
-        scale=SCALE,
+        scale=dr.scale,
         out_bands=len(BANDS),
         out_dtype="uint16",
         patch=patch,
@@ -201,7 +303,7 @@ def run_superres(
         aoi=aoi,
         aoi_margin=aoi_margin,
         model_name=dr.model_id,
-        where=context(tile=tile, date=date, path=dr.path),
+        where=where,
     )
     stats.update(dr.stats())
     log_done(tile, date, stats)

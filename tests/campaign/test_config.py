@@ -21,6 +21,7 @@ from tilepipe.campaign.config import (
 )
 from tilepipe.core.settings import schema_path
 
+from ..byo import export_x4
 from ..conftest import REPO
 
 SCHEMA = load_schema(schema_path())
@@ -164,3 +165,30 @@ def test_a_config_without_tiles_or_aoi_is_refused():
 def test_an_unknown_source_provider_is_named_with_the_allowed_ones():
     (line,) = problems(source__provider="sentinelhub")
     assert "source.provider" in line and "planetary_computer" in line and "cdse" in line
+
+
+# issue 14: the configured models' sidecars are checked at parse time
+
+
+def test_a_window_the_superres_model_cannot_take_is_named_at_parse_time(tmp_path):
+    model = export_x4(tmp_path / "sr4.pt2")  # traced on 16 px windows, patch exact 16
+    (msg,) = problems(superres__model=str(model), superres__patch=64)
+    assert msg.startswith("config key 'superres.model': file ")
+    assert "model sr-x4 takes windows of exactly 16 px, got patch 64" in msg
+
+
+def test_a_band_s2_lacks_is_named_at_parse_time(tmp_path):
+    model = export_x4(tmp_path / "sr4.pt2", bands_in=["B04", "B03", "B02", "B8A"])
+    (msg,) = problems(superres__model=str(model), superres__patch=16)
+    assert "needs bands B8A (20 m) that s2.tif lacks" in msg
+
+
+def test_a_malformed_sidecar_key_is_named_at_parse_time(tmp_path):
+    model = export_x4(tmp_path / "sr4.pt2", normalise={"divide": -1})
+    (msg,) = problems(superres__model=str(model), superres__patch=16)
+    assert "sidecar key 'normalise.divide' must be a number > 0" in msg
+
+
+def test_a_dr_model_configured_as_the_fields_model_is_named_at_parse_time(tmp_path):
+    (msg,) = problems(fields__model=str(export_x4(tmp_path / "sr4.pt2")))
+    assert "config key 'fields.model'" in msg and "name each output's role" in msg

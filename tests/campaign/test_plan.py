@@ -12,8 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tilepipe.campaign.plan import billing_units, count_jobs, load_profile, plan, profile_value
+from tilepipe.campaign.plan import (
+    billing_units,
+    configured_dr_scale,
+    count_jobs,
+    load_profile,
+    plan,
+    profile_value,
+)
 
+from ..byo import export_x4
 from ..conftest import REPO
 
 CLUSTERS = ("saga", "betzy", "lumi", "poznan")
@@ -125,3 +133,28 @@ def test_plan_job_counts_match_a_snakemake_dry_run(tmp_path):
             continue
         # rules already run (demo_campaign, search_scenes) are not in the dry-run's stats
         assert planned[rule]["jobs"] == int(count), (rule, count, planned[rule])
+
+
+# issue 14: the plan follows the configured DR model's scale
+
+
+def test_storage_and_runtime_of_dr_follow_the_models_scale():
+    config = {"tiles": ["33UXP"], "window": "full", "superres": {"method": "model"}}
+    scenes = [("33UXP", "2022-06-21")]
+    at = {s: {p.rule: p for p in plan(config, {}, scenes, dr_scale=s)} for s in (4, 10)}
+    assert at[10]["superres"].storage_bytes == pytest.approx(4 * 2 * 10980**2 * 100)
+    assert at[4]["superres"].storage_bytes == pytest.approx(at[10]["superres"].storage_bytes * 0.16)
+    assert at[4]["fields"].hours < at[10]["fields"].hours  # fields run on the 2.5 m dr.tif
+    assert at[4]["download"].storage_bytes == at[10]["download"].storage_bytes
+
+
+def test_the_dr_scale_is_read_from_the_configured_models_sidecar(tmp_path):
+    model = export_x4(tmp_path / "sr4.pt2")
+    assert configured_dr_scale({"superres": {"model": str(model)}}) == 4
+    assert configured_dr_scale({"superres": {"model": "models/dr_demo.pt"}}, REPO) == 10
+    assert configured_dr_scale({"superres": {"method": "bicubic", "model": "nope.pt"}}) == 10
+
+
+def test_the_plan_names_the_dr_scale_among_its_assumptions():
+    result = _plan_json("--window", "full", "--tiles-count", "1")
+    assert any("DR scale x10 (1 m dr.tif pixels" in a for a in result["assumptions"])

@@ -23,6 +23,7 @@ from tilepipe.fields.polygons import Params
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
 
+from ..byo import script_three_class
 from ..core.test_scratch import killed_writer_leaves
 from ..scripted import Poisoned, broken_forwards, fields_meta, save_scripted
 
@@ -293,7 +294,7 @@ def test_error_inside_the_fields_models_forward_is_a_model_error_naming_the_scen
     with pytest.raises(ModelError, match=re.escape(words)) as err:
         run_scripted_fields(tmp_path, dr, module)
     assert str(err.value).startswith("tile 33UXP, date 2022-06-21, file ")
-    assert "model fields-user failed on the windows" in str(err.value)
+    assert "model fields-user failed on the first batch" in str(err.value)
     assert not (tmp_path / "out" / "fields.gpkg").exists()
 
 
@@ -378,3 +379,34 @@ def test_a_killed_runs_probability_raster_is_removed_by_the_rerun(tmp_path, dr, 
     run_fields(dr, out, model_path=nir_model, patch=64, overlap=16)
     assert not left.exists()
     assert [p.name for p in out.parent.iterdir()] == ["fields.gpkg"]
+
+
+# issue 14: fields on the DR output of another scale, with an FTW-like softmax model
+
+
+def test_softmax_model_with_named_roles_finds_fields_on_a_scale_4_dr(tmp_path):
+    hr = render_scene(11, 60, 60, 1, scale=4, cloud=False).hr
+    dr = write_image(tmp_path / "dr.tif", hr, Affine(2.5, 0, 600000.0, 0, -2.5, 5300000.0))
+    model = script_three_class(tmp_path / "ftw.pt", gsd_m=2.5)
+    out = tmp_path / "fields.gpkg"
+    n = run_fields(dr, out, model_path=model, patch=64, overlap=16, device="cpu")
+    _, geoms, cols = read_fields(out)
+    assert n == len(geoms) >= 1 and ((cols["score"] > 0.5) & (cols["score"] <= 1.0)).all()
+    assert shapely.area(geoms).sum() > 0.5 * 600 * 600  # the bright-NIR crops, in m²
+    assert pyogrio.read_info(out, layer="fields")["layer_metadata"]["HEADS"] == "extent,boundary"
+
+
+def test_a_field_model_for_1_m_refuses_a_scale_4_dr(tmp_path):
+    hr = render_scene(11, 20, 20, 1, scale=4, cloud=False).hr
+    dr = write_image(tmp_path / "dr.tif", hr, Affine(2.5, 0, 600000.0, 0, -2.5, 5300000.0))
+    model = script_three_class(tmp_path / "ftw.pt", gsd_m=1.0)
+    with pytest.raises(ModelError, match=r"trained on 1 m pixels but the image has 2\.5 m"):
+        run_fields(dr, tmp_path / "out" / "fields.gpkg", model_path=model, patch=32)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_two_date_field_model_is_refused_before_any_output(tmp_path, dr):
+    model = script_three_class(tmp_path / "ftw.pt", dates=2)
+    with pytest.raises(ModelError, match="two-date field models are not run by the fields step"):
+        run_fields(dr, tmp_path / "out" / "fields.gpkg", model_path=model, patch=32)
+    assert not (tmp_path / "out").exists()

@@ -66,8 +66,9 @@ def _fields(path, crs, x0, y0, n=4, side=100.0, geoms=None, extra=None):
     )
 
 
-def make_set(tmp_path, *, crs=None, south_up=False, dr_shift=0, cloud_rows=0, offset=0.0):
-    """Write a consistent s2/scl/dr/fields set (optionally broken one way) and return the paths."""
+def make_set(tmp_path, *, crs=None, south_up=False, dr_shift=0, cloud_rows=0, offset=0.0, scale=10):
+    """Write a consistent s2/scl/dr/fields set (optionally broken one way) and return the paths;
+    dr is s2 at 1/``scale`` pixel."""
     grid = tile_grid(TILE)
     crs = crs or grid.crs
     transform = Affine.translation(offset, 0) @ grid.transform @ Affine.translation(120, 340)
@@ -75,13 +76,13 @@ def make_set(tmp_path, *, crs=None, south_up=False, dr_shift=0, cloud_rows=0, of
     s2 = rng.integers(300, 4000, size=(4, SIZE, SIZE)).astype(np.uint16)
     scl = np.full((1, SIZE, SIZE), 4, dtype=np.uint8)
     scl[:, :cloud_rows] = 9
-    dr = np.repeat(np.repeat(s2, 10, axis=1), 10, axis=2)
+    dr = np.repeat(np.repeat(s2, scale, axis=1), scale, axis=2)
     dr = np.roll(dr, dr_shift, axis=2)
-    hr_transform = transform @ Affine.scale(0.1)
+    hr_transform = transform @ Affine.scale(1 / scale)
     if south_up:
         # same footprint, rows stored south to north (positive y pixel size)
         transform = Affine(10, 0, transform.c, 0, 10, transform.f - 10 * SIZE)
-        hr_transform = transform @ Affine.scale(0.1)
+        hr_transform = transform @ Affine.scale(1 / scale)
         s2, scl, dr = s2[:, ::-1], scl[:, ::-1], dr[:, ::-1]
     paths = {k: tmp_path / f"{k}.tif" for k in ("s2", "scl", "dr")}
     _write(paths["s2"], np.ascontiguousarray(s2), crs, transform)
@@ -459,3 +460,24 @@ def test_scl_with_four_bands_fails_the_cloud_check(tmp_path):
         dst.write(data)
     check = check_of(qc(paths), "cloud_fraction")
     assert check["status"] == "fail" and "not scl.tif" in check["message"]
+
+
+# issue 14: the DR scale is read from the dr.tif itself
+
+
+def test_a_scale_4_dr_passes_every_check_judged_at_its_own_scale(tmp_path):
+    report = qc(make_set(tmp_path, scale=4))
+    assert report["status"] == "pass", [c for c in report["checks"] if c["status"] != "pass"]
+    grid = check_of(report, "grid_consistent")
+    assert grid["message"] == "scl on the s2 grid, dr on it at 1/4 pixel"
+    assert check_of(report, "dr_coverage")["value"]["ratio"] == 1.0
+
+
+def test_a_dr_whose_scale_tag_contradicts_its_pixels_fails_the_grid_check(tmp_path):
+    paths = make_set(tmp_path, scale=4)
+    with rasterio.open(paths["dr"], "r+") as dr:
+        dr.update_tags(DR_SCALE="10")
+    report = qc(paths)
+    grid = check_of(report, "grid_consistent")
+    assert grid["status"] == "fail" and "is not s2's at 1/10 pixel" in grid["message"]
+    assert "(DR scale 10)" in grid["message"]

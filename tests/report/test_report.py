@@ -190,3 +190,24 @@ def test_quicklooks_of_a_float_dr_are_an_input_error(tmp_path):
     with pytest.raises(InputError, match=r"dr\.tif: .*expected dtype uint16, found float32"):
         quicklooks(s2, dr, tmp_path / "fields.gpkg", **pngs, size=64)
     assert not (tmp_path / "ql").exists()
+
+
+def test_quicklooks_of_a_scale_4_dr_draw_the_fields_at_its_pixel_size(tmp_path):
+    import numpy as np
+    import shapely
+
+    from tilepipe.fields.delineate import write_fields
+    from tilepipe.report.quicklooks import quicklooks
+
+    s2, dr = _reflectance(tmp_path / "s2.tif", 10.0, 16), _reflectance(tmp_path / "dr.tif", 2.5, 64)
+    field = shapely.box(600040.0, 5299880.0, 600120.0, 5299960.0)  # inside the 160 m dr
+    cols = {"field_id": np.array([1]), "area_m2": np.array([field.area])}
+    cols |= {k: np.array([0.0]) for k in ("perimeter_m", "score", "boundary_score")}
+    write_fields(tmp_path / "f.gpkg", [field], cols, crs="EPSG:32633", tile="33UXP", date="d")
+    pngs = {k: tmp_path / "ql" / f"{k}.png" for k in ("rgb", "dr_png", "fields_png")}
+    quicklooks(s2, dr, tmp_path / "f.gpkg", **pngs, size=64)
+    with rasterio.open(pngs["fields_png"]) as png:
+        img = png.read()
+    yellow = (img[0] == 255) & (img[1] == 220) & (img[2] == 0)
+    rows, cols_ = np.nonzero(yellow)
+    assert (rows.min(), rows.max(), cols_.min(), cols_.max()) == (16, 48, 16, 48)  # 2.5 m px

@@ -143,10 +143,48 @@ def config_problems(
         if model is None:
             continue
         weights = Path(base) / model
-        for needed in (weights, weights.with_suffix(".json")):
-            if not needed.is_file():
-                problems.append(f"config key '{key}': model file {needed} does not exist")
+        missing = [p for p in (weights, weights.with_suffix(".json")) if not p.is_file()]
+        problems += [f"config key '{key}': model file {p} does not exist" for p in missing]
+        if not missing:
+            problems += model_problems(config, key, weights.with_suffix(".json"))
     return problems
+
+
+def model_problems(config: dict[str, Any], key: str, sidecar: Path) -> list[str]:
+    """A configured model's sidecar against what its step gives it, at parse time: the keys
+    themselves, its bands against s2.tif's, its outputs, dates and scale, and the configured
+    window against its patch rule (the weights are checked when the step loads them)."""
+    import json
+
+    from tilepipe.core.errors import ModelError
+    from tilepipe.core.inputs import REFLECTANCE_BANDS
+    from tilepipe.core.settings import section_defaults
+    from tilepipe.models import sidecar as sc_mod
+
+    section = key.split(".")[0]
+    settings = {**section_defaults(section), **(config.get(section) or {})}
+    where = f"config key '{key}': file {sidecar}: "
+    try:
+        sc = sc_mod.parse_sidecar(json.loads(sidecar.read_text()), where)
+        sc_mod.check_source_bands(sc, REFLECTANCE_BANDS, where, "s2.tif")
+        if section == "superres":
+            sc_mod.check_sr_outputs(sc, REFLECTANCE_BANDS, where)
+            wrong = f"a DR model takes one date, not {sc.dates}" if sc.dates != 1 else ""
+        else:
+            sc_mod.field_roles(sc, where)
+            wrong = f"a field model has scale 1, not {sc.scale}" if sc.scale != 1 else ""
+            if sc.dates != 1:
+                wrong = f"two-date field models are not run by the fields step yet ({sc.dates})"
+        if wrong:
+            raise sc_mod.SidecarError(f"{where}model {sc.id}: {wrong}")
+        sc_mod.check_window(
+            sc.patch, int(settings["patch"]), int(settings["overlap"]), sc.id, where
+        )
+    except (OSError, ValueError) as exc:
+        return [f"{where}unreadable sidecar ({exc})"]
+    except ModelError as exc:
+        return [str(exc)]
+    return []
 
 
 def beyond_schema_problems(config: dict[str, Any]) -> list[tuple[str, str]]:

@@ -48,8 +48,9 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
 }
 
 #: Bytes written per Mpx of 10 m window, uncompressed upper bounds (DEFLATE usually halves
-#: rasters): s2 4 × uint16 (+ SCL 1 byte); DR 100 × the pixels × 4 × uint16; TESSERA embeddings
-#: 128 × float32 per tile-year; vectors and PNGs a rough allowance.
+#: rasters): s2 4 × uint16 (+ SCL 1 byte); DR 100 × the pixels × 4 × uint16 at the demo's x10
+#: (scale² × the pixels for another scale, :func:`dr_factor`); TESSERA embeddings 128 × float32
+#: per tile-year; vectors and PNGs a rough allowance.
 STORAGE_PER_MPX = {
     "download": 9e6,
     "superres": 800e6,
@@ -61,6 +62,42 @@ STORAGE_PER_MPX = {
     "class_raster": 1e6,
 }
 STORAGE_FIXED = {"quicklook": 3e6, "qc": 2e4}
+#: The DR scale the defaults above are for (the demo model's x10: 1 m output).
+DEFAULT_DR_SCALE = 10
+#: Rules whose runtime and output grow with the DR output's pixels (fields when it reads dr).
+DR_RULES = ("superres",)
+
+
+def configured_dr_scale(config: Mapping, base: str | Path = ".") -> int:
+    """The DR scale of the campaign: the configured model's sidecar ``scale`` (bicubic: x10).
+
+    A sidecar that is missing or wrong is a ConfigError/SidecarError here, as at parse time.
+    """
+    import json
+
+    from tilepipe.core.errors import ConfigError
+    from tilepipe.models.sidecar import parse_sidecar
+
+    sr = config.get("superres", {}) or {}
+    if sr.get("method", "model") != "model":
+        return DEFAULT_DR_SCALE
+    path = (Path(base) / str(sr.get("model", "models/dr_demo.pt"))).with_suffix(".json")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"config key 'superres.model': cannot read sidecar {path} ({exc})"
+        ) from exc
+    return parse_sidecar(meta, f"file {path}: ").scale
+
+
+def dr_factor(rule: str, dr_scale: int, fields_on_dr: bool) -> float:
+    """How much a rule's per-Mpx runtime and storage grow with the DR scale against x10: the
+    DR output's pixels, (scale / 10)², for superres and for fields on dr.tif."""
+    if rule in DR_RULES or (rule == "fields" and fields_on_dr):
+        return (dr_scale / DEFAULT_DR_SCALE) ** 2
+    return 1.0
+
 
 #: Billing: units per hour of a job, by cluster; the centres' rules and their public sources are
 #: in docs/clusters.md ("What each centre requires"). Eagle publishes none.
@@ -201,8 +238,10 @@ def plan(
     profile: Mapping,
     scenes: list[tuple[str, str]],
     runtime: Mapping[str, Mapping[str, float]] | None = None,
+    dr_scale: int = DEFAULT_DR_SCALE,
 ) -> list[RulePlan]:
-    """The campaign's plan, rule by rule."""
+    """The campaign's plan, rule by rule; ``dr_scale`` (the DR model's) sizes superres and
+    fields on dr.tif by the DR output's pixels."""
     runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
     cluster = profile.get("config", {}).get("cluster", config.get("cluster", {}))
     name = cluster.get("name", "local")
@@ -212,6 +251,7 @@ def plan(
     array_limit = int(profile.get("slurm-array-limit", 1000))
     queue_cap = int(profile.get("jobs", 1))
     mpx = window_mpx(config.get("window"))
+    fields_on_dr = (config.get("fields", {}) or {}).get("input", "dr") == "dr"
     counts = count_jobs(
         scenes,
         list(config.get("tiles", [])),
@@ -224,6 +264,7 @@ def plan(
         local = not on_slurm or rule in ALWAYS_LOCAL or (network_local and rule in NETWORK_RULES)
         model = runtime.get(rule, {"base_s": 60, "per_mpx_s": 0})
         per_job_mpx = mpx if rule in (*SCENE_RULES, "embeddings", "class_raster") else 0.0
+        per_job_mpx *= dr_factor(rule, dr_scale, fields_on_dr)
         hours = jobs * (model["base_s"] + model["per_mpx_s"] * per_job_mpx) / 3600
         gpus = 0 if local else rule_gpus(profile, rule)
         cpus = int(_resource(profile, rule, "cpus_per_task", 1) or 1)
@@ -259,11 +300,17 @@ def plan(
     return plans
 
 
-def assumptions(profile: Mapping, config: Mapping, scenes_from: str) -> list[str]:
+def assumptions(
+    profile: Mapping, config: Mapping, scenes_from: str, dr_scale: int = DEFAULT_DR_SCALE
+) -> list[str]:
     """What the figures of a plan rest on, in words."""
     cluster = profile.get("config", {}).get("cluster", {}).get("name", "local")
+    pixel = 10 / dr_scale
     return [
         f"scenes: {scenes_from}",
+        f"DR scale x{dr_scale} ({pixel:g} m dr.tif pixels, from the superres model's sidecar): "
+        "superres and fields on dr.tif sized by the DR output's pixels, (scale/10)² of the x10 "
+        "defaults",
         "runtimes: base + per-Mpx model per rule (config `plan.runtime`, defaults measured: GPU "
         "rules on one H100, CPU rules on 2 cores); real runtimes vary with I/O and load",
         "sbatch calls: a rule in `slurm-array-jobs` submits arrays of up to "

@@ -68,8 +68,9 @@ def run(args: argparse.Namespace) -> None:
         config["tiles"] = campaign_tiles(config)  # the AOI's tiles, offline
     scenes, source = _scenes(args, config, year)
     runtime = config.get("plan", {}).get("runtime")
-    plans = planning.plan(config, profile, scenes, runtime)
-    notes = planning.assumptions(profile, config, source)
+    dr_scale = planning.configured_dr_scale(config)
+    plans = planning.plan(config, profile, scenes, runtime, dr_scale=dr_scale)
+    notes = planning.assumptions(profile, config, source, dr_scale)
     if args.json:
         print(json.dumps({"rules": [p.__dict__ for p in plans], "assumptions": notes}, indent=1))
     else:

@@ -39,9 +39,40 @@ class RasterKind:
 S2 = RasterKind(
     "s2.tif (uint16 reflectance x 10^4, 10 m)", ("uint16",), REFLECTANCE_BANDS, 10.0, True
 )
-DR = RasterKind(
-    "dr.tif (uint16 reflectance x 10^4, 1 m)", ("uint16",), REFLECTANCE_BANDS, 1.0, True
-)
+#: Pixel size of s2.tif (m): a dr.tif of scale k has pixels of S2_PIXEL_M / k.
+S2_PIXEL_M = 10.0
+
+
+def dr_kind(scale: int) -> RasterKind:
+    """The dr.tif of a DR model of ``scale``: uint16 reflectance on 10 m / scale pixels."""
+    pixel = S2_PIXEL_M / scale
+    name = f"dr.tif (uint16 reflectance x 10^4, {pixel:g} m)"
+    return RasterKind(name, ("uint16",), REFLECTANCE_BANDS, pixel, True)
+
+
+#: The dr.tif of the demo's x10 model (1 m).
+DR = dr_kind(10)
+
+
+def dr_scale(src: rasterio.DatasetReader) -> int:
+    """A dr.tif's scale, read from the file itself: its ``DR_SCALE`` tag, else its pixel size
+    against s2's 10 m (the grid checks then hold the transform to it)."""
+    tag = src.tags().get("DR_SCALE", "")
+    if tag.isdigit() and int(tag) >= 1:
+        return int(tag)
+    return max(1, round(S2_PIXEL_M / abs(src.transform.a)))
+
+
+def dr_kind_of(path: str | os.PathLike) -> RasterKind:
+    """The dr.tif kind of the file at ``path`` (its scale read from it); DR when unreadable, so
+    check_raster reports why."""
+    try:
+        with rasterio.open(path) as src:
+            return dr_kind(dr_scale(src))
+    except (RasterioError, OSError):
+        return DR
+
+
 SCL = RasterKind("scl.tif (uint8 scene classes, 10 m)", ("uint8",), ("SCL",), 10.0)
 EMBEDDINGS = RasterKind("embeddings (float32, 10 m)", ("float32",), None, 10.0)
 
@@ -160,13 +191,16 @@ def check_raster(
 def check_image(
     path: str | os.PathLike, tile: str | None, date: str | None
 ) -> tuple[RasterKind, dict[str, str]]:
-    """Check a raster that may be dr.tif or s2.tif (fields reads either), told apart by its
-    pixel size; return its kind and tags."""
+    """Check a raster that may be dr.tif or s2.tif (fields reads either), told apart by the DR
+    tag ``DR_SCALE`` or a pixel finer than 10 m; return its kind (a dr.tif's at its own scale)
+    and tags."""
     where = context(tile, date, path)
     try:
         with rasterio.open(path) as src:
-            pixel = abs(src.transform.a)
+            pixel, is_dr = abs(src.transform.a), "DR_SCALE" in src.tags()
+            scale = dr_scale(src)
     except (RasterioError, OSError) as exc:
         raise InputError(f"{where}cannot open image ({exc})") from exc
-    kind = DR if math.isclose(pixel, DR.pixel_m or 0.0) else S2
+    finer = pixel < S2_PIXEL_M and not math.isclose(pixel, S2_PIXEL_M)
+    kind = dr_kind(scale) if is_dr or finer else S2
     return kind, check_raster(path, kind, tile=tile, date=date)

@@ -11,12 +11,15 @@ to the output's integers, where NaN would read back as nodata and Inf as a valid
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio
 import torch
+from rasterio.windows import Window
 
 from tilepipe.core.errors import ModelError, TilepipeError
 
@@ -114,3 +117,61 @@ def predict_batch(
         )
     check_finite(model, y, row0, cols)
     return torch.from_numpy(y)
+
+
+#: Output dtypes a model may return; an integer or bool output is refused on the first batch.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def probe_window(path: str | os.PathLike, patch: int) -> tuple[np.ndarray, int, int]:
+    """One real window of the source (1, C, patch, patch) float32 from the raster's centre,
+    zero-filled past its edges, and its source row and column: what the first-batch check
+    runs the model on."""
+    with rasterio.open(path) as src:
+        col0, row0 = max((src.width - patch) // 2, 0), max((src.height - patch) // 2, 0)
+        win = Window(col0, row0, patch, patch)
+        data = src.read(window=win, boundless=True, fill_value=0)
+    return data[np.newaxis].astype(np.float32), row0, col0
+
+
+def first_batch(
+    name: str,
+    where: str,
+    fn: Callable[[np.ndarray], torch.Tensor],
+    probe: tuple[np.ndarray, int, int],
+    want: tuple[int, ...],
+    declared: str,
+) -> None:
+    """Run the bare model on one real window and hold its output to the sidecar before any
+    compute: a floating-point dtype, the declared shape (batch, outputs, window x scale) and
+    finite values; else a ModelError naming the model, the scene, the window and the sidecar's
+    declaration. Nothing has been written when it raises."""
+    x, row0, col0 = probe
+    at = f"first batch (the {windows_at(row0, [col0])})"
+    try:
+        y = fn(x)
+    except TilepipeError:
+        raise
+    except Exception as exc:  # user code: torch, TorchScript and Python raise many types
+        log.debug("%smodel %s failed on the %s", where, name, at, exc_info=exc)
+        raise ModelError(f"{where}model {name} failed on the {at}: {cause(exc)}") from exc
+    if not isinstance(y, torch.Tensor):
+        raise ModelError(f"{where}model {name} returned {type(y).__name__} on the {at}")
+    if y.dtype not in FLOAT_DTYPES:
+        raise ModelError(
+            f"{where}model {name} returned dtype {y.dtype} on the {at}, expected floating "
+            f"point ({declared}): nothing was computed or written"
+        )
+    if tuple(y.shape) != tuple(want):
+        found, expected = tuple(y.shape), tuple(want)
+        what = "output channels" if found[1:2] != expected[1:2] else "scale or window size"
+        raise ModelError(
+            f"{where}model {name} returned shape {found} on the {at}, the sidecar declares "
+            f"{expected} ({declared}): wrong {what}; nothing was computed or written"
+        )
+    if not torch.isfinite(y).all():
+        bad = non_finite(y.float().cpu().numpy())
+        raise ModelError(
+            f"{where}model {name} returned non-finite values ({bad}) on the {at}: "
+            "nothing was computed or written"
+        )

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,15 +29,24 @@ from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.inputs import check_image
 from tilepipe.core.raster import atomic_outputs
 from tilepipe.core.scratch import temp_beside
+from tilepipe.engine.model import first_batch, probe_window
 from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import Predict, run_tiled
 from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
 from tilepipe.models.loading import (
     BANDS,
     LoadedModel,
+    forward_raw,
     load_model,
     make_predict,
     resolve_device,
+)
+from tilepipe.models.sidecar import (
+    NAMED_ROLES,
+    Normalise,
+    SidecarError,
+    check_source_bands,
+    field_roles,
 )
 
 log = logging.getLogger(__name__)
@@ -51,13 +61,8 @@ COLUMNS = (
     "tile",
     "date",
 )
-#: Model output names (sidecar ``bands_out``) -> probability band of the fields step.
-HEADS = {
-    "field_interior_logit": "extent",
-    "extent_logit": "extent",
-    "boundary_logit": "boundary",
-    "distance_logit": "distance",
-}
+#: Model output names (sidecar ``bands_out``) -> probability band, without a ``roles`` key.
+HEADS = NAMED_ROLES
 #: Relative difference between the input's pixel size and the model's ``gsd_m`` that is refused.
 GSD_TOLERANCE = 0.25
 
@@ -69,17 +74,11 @@ def check_input(path: Path, tile: str | None, date: str | None) -> tuple[dict[st
     return tags, float(kind.pixel_m or 0.0)
 
 
-def model_heads(meta: dict, where: str) -> list[str]:
-    """Probability band per model output (extent first), from the sidecar's ``bands_out``."""
-    outs = list(meta.get("bands_out") or [])
-    unknown = [o for o in outs if o not in HEADS]
-    heads = [HEADS[o] for o in outs if o in HEADS]
-    if unknown or not heads or heads[0] != "extent" or len(set(heads)) != len(heads):
-        raise ModelError(
-            f"{where}fields model outputs {outs}: need extent first, then optionally "
-            f"boundary and distance (known names: {sorted(HEADS)})"
-        )
-    return heads
+def model_heads(model: LoadedModel, where: str) -> tuple[list[str], list[int]]:
+    """The probability bands (extent first, then boundary, distance) and the model output
+    channel of each, from the sidecar's ``roles`` or tilepipe's output names."""
+    roles = field_roles(model.spec, where)
+    return list(roles), list(roles.values())
 
 
 def check_gsd(meta: dict, pixel_m: float, where: str) -> None:
@@ -138,20 +137,81 @@ def write_fields(
         )
 
 
-def fields_forward(net: torch.nn.Module, divide: float, x: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class FieldMap:
+    """How the image reaches a field model and its outputs the probability raster."""
+
+    normalise: Normalise
+    take: tuple[int, ...]  # image band of each model input
+    give: tuple[int, ...]  # model output of each probability band (extent, boundary, distance)
+    activation: str  # identity, sigmoid or softmax (over all outputs, before picking)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Image reflectance x 10^4 -> the model's input (its bands, its units)."""
+        if self.take != tuple(range(x.shape[1])):
+            x = x[:, list(self.take)]
+        return self.normalise.forward(x)
+
+    def probabilities(self, y: torch.Tensor) -> torch.Tensor:
+        """Model outputs -> the probability bands in 0..1."""
+        y = y.float()
+        if self.activation == "sigmoid":
+            y = torch.sigmoid(y)
+        elif self.activation == "softmax":
+            y = torch.softmax(y, dim=1)
+        else:
+            y = y.clamp(0.0, 1.0)
+        return y if self.give == tuple(range(y.shape[1])) else y[:, list(self.give)]
+
+
+def fields_forward(net: torch.nn.Module, fmap: FieldMap, x: torch.Tensor) -> torch.Tensor:
     """Per-pixel head probabilities, scaled to the probability raster's integers."""
-    return torch.sigmoid(net(x / divide).float()) * PROB_SCALE
+    return fmap.probabilities(net(fmap.model_input(x))) * PROB_SCALE
+
+
+def field_map(model: LoadedModel, heads_at: list[int], source: str, where: str) -> FieldMap:
+    """The model's bands against the image's, its activation; SidecarError for a band the
+    image lacks, a DR scale or two dates."""
+    sc = model.spec
+    if sc.scale != 1:
+        raise SidecarError(
+            f"{where}fields model {sc.id}: scale is {sc.scale}, a field model needs 1"
+        )
+    if sc.dates != 1:
+        raise SidecarError(
+            f"{where}fields model {sc.id} takes {sc.dates} dates: two-date field models are "
+            "not run by the fields step yet (it pairs no dates)"
+        )
+    take = check_source_bands(sc, BANDS, where, source)
+    return FieldMap(sc.normalise, tuple(take), tuple(heads_at), sc.activation or "sigmoid")
+
+
+def check_fields_first_batch(
+    model: LoadedModel, fmap: FieldMap, image: Path, patch: int, where: str
+) -> None:
+    """The bare model on one real window of the image, held to the sidecar (dtype, outputs,
+    window, finite) before anything is computed or written."""
+
+    def bare(x: np.ndarray) -> torch.Tensor:
+        return forward_raw(lambda t: model.module(fmap.model_input(t)), x, model.device)
+
+    outs = len(model.spec.bands_out)
+    want = (1, outs, patch, patch)
+    declared = f"{outs} outputs {list(model.spec.bands_out)} at scale 1"
+    first_batch(model.model_id, where, bare, probe_window(image, patch), want, declared)
 
 
 def load_fields_model(
-    model_path: str | os.PathLike, device: str, pixel_m: float, where: str
-) -> tuple[LoadedModel, list[str], Predict]:
-    """Load the fields model, check it suits the image; return it, its heads and predict."""
+    model_path: str | os.PathLike, device: str, pixel_m: float, where: str, source: str = "image"
+) -> tuple[LoadedModel, list[str], Predict, FieldMap]:
+    """Load the fields model, check it suits the image; return it, its heads, predict and map."""
     dev = resolve_device(device)
-    model = load_model(model_path, expect_bands=BANDS, expect_scale=1, device=dev)
-    heads = model_heads(model.meta, where)
+    model = load_model(model_path, device=dev)
+    heads, heads_at = model_heads(model, where)
+    fmap = field_map(model, heads_at, source, where)
     check_gsd(model.meta, pixel_m, where)
-    return model, heads, make_predict(partial(fields_forward, model.module, model.divide), dev)
+    predict = make_predict(partial(fields_forward, model.module, fmap), dev)
+    return model, heads, predict, fmap
 
 
 @contextlib.contextmanager
@@ -206,7 +266,10 @@ def run_fields(
     tile = tile or tags.get("TILE") or ""
     date = date or tags.get("DATE") or ""
     where = context(tile=tile, date=date, path=model_path)
-    model, heads, predict = load_fields_model(model_path, device, pixel_m, where)
+    model, heads, predict, fmap = load_fields_model(
+        model_path, device, pixel_m, where, image_path.name
+    )
+    check_fields_first_batch(model, fmap, image_path, patch, where)
     with scratch_raster(dst_path) as prob_path:
         stats = run_tiled(
             image_path,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from tilepipe.core.errors import ModelError, context
-from tilepipe.engine.model import non_finite
+from tilepipe.engine.model import FLOAT_DTYPES, non_finite
 from tilepipe.models.loading import LoadedModel, check_patch, load_model
 
 
@@ -28,7 +28,7 @@ class CheckResult:
 
 def synthetic_batch(model: LoadedModel, batch: int, patch: int, seed: int = 0) -> torch.Tensor:
     """A batch of reflectance-like windows in the model's input units (0..0.5 before dividing)."""
-    bands = len(model.meta["bands_in"])
+    bands = model.spec.channels_in
     rng = np.random.default_rng(seed)
     x = rng.uniform(0.0, 0.5, (batch, bands, patch, patch)).astype(np.float32)
     return torch.from_numpy(x * np.float32(model.divide))
@@ -53,10 +53,14 @@ def run_check(model: LoadedModel, batch: int, patch: int, repeats: int = 3) -> C
     with torch.inference_mode():
         for _ in range(repeats + 1):  # the first call warms up (allocations, lazy init)
             started = time.perf_counter()
-            y = model.module(x / model.divide)
+            y = model.module(model.spec.normalise.forward(x))
             if model.device.type == "cuda":
                 torch.cuda.synchronize(model.device)
             timings.append(time.perf_counter() - started)
+    if y.dtype not in FLOAT_DTYPES:
+        raise ModelError(
+            f"{where}model {model.model_id} returned dtype {y.dtype}, not floating point"
+        )
     if tuple(y.shape) != want:
         raise ModelError(
             f"{where}model {model.model_id} returned shape {tuple(y.shape)} for input "
@@ -76,6 +80,8 @@ def declared(meta: dict) -> list[tuple[str, str]]:
     """The sidecar's declarations as (name, value) lines for a person to read."""
     keys = ("id", "architecture", "bands_in", "bands_out", "scale", "normalise", "patch")
     lines = [(k, str(meta[k])) for k in keys if k in meta]
+    lines += [(k, str(meta[k])) for k in ("dates", "activation", "roles") if k in meta]
+    lines.append(("deterministic", str(meta.get("deterministic", True)).lower()))
     if meta.get("export_input_shape"):
         lines.append(("traced input", str(meta["export_input_shape"])))
     return lines

@@ -30,6 +30,13 @@ from tilepipe.core.errors import ConfigError, ModelError, context
 from tilepipe.core.inputs import REFLECTANCE_BANDS
 from tilepipe.core.raster import atomic_outputs
 from tilepipe.models.nets import ARCHITECTURES
+from tilepipe.models.sidecar import (
+    Sidecar,
+    check_traced_channels,
+    check_weights,
+    check_window,
+    parse_sidecar,
+)
 
 #: Band order of every tilepipe raster and model.
 BANDS: tuple[str, ...] = REFLECTANCE_BANDS
@@ -56,11 +63,23 @@ class LoadedModel:
     sha256: str
     path: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    sidecar: Sidecar | None = None
+
+    def __post_init__(self) -> None:
+        """Parse the sidecar when the caller gave only its JSON."""
+        if self.sidecar is None:
+            self.sidecar = parse_sidecar(self.meta, context(path=self.path))
+
+    @property
+    def spec(self) -> Sidecar:
+        """The checked sidecar (never None once built)."""
+        assert self.sidecar is not None
+        return self.sidecar
 
     @property
     def divide(self) -> float:
         """Reflectance scale: inputs are divided by this before the network."""
-        return float(self.meta.get("normalise", {}).get("divide", 10000.0))
+        return self.spec.normalise.divide
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -202,6 +221,7 @@ def load_model(
             f"{where}unknown architecture {arch!r} (known: "
             f"{', '.join([*sorted(ARCHITECTURES), *PROGRAMS])}, or package.module:Class)"
         )
+    sc = parse_sidecar(meta, where)
     if expect_bands is not None and list(meta["bands_in"]) != list(expect_bands):
         raise ModelError(
             f"{where}model expects bands {meta['bands_in']} but the data has {list(expect_bands)}"
@@ -223,6 +243,7 @@ def load_model(
     if arch == EXPORT:
         dev = resolve_device(device)  # takes a name or a torch.device
         module, shape = load_export(path, dev, where)
+        check_traced_channels(sc, shape, where)
         meta = {**meta, "export_input_shape": list(shape)}
         return LoadedModel(module, meta, str(meta["id"]), digest, path, dev)
     try:
@@ -234,6 +255,7 @@ def load_model(
         module.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise ModelError(f"{where}weights do not fit {arch} {meta['arch_kwargs']}: {exc}") from exc
+    check_weights(sc, dict(meta["arch_kwargs"]), module, where)
 
     return _ready(module, meta, digest, path, device)
 
@@ -253,28 +275,11 @@ def check_patch(meta: dict, patch: int, overlap: int, where: str = "") -> None:
     """Refuse a window size the model rules out: the sidecar's ``"patch"`` (``min``,
     ``multiple``, ``max``, ``exact``) and the spatial size a ``torch.export`` program was traced
     with when it is static."""
-    rule = meta.get("patch") or {}
-    least, multiple = int(rule.get("min", 1)), int(rule.get("multiple", 1))
-    most, exact = rule.get("max"), rule.get("exact")
+    rule = dict(meta.get("patch") or {})
     traced = [d for d in (meta.get("export_input_shape") or [])[2:] if d is not None]
-    if traced and exact is None:
-        exact = traced[0]
-    name = meta.get("id")
-    if exact is not None and patch != int(exact):
-        raise ModelError(
-            f"{where}model {name} takes windows of exactly {exact} px, got patch {patch}"
-        )
-    if most is not None and patch > int(most):
-        raise ModelError(f"{where}model {name} takes windows of at most {most} px, got {patch}")
-    if patch < least or patch % multiple:
-        raise ModelError(
-            f"{where}model {name} needs patch >= {least} and a multiple of {multiple}, "
-            f"got patch {patch}"
-        )
-    if overlap % multiple:
-        raise ModelError(
-            f"{where}model {meta.get('id')} needs overlap a multiple of {multiple}, got {overlap}"
-        )
+    if traced and rule.get("exact") is None:
+        rule["exact"] = traced[0]
+    check_window(rule, patch, overlap, str(meta.get("id")), where)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
@@ -291,6 +296,27 @@ def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
     return torch.compile(module, dynamic=False) if enabled else module
 
 
+def forward_raw(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: np.ndarray,
+    device: torch.device,
+    precision: str = "auto",
+) -> torch.Tensor:
+    """``fn`` on numpy (B, C, h, w) float32 as the engine runs it, its output as returned (dtype
+    kept): under ``torch.inference_mode``, channels_last on GPU, bf16 autocast when asked."""
+    gpu = device.type == "cuda"
+    bf16 = resolve_precision(precision, device) == "bf16"
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if gpu:
+            t = t.pin_memory().to(device, non_blocking=True)
+            t = t.contiguous(memory_format=torch.channels_last)
+        if bf16:
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                return fn(t)
+        return fn(t)
+
+
 def make_predict(
     fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str = "auto"
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -299,20 +325,10 @@ def make_predict(
     Runs under ``torch.inference_mode``; on GPU the input is channels_last; with precision bf16
     (the GPU default) the network runs under bf16 autocast (no GradScaler: nothing is trained).
     """
-    gpu = device.type == "cuda"
-    bf16 = resolve_precision(precision, device) == "bf16"
 
     def predict(x: np.ndarray) -> np.ndarray:
+        y = forward_raw(fn, x, device, precision)
         with torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            if gpu:
-                t = t.pin_memory().to(device, non_blocking=True)
-                t = t.contiguous(memory_format=torch.channels_last)
-            if bf16:
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                    y = fn(t)
-            else:
-                y = fn(t)
             return y.float().contiguous().cpu().numpy()
 
     return predict

@@ -10,7 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from tilepipe.core.inputs import RasterKind, mismatch, on_grid
+from tilepipe.core.inputs import RasterKind, dr_scale, mismatch, on_grid
 from tilepipe.core.raster import is_north_up
 from tilepipe.qc.checks import above, check
 
@@ -92,13 +92,15 @@ def north_up_check(rasters: dict, reasons: dict) -> dict:
 
 
 def _dr_grid_problem(s2, dr) -> str:
-    """Why dr is not s2's grid at 1/10 pixel with s2's bands, or "" when it is."""
-    expected = s2.transform @ Affine.scale(0.1)
-    shape = (s2.height * 10, s2.width * 10)
+    """Why dr is not s2's grid at 1/k pixel with s2's bands, or "" when it is; the scale k is
+    the dr.tif's own (its ``DR_SCALE`` tag, else its pixel size)."""
+    k = dr_scale(dr)
+    expected = s2.transform @ Affine.scale(1 / k)
+    shape = (s2.height * k, s2.width * k)
     if dr.shape != shape or not dr.transform.almost_equals(expected, precision=1e-6):
         return (
-            f"dr grid {dr.shape} {tuple(dr.transform)[:6]} is not s2's at 1/10 pixel "
-            f"{shape} {tuple(expected)[:6]}"
+            f"dr grid {dr.shape} {tuple(dr.transform)[:6]} is not s2's at 1/{k} pixel "
+            f"{shape} {tuple(expected)[:6]} (DR scale {k})"
         )
     if dr.count != s2.count:
         return f"dr has {dr.count} bands, s2 has {s2.count}"
@@ -119,7 +121,8 @@ def grid_check(s2, scl, dr, reasons: dict) -> tuple[dict, bool, bool]:
     dr_ok = dr is not None and not dr_problem
     status = "fail" if problems else "pass"
     value = {"s2": list(s2.shape), "scl": scl_ok, "dr": dr_ok}
-    message = "; ".join(problems) or "scl on the s2 grid, dr on it at 1/10 pixel"
+    k = dr_scale(dr) if dr_ok else None
+    message = "; ".join(problems) or f"scl on the s2 grid, dr on it at 1/{k} pixel"
     return check("grid_consistent", status, value, None, message), scl_ok, dr_ok
 
 

@@ -16,7 +16,7 @@ import rasterio
 from rasterio.windows import Window
 
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.inputs import DR, S2, SCL, mismatch
+from tilepipe.core.inputs import DR, S2, SCL, dr_kind_of, mismatch
 from tilepipe.qc.checks import merge_thresholds, report
 from tilepipe.qc.fields import field_checks
 from tilepipe.qc.rasters import (
@@ -40,7 +40,7 @@ from tilepipe.qc.superres import (
     strip_inside,
 )
 
-_STRIP_ROWS = 32  # s2 rows per strip: dr strips are 320 rows x 10 x s2 width
+_STRIP_ROWS = 32  # s2 rows per strip: dr strips are 32 k rows x k x s2 width (k: DR scale)
 
 
 def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
@@ -115,7 +115,8 @@ def run_qc(
     with ExitStack() as stack:
         s2 = _open_s2(stack, s2_path, tile, date)
         scl, scl_reason = open_optional(stack, scl_path, SCL)
-        dr, dr_reason = open_optional(stack, dr_path, DR)
+        dr_kind = dr_kind_of(dr_path) if dr_path is not None else DR
+        dr, dr_reason = open_optional(stack, dr_path, dr_kind)
         reasons = {"s2": "", "scl": scl_reason, "dr": dr_reason}
         rasters = {"s2": s2, "scl": scl, "dr": dr}
         grid, scl_ok, dr_ok = grid_check(s2, scl, dr, reasons)

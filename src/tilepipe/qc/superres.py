@@ -1,6 +1,7 @@
 """Checks of the super-resolved dr.tif against s2: radiometry, spectra and alignment.
 
-dr is block-averaged 10 x 10 back onto s2's 10 m grid and compared there: per-band L1 and PSNR
+dr is block-averaged k x k back onto s2's 10 m grid and compared there (k the dr.tif's own
+scale, its ``DR_SCALE`` tag or pixel size, never a constant): per-band L1 and PSNR
 (``dr_consistency``), the spectral angle (``sr_spectral``) and the sub-pixel shift by phase
 correlation (``sr_spatial``). ``dr_coverage`` compares dr's valid area with s2's inside the area
 DR was computed for (its ``DR_AOI`` tag, else the whole raster): a DR model that returned NaN
@@ -13,6 +14,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tilepipe.core.errors import InputError
+from tilepipe.core.inputs import dr_scale
 from tilepipe.engine.windows import Box, aoi_window
 from tilepipe.qc.checks import RANK, above, below, check
 
@@ -53,9 +55,10 @@ def new_dr_stats(bands: int) -> dict:
     """Empty accumulators of ``add_dr_strip``: per-band errors, the spectral angle sum, coverage.
 
     ``dr_expected`` counts the valid s2 pixels DR should cover; ``dr_covered`` the valid dr
-    pixels (no band nodata) inside them, in 1 m pixels (100 per s2 pixel).
+    pixels (no band nodata) inside them, in dr pixels (``dr_block`` = k² per s2 pixel).
     """
     return {
+        "dr_block": 100,
         "dr_expected": 0,
         "dr_covered": 0,
         "dr_n": np.zeros(bands, np.int64),
@@ -69,17 +72,19 @@ def new_dr_stats(bands: int) -> dict:
 def add_dr_strip(stats: dict, dr, data: np.ndarray, valid: np.ndarray, r0: int) -> None:
     """Accumulate dr block means vs one s2 strip ``data`` (B, h, W) over its valid pixels.
 
-    A 10 m pixel whose 10 x 10 dr block holds a nodata (0) value is left out of that band's
+    A 10 m pixel whose k x k dr block holds a nodata (0) value is left out of that band's
     errors and of the spectral angle; the dr pixels valid in every band count as covered.
     """
     nb, h, width = data.shape
+    k = dr_scale(dr)
+    stats["dr_block"] = k * k
     means = np.empty((nb, h, width), dtype=np.float64)
     complete = np.ones((h, width), dtype=bool)
-    filled = np.ones((h, 10, width, 10), dtype=bool)
+    filled = np.ones((h, k, width, k), dtype=bool)
     for b in range(nb):
-        hr = dr.read(b + 1, window=Window(0, r0 * 10, width * 10, h * 10))
-        blocks = hr.reshape(h, 10, width, 10)
-        means[b] = blocks.sum(axis=(1, 3), dtype=np.float64) / 100.0
+        hr = dr.read(b + 1, window=Window(0, r0 * k, width * k, h * k))
+        blocks = hr.reshape(h, k, width, k)
+        means[b] = blocks.sum(axis=(1, 3), dtype=np.float64) / float(k * k)
         filled &= blocks != 0
         complete_b = ~np.any(blocks == 0, axis=(1, 3))  # dr nodata inside the block
         complete &= complete_b
@@ -144,7 +149,7 @@ def coverage_check(dr_ok: bool, reasons: dict, stats: dict, thr: dict) -> dict:
     expected = stats["dr_expected"]
     if expected == 0:
         return check(name, "fail", None, thr, "no valid s2 pixel where DR was computed")
-    covered = stats["dr_covered"] / 100.0
+    covered = stats["dr_covered"] / float(stats["dr_block"])
     ratio = covered / expected
     value = {"ratio": ratio, "dr_valid_px": covered, "s2_valid_px": expected}
     message = (
@@ -191,8 +196,9 @@ def _window_shift(s2, dr, win: Window) -> np.ndarray | None:
 
     lr = s2.read(window=win).astype(np.float64)  # (B, h, w)
     h, w = lr.shape[1:]
-    hr = dr.read(window=Window(win.col_off * 10, win.row_off * 10, w * 10, h * 10))
-    blocks = hr.reshape(hr.shape[0], h, 10, w, 10)
+    k = dr_scale(dr)
+    hr = dr.read(window=Window(win.col_off * k, win.row_off * k, w * k, h * k))
+    blocks = hr.reshape(hr.shape[0], h, k, w, k)
     back = blocks.mean(axis=(2, 4))
     valid = np.any(lr != 0, axis=0) & ~np.any(blocks == 0, axis=(0, 2, 4))
     if valid.mean() < 0.9 or min(h, w) < 8:

@@ -16,7 +16,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.inputs import DR, S2, check_raster
+from tilepipe.core.inputs import S2, check_raster, dr_kind_of
 from tilepipe.core.raster import atomic_output, atomic_outputs
 
 RGB_BANDS = (3, 2, 1)  # B04, B03, B02 in the s2/dr band order B02, B03, B04, B08
@@ -94,7 +94,7 @@ def quicklooks(
     The inputs are checked first (s2.tif and dr.tif kinds); the three PNGs appear together.
     """
     check_raster(s2, S2, grid=False)
-    check_raster(dr, DR, grid=False)
+    check_raster(dr, dr_kind_of(dr), grid=False)
     s2_rgb, _ = _read_rgb(s2, size)
     dr_rgb, transform = _read_rgb(dr, size)
     dr_img = stretch(dr_rgb)
