@@ -28,7 +28,7 @@ class CheckResult:
 
 def synthetic_batch(model: LoadedModel, batch: int, patch: int, seed: int = 0) -> torch.Tensor:
     """A batch of reflectance-like windows in the model's input units (0..0.5 before dividing)."""
-    bands = len(model.meta["bands_in"])
+    bands = len(model.meta["bands_in"]) * int(model.meta.get("dates", 1))  # date after date
     rng = np.random.default_rng(seed)
     x = rng.uniform(0.0, 0.5, (batch, bands, patch, patch)).astype(np.float32)
     return torch.from_numpy(x * np.float32(model.divide))
@@ -74,7 +74,8 @@ def run_check(model: LoadedModel, batch: int, patch: int, repeats: int = 3) -> C
 
 def declared(meta: dict) -> list[tuple[str, str]]:
     """The sidecar's declarations as (name, value) lines for a person to read."""
-    keys = ("id", "architecture", "bands_in", "bands_out", "scale", "normalise", "patch")
+    keys = ("id", "architecture", "bands_in", "dates", "bands_out", "activation", "roles")
+    keys += ("scale", "normalise", "patch", "trained_by")
     lines = [(k, str(meta[k])) for k in keys if k in meta]
     if meta.get("export_input_shape"):
         lines.append(("traced input", str(meta["export_input_shape"])))
