@@ -9,12 +9,14 @@ It also writes the network's own logits on a fixed input, as ftw-tools' inferenc
 (``ftw_tools/inference/models.py``: ``state_dict`` keys with ``model.`` removed, loaded strictly
 into the smp network built from ``hyper_parameters``), for tilepipe's loader to be compared with.
 
-Usage: ftw_checkpoint.py OUT.ckpt IN_CHANNELS NUM_CLASSES BACKBONE REF.npz [MODEL]
+Usage: ftw_checkpoint.py DIR NAME:IN_CHANNELS:NUM_CLASSES:BACKBONE ... (writes DIR/NAME.ckpt and
+DIR/NAME.npz, the input image and the logits)
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,7 +80,9 @@ class FieldTask(lightning.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"])
 
 
-def write(out: str, channels: int, classes: int, backbone: str, ref: str, model: str) -> None:
+def write(
+    out: Path, channels: int, classes: int, backbone: str, ref: Path, model: str = "unet"
+) -> None:
     """One Lightning training step, the checkpoint, and the reference logits."""
     lightning.seed_everything(0)
     task = FieldTask(
@@ -98,7 +102,7 @@ def write(out: str, channels: int, classes: int, backbone: str, ref: str, model:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        default_root_dir=str(out) + ".run",
+        default_root_dir=str(out.parent / "lightning"),
     )
     trainer.fit(task, data)
     trainer.save_checkpoint(out)
@@ -121,5 +125,7 @@ def write(out: str, channels: int, classes: int, backbone: str, ref: str, model:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    write(args[0], int(args[1]), int(args[2]), args[3], args[4], args[5] if len(args) > 5 else "unet")
+    out = Path(sys.argv[1])
+    for spec in sys.argv[2:]:  # NAME:IN_CHANNELS:NUM_CLASSES:BACKBONE
+        name, channels, classes, backbone = spec.split(":")
+        write(out / f"{name}.ckpt", int(channels), int(classes), backbone, out / f"{name}.npz")

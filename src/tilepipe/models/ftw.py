@@ -117,20 +117,22 @@ def checkpoint_sidecar(path: Path, where: str) -> dict:
 def import_smp(where: str) -> ModuleType:
     """segmentation_models_pytorch, or a ModelError saying which extra installs it."""
     try:
+        importlib.import_module("torchvision")  # smp's encoders and timm import it
+    except ModuleNotFoundError:
+        pass  # smp's own import below says what is missing
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+        # torchvision's C++ extension does not load beside this torch (a CUDA torchvision
+        # wheel beside a CPU torch); its Python part, which smp needs, does once its two
+        # unguarded op names exist. FTW's networks call none of torchvision's C++ ops.
+        _declare_torchvision_ops()
+    try:
         return importlib.import_module("segmentation_models_pytorch")
     except ModuleNotFoundError as exc:
         raise ModelError(
             f"{where}FTW checkpoints need segmentation-models-pytorch ({exc}): {EXTRA}"
         ) from exc
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-    # torchvision's C++ extension does not load beside this torch (a CUDA torchvision wheel
-    # beside a CPU torch); its Python part, which smp needs, does once its two unguarded op
-    # names exist. FTW's networks call none of torchvision's C++ ops.
-    _declare_torchvision_ops()
-    try:
-        return importlib.import_module("segmentation_models_pytorch")
     except (ImportError, RuntimeError) as exc:
         raise ModelError(
             f"{where}segmentation-models-pytorch does not import ({type(exc).__name__}: {exc}):"
@@ -144,9 +146,8 @@ _TV_LIBRARY: list = []  # keeps the torch.library handle alive for the process
 def _declare_torchvision_ops() -> None:
     """Declare ``torchvision::nms`` and ``qnms`` (no kernels), as torchvision's Python part
     needs when its C++ extension did not load; logged, since torchvision.ops.nms then fails."""
-    half = ("torchvision", "timm", "segmentation_models_pytorch")
-    for name in [m for m in sys.modules if m.split(".")[0] in half]:
-        del sys.modules[name]  # the half-imported packages, so the retry starts clean
+    for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+        del sys.modules[name]  # the half-imported package, so smp's import starts it anew
     if not _TV_LIBRARY:
         lib = torch.library.Library("torchvision", "FRAGMENT")
         for op in ("nms", "qnms"):
