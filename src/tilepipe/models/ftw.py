@@ -187,6 +187,11 @@ def build_network(hp: Mapping, where: str) -> nn.Module:
             f"{where}unknown backbone {hp['backbone']!r} for segmentation-models-pytorch "
             f"{smp.__version__} (e.g. {', '.join(known[:8])}; or a timm encoder tu-NAME)"
         ) from exc
+    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. an unknown timm encoder
+        raise ModelError(
+            f"{where}cannot build smp {cls_name} from the checkpoint's hyper_parameters (backbone "
+            f"{hp['backbone']!r}, model_kwargs {kwargs}): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def state_mismatch(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:

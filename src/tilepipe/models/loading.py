@@ -1,7 +1,7 @@
 """The model registry (weights + JSON sidecar) and device handling.
 
 A model is two files: the weights ``X.pt`` / ``X.pt2`` and ``X.json`` (id, architecture,
-constructor arguments, bands, scale, normalisation and how it was trained). Three routes in,
+constructor arguments, bands, scale, normalisation and how it was trained). The routes in,
 chosen by the sidecar's ``architecture``:
 
 - ``"torch.export"``: a ``torch.export`` program saved with ``torch.export.save`` (``.pt2``);
