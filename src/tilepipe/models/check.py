@@ -92,7 +92,7 @@ def check_model(path: str, device: str = "auto", batch: int = 4, patch: int = 64
         f"  {'sha256':<14}{model.sha256}",
         f"  {'device':<14}{model.device}",
         f"  {'batch':<14}{result.input_shape} -> {result.output_shape}, finite",
-        f"  {'speed':<14}{result.mpx_per_s:.2f} Mpx/s output "
+        f"  {'speed':<14}{result.mpx_per_s:.3g} Mpx/s output "
         f"({result.seconds_per_batch * 1000:.1f} ms per batch)",
         f"  {'peak memory':<14}{result.peak_mb:.0f} MB "
         f"({'GPU allocator' if model.device.type == 'cuda' else 'process RSS'})",
