@@ -44,13 +44,25 @@ $(GEOTESSERA_NEW)/.installed: tests/oracles/geotessera-0.11.0.txt
 		$(GEOTESSERA_NEW)/bin/pip install --quiet -r $< && touch $@; \
 	fi
 
+# segmentation-models-pytorch (tilepipe's `ftw` extra), the torchvision of torch 2.13.0 and
+# Lightning, for tests/models/test_ftw.py: its own interpreter, as torchvision must stay out of
+# .venv (its CUDA build's C++ ops do not load beside the CPU torch; tilepipe.models.ftw copes)
+FTW := .venv-ftw
+$(FTW)/.installed: pyproject.toml $(PINS) tests/oracles/ftw.txt
+	$(PYTHON) -m venv $(FTW)
+	$(FTW)/bin/pip install --quiet --upgrade pip
+	grep -v '^torch==' $(PINS) > $(FTW)/constraints.txt
+	$(FTW)/bin/pip install --quiet -c $(FTW)/constraints.txt $(TORCH)
+	$(FTW)/bin/pip install --quiet -c $(FTW)/constraints.txt -r tests/oracles/ftw.txt -e '.[ftw]'
+	touch $@
+
 demo: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local --report report.html
 	@echo "Done: outputs in results/, open report.html (see README: 'Where the outputs are')."
 
 # the whole suite (CI): every tier, real Snakemake, Slurm and kill trials included
-test: $(BIN)/.installed $(GEOTESSERA)/.installed $(GEOTESSERA_NEW)/.installed
+test: $(BIN)/.installed $(GEOTESSERA)/.installed $(GEOTESSERA_NEW)/.installed $(FTW)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
 # the fast tier for development: the package's tests, without tests/workflow/ (Snakemake

@@ -28,7 +28,7 @@ class CheckResult:
 
 def synthetic_batch(model: LoadedModel, batch: int, patch: int, seed: int = 0) -> torch.Tensor:
     """A batch of reflectance-like windows in the model's input units (0..0.5 before dividing)."""
-    bands = model.spec.channels_in
+    bands = model.spec.channels_in  # bands_in x dates, date after date
     rng = np.random.default_rng(seed)
     x = rng.uniform(0.0, 0.5, (batch, bands, patch, patch)).astype(np.float32)
     return torch.from_numpy(x * np.float32(model.divide))
@@ -78,9 +78,9 @@ def run_check(model: LoadedModel, batch: int, patch: int, repeats: int = 3) -> C
 
 def declared(meta: dict) -> list[tuple[str, str]]:
     """The sidecar's declarations as (name, value) lines for a person to read."""
-    keys = ("id", "architecture", "bands_in", "bands_out", "scale", "normalise", "patch")
+    keys = ("id", "architecture", "bands_in", "dates", "bands_out", "activation", "roles")
+    keys += ("scale", "normalise", "patch", "trained_by")
     lines = [(k, str(meta[k])) for k in keys if k in meta]
-    lines += [(k, str(meta[k])) for k in ("dates", "activation", "roles") if k in meta]
     lines.append(("deterministic", str(meta.get("deterministic", True)).lower()))
     if meta.get("export_input_shape"):
         lines.append(("traced input", str(meta["export_input_shape"])))
@@ -97,7 +97,7 @@ def check_model(path: str, device: str = "auto", batch: int = 4, patch: int = 64
         f"  {'sha256':<14}{model.sha256}",
         f"  {'device':<14}{model.device}",
         f"  {'batch':<14}{result.input_shape} -> {result.output_shape}, finite",
-        f"  {'speed':<14}{result.mpx_per_s:.2f} Mpx/s output "
+        f"  {'speed':<14}{result.mpx_per_s:.3g} Mpx/s output "
         f"({result.seconds_per_batch * 1000:.1f} ms per batch)",
         f"  {'peak memory':<14}{result.peak_mb:.0f} MB "
         f"({'GPU allocator' if model.device.type == 'cuda' else 'process RSS'})",

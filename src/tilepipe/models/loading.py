@@ -1,13 +1,15 @@
 """The model registry (weights + JSON sidecar) and device handling.
 
 A model is two files: the weights ``X.pt`` / ``X.pt2`` and ``X.json`` (id, architecture,
-constructor arguments, bands, scale, normalisation and how it was trained). Three routes in,
+constructor arguments, bands, scale, normalisation and how it was trained). The routes in,
 chosen by the sidecar's ``architecture``:
 
 - ``"torch.export"``: a ``torch.export`` program saved with ``torch.export.save`` (``.pt2``);
 - ``"torchscript"``: a ``torch.jit.save`` file;
 - a built-in name (``srnet``, ``fieldnet``) or ``"package.module:Class"`` of an installed
   package, built with ``arch_kwargs`` and given a ``state_dict`` saved with ``torch.save``.
+- ``"ftw"``: a Fields of The World Lightning checkpoint (``.ckpt``, :mod:`tilepipe.models.ftw`);
+  one without a sidecar is read as ftw-tools reads it.
 
 Everything that can be wrong with a model is checked by :func:`load_model` before any compute.
 """
@@ -29,6 +31,7 @@ from tilepipe.core.checksum import sha256_file
 from tilepipe.core.errors import ConfigError, ModelError, context
 from tilepipe.core.inputs import REFLECTANCE_BANDS
 from tilepipe.core.raster import atomic_outputs
+from tilepipe.models.ftw import FTW, checkpoint_sidecar, load_ftw
 from tilepipe.models.nets import ARCHITECTURES
 from tilepipe.models.sidecar import (
     Sidecar,
@@ -49,6 +52,8 @@ TORCHSCRIPT = "torchscript"
 EXPORT = "torch.export"
 #: Routes whose file holds the whole program: the sidecar needs no ``arch_kwargs``.
 PROGRAMS = (TORCHSCRIPT, EXPORT)
+#: Routes that need no ``arch_kwargs``: programs, and FTW checkpoints (their hyper_parameters).
+SELF_DESCRIBED = (*PROGRAMS, FTW)
 #: Numeric precisions of inference: "auto" is bf16 autocast on GPU and fp32 on CPU.
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -202,7 +207,9 @@ def load_model(
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError as exc:
-        raise ModelError(f"{where}model sidecar {meta_path.name} not found") from exc
+        if path.suffix != ".ckpt":
+            raise ModelError(f"{where}model sidecar {meta_path.name} not found") from exc
+        meta = checkpoint_sidecar(path, where)  # an FTW checkpoint as it is: ftw-tools' needs
     except (OSError, ValueError) as exc:
         raise ModelError(f"{where}model sidecar {meta_path.name} is unreadable ({exc})") from exc
     if not isinstance(meta, dict):
@@ -210,16 +217,16 @@ def load_model(
     required = [
         k
         for k in REQUIRED_META
-        if not (k == "arch_kwargs" and meta.get("architecture") in PROGRAMS)
+        if not (k == "arch_kwargs" and meta.get("architecture") in SELF_DESCRIBED)
     ]
     missing = [k for k in required if k not in meta]
     if missing:
         raise ModelError(f"{where}model sidecar lacks {', '.join(missing)}")
     arch = meta["architecture"]
-    if arch not in ARCHITECTURES and arch not in PROGRAMS and ":" not in str(arch):
+    if arch not in ARCHITECTURES and arch not in SELF_DESCRIBED and ":" not in str(arch):
         raise ModelError(
             f"{where}unknown architecture {arch!r} (known: "
-            f"{', '.join([*sorted(ARCHITECTURES), *PROGRAMS])}, or package.module:Class)"
+            f"{', '.join([*sorted(ARCHITECTURES), *SELF_DESCRIBED])}, or package.module:Class)"
         )
     sc = parse_sidecar(meta, where)
     if expect_bands is not None and list(meta["bands_in"]) != list(expect_bands):
@@ -240,6 +247,8 @@ def load_model(
                 f"{where}cannot read TorchScript ({type(exc).__name__}: {exc})"
             ) from exc
         return _ready(module, meta, digest, path, device)
+    if arch == FTW:
+        return _ready(load_ftw(path, meta, where), meta, digest, path, device)
     if arch == EXPORT:
         dev = resolve_device(device)  # takes a name or a torch.device
         module, shape = load_export(path, dev, where)
