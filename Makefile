@@ -28,6 +28,16 @@ $(GEOTESSERA)/.installed: tests/oracles/geotessera-0.7.5.txt
 	$(GEOTESSERA)/bin/pip install --quiet -r $<
 	touch $@
 
+# fiboa-cli, the fiboa validator tests/validators.py runs on fields.parquet: its own interpreter,
+# as it pins pyarrow<24 and fsspec 2025.7.0 (tilepipe has newer); not part of `make test`, since
+# it fetches its schemas from fiboa.org, vecorel.org and geoparquet.org (docs/fields.md)
+FIBOA := .venv-fiboa
+$(FIBOA)/.installed: tests/oracles/fiboa-cli-0.21.0.txt
+	$(PYTHON) -m venv $(FIBOA)
+	$(FIBOA)/bin/pip install --quiet --upgrade pip
+	$(FIBOA)/bin/pip install --quiet -r $<
+	touch $@
+
 demo: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local --report report.html
