@@ -22,14 +22,19 @@ from .test_fields import dr, nir_model  # noqa: F401  (fixtures: a demo scene, a
 TILE, DATE = "33UXP", "2022-06-21"
 
 
+def _tilepipe_fields(tmp_path, image: str, model: str, *flags: str) -> dict:
+    """Run ``tilepipe fields`` on ``image``; its fields.gpkg and fields.parquet."""
+    out = {"gpkg": tmp_path / "fields.gpkg", "parquet": tmp_path / "fields.parquet"}
+    argv = ["fields", "--tile", TILE, "--date", DATE, "--image", image, "--model", model]
+    argv += ["--out", str(out["gpkg"]), "--parquet", str(out["parquet"]), *flags]
+    assert main([*argv, "--patch", "64", "--overlap", "16", "--device", "cpu"]) == 0
+    return out
+
+
 @pytest.fixture
 def fields(tmp_path, dr, nir_model) -> dict:  # noqa: F811
     """``tilepipe fields`` on the demo scene: its fields.gpkg and fields.parquet."""
-    out = {"gpkg": tmp_path / "fields.gpkg", "parquet": tmp_path / "fields.parquet"}
-    argv = ["fields", "--tile", TILE, "--date", DATE, "--image", dr, "--model", nir_model]
-    argv += ["--out", str(out["gpkg"]), "--parquet", str(out["parquet"])]
-    assert main([*argv, "--patch", "64", "--overlap", "16", "--device", "cpu"]) == 0
-    return out
+    return _tilepipe_fields(tmp_path, dr, nir_model)
 
 
 def test_fields_parquet_passes_geoparquet_validator_core_covering_and_distribution(fields):
@@ -57,6 +62,12 @@ def test_fields_parquet_columns_have_fiboas_parquet_types(fields):
         "geometry",
         "bbox",
     ]
+
+
+def test_a_scene_without_fields_still_passes_geoparquet_validator(tmp_path, dr, nir_model):  # noqa: F811
+    out = _tilepipe_fields(tmp_path, dr, nir_model, "--min-area-m2", "1e9")
+    assert pq.ParquetFile(out["parquet"]).metadata.num_rows == 0
+    assert_distributable(out["parquet"])  # no row group rather than one without statistics
 
 
 def test_fiboa_values_describe_each_field_of_the_scene(fields):

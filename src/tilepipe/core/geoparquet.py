@@ -132,14 +132,12 @@ def write_geoparquet(
     meta = {"geo": geo_metadata(list(geo_arr), crs, covering=covering), **(metadata or {})}
     schema = pa.schema(fields, metadata={k: json.dumps(v) for k, v in meta.items()})
     table = pa.Table.from_arrays(list(arrays.values()), schema=schema)
-    with atomic_output(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=ZSTD_LEVEL,
-            row_group_size=row_group_size,
-        )
+    with (
+        atomic_output(path) as tmp,
+        pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=ZSTD_LEVEL) as out,
+    ):
+        if table.num_rows:  # no rows, no row group: an empty one would have no statistics
+            out.write_table(table, row_group_size=row_group_size)
 
 
 def read_geoparquet(path: str | os.PathLike) -> tuple[dict, list, dict[str, np.ndarray]]:
