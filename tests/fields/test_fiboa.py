@@ -91,6 +91,10 @@ def test_geopackage_carries_the_same_columns_names_with_colons_included(fields):
     assert tuple(info["fields"]) == COLUMNS
     kinds = dict(zip(info["fields"], info["ogr_types"], strict=True))
     assert kinds["determination:datetime"] == "OFTDateTime" and kinds["id"] == "OFTString"
+    stamps = pyogrio.raw.read(
+        fields["gpkg"], columns=["determination:datetime"], datetime_as_string=True
+    )[3][0]
+    assert set(stamps) == {f"{DATE}T00:00:00Z"}  # UTC, as in the GeoParquet
     table = pq.read_table(fields["parquet"]).sort_by("field_id")
     meta, _, _, data = pyogrio.raw.read(fields["gpkg"])
     gpkg = dict(zip(meta["fields"], data, strict=True))

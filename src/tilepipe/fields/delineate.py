@@ -44,6 +44,9 @@ from tilepipe.models.loading import (
 log = logging.getLogger(__name__)
 
 LAYER = "fields"
+#: GDAL's time-zone flag for UTC (RFC 56: 100 + offset in quarter hours), so the GeoPackage
+#: stores ``determination:datetime`` with its ``Z``.
+GDAL_UTC = 100
 #: Model output names (sidecar ``bands_out``) -> probability band of the fields step.
 HEADS = {
     "field_interior_logit": "extent",
@@ -131,6 +134,7 @@ def write_fields(
             promote_to_multi=multi,
             crs=crs,
             layer_metadata=metadata,
+            gdal_tz_offsets={"determination:datetime": np.full(n, GDAL_UTC)},
         )
 
 
