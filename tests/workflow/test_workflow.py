@@ -200,6 +200,22 @@ def test_classified_fields_carry_a_crop_that_matches_the_truth(campaign, tile, d
     assert right / len(crops) >= 0.8
 
 
+@pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_classified_fields_keep_the_fiboa_columns_of_the_fields(campaign, tile, date):
+    scene = _scene(campaign, tile, date)
+    fields, classified = (
+        pyogrio.read_info(scene / "fields.gpkg"),
+        pyogrio.read_info(scene / "fields_classified.gpkg"),
+    )
+    assert [*fields["fields"], "crop", "crop_prob"] == list(classified["fields"])
+    read = pyogrio.raw.read(
+        scene / "fields_classified.gpkg",
+        columns=["determination:datetime"],
+        datetime_as_string=True,
+    )
+    assert set(read[3][0]) == {f"{date}T00:00:00Z"}
+
+
 def test_rerun_finds_nothing_to_do(campaign):
     run = _snakemake(campaign, "--dry-run")
     assert run.returncode == 0, run.stderr
