@@ -56,6 +56,16 @@ $(FTW)/.installed: pyproject.toml $(PINS) tests/oracles/ftw.txt
 	$(FTW)/bin/pip install --quiet -c $(FTW)/constraints.txt -r tests/oracles/ftw.txt -e '.[ftw]'
 	touch $@
 
+# fiboa-cli, the fiboa validator tests/validators.py runs on fields.parquet: its own interpreter,
+# as it pins pyarrow<24 and fsspec 2025.7.0 (tilepipe has newer); not part of `make test`, since
+# it fetches its schemas from fiboa.org, vecorel.org and geoparquet.org (docs/fields.md)
+FIBOA := .venv-fiboa
+$(FIBOA)/.installed: tests/oracles/fiboa-cli-0.21.0.txt
+	$(PYTHON) -m venv $(FIBOA)
+	$(FIBOA)/bin/pip install --quiet --upgrade pip
+	$(FIBOA)/bin/pip install --quiet -r $<
+	touch $@
+
 demo: $(BIN)/.installed
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --profile profiles/local --report report.html

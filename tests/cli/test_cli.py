@@ -158,7 +158,7 @@ def test_superres_with_the_demo_model_tags_its_checksum(scene, tmp_path):
 
 def test_fields_writes_polygons(scene):
     info = pyogrio.read_info(scene["fields.gpkg"])
-    assert info["features"] >= 1 and {"field_id", "area_m2", "score"} <= set(info["fields"])
+    assert info["features"] >= 1 and {"field_id", "metrics:area", "score"} <= set(info["fields"])
 
 
 def test_qc_writes_a_verdict(scene):

@@ -63,12 +63,12 @@ def test_demo_models_delineate_held_out_fields_within_the_bars(tmp_path, season)
     write_s2(s2, scene.lr)
     run_superres(s2, dr, model_path=REPO / "models/dr_demo.pt", device="cpu")
     run_fields(dr, out, model_path=REPO / "models/fields_demo.pt", device="cpu")
-    _, _, wkb, data = pyogrio.raw.read(out, layer="fields")
+    _, _, wkb, (field_id,) = pyogrio.raw.read(out, layer="fields", columns=["field_id"])
     geoms = shapely.from_wkb(wkb)
     with rasterio.open(dr) as src:
         shape, transform = (src.height, src.width), src.transform
     pred = rasterio.features.rasterize(
-        zip(geoms, data[0].tolist(), strict=True),
+        zip(geoms, field_id.tolist(), strict=True),
         out_shape=shape,
         transform=transform,
         dtype="int32",

@@ -48,7 +48,7 @@ def _fields(path, crs, x0, y0, n=4, side=100.0, geoms=None, extra=None):
     n = len(geoms)
     columns = {
         "field_id": np.arange(1, n + 1, dtype=np.int64),
-        "area_m2": np.array([g.area for g in geoms]),
+        "metrics:area": np.array([g.area for g in geoms]),
         "score": np.full(n, 0.9),
         "tile": np.array([TILE] * n, dtype=object),
         "date": np.array([DATE] * n, dtype=object),
@@ -236,14 +236,13 @@ def test_thin_fields_are_counted_as_slivers(tmp_path):
     assert check["value"] == pytest.approx(0.5) and check["status"] == "fail"
 
 
-def test_perimeter_m_column_is_used_for_slivers_when_present(tmp_path):
+@pytest.mark.parametrize("column", ["metrics:perimeter", "perimeter_m"])  # fiboa, older files
+def test_perimeter_column_is_used_for_slivers_when_present(tmp_path, column):
     paths = make_set(tmp_path)
     x0, y0 = _field_origin()
     boxes = [shapely.box(x0 + 100 * i, y0 - 100, x0 + 100 * i + 90, y0) for i in range(4)]
     perimeter = np.array([380.0, 380.0, 380.0, 5000.0])  # the last one claims a ragged outline
-    _fields(
-        paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=boxes, extra={"perimeter_m": perimeter}
-    )
+    _fields(paths["fields"], tile_grid(TILE).crs, 0, 0, geoms=boxes, extra={column: perimeter})
     assert check_of(qc(paths), "field_slivers")["value"] == pytest.approx(0.25)
 
 

@@ -27,6 +27,7 @@ from tilepipe.core.grid import tile_grid
 from tilepipe.demo.world import CLASSES, render_scene, tile_seed
 
 from ..conftest import REPO
+from ..validators import assert_distributable, fiboa_validate
 
 pytestmark = pytest.mark.workflow
 
@@ -118,9 +119,9 @@ def test_fields_match_the_demo_truth(campaign, tile, date):
     path = _scene(campaign, tile, date) / "fields.gpkg"
     info = pyogrio.read_info(path)
     assert info["crs"] == tile_grid(tile).crs
-    assert {"field_id", "area_m2", "score", "tile", "date"} <= set(info["fields"])
+    assert {"id", "field_id", "metrics:area", "score", "tile", "date"} <= set(info["fields"])
     _, _, wkb, (ids, areas, scores, *_) = pyogrio.raw.read(
-        path, columns=["field_id", "area_m2", "score"]
+        path, columns=["field_id", "metrics:area", "score"]
     )
     geoms = shapely.from_wkb(wkb)
     assert len(geoms) >= 5 and len(set(ids)) == len(ids)
@@ -142,9 +143,23 @@ def test_fields_geoparquet_holds_the_geopackage_fields(campaign, tile, date):
     scene = _scene(campaign, tile, date)
     _, _, wkb, (ids,) = pyogrio.raw.read(scene / "fields.gpkg", columns=["field_id"])
     geo, geoms, cols = read_geoparquet(scene / "fields.parquet")
-    assert cols["field_id"].tolist() == ids.tolist()
-    assert all(a.equals(b) for a, b in zip(shapely.from_wkb(wkb), geoms, strict=True))
+    order = np.argsort(cols["field_id"])  # the GeoParquet is in spatial (Hilbert) order
+    assert cols["field_id"][order].tolist() == ids.tolist()
+    pairs = zip(shapely.from_wkb(wkb), order, strict=True)
+    assert all(a.equals(geoms[i]) for a, i in pairs)
     assert geo["columns"]["geometry"]["crs"]["id"]["code"] == int(tile_grid(tile).crs[5:])
+
+
+@pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_fields_parquet_passes_geoparquet_validator_core_covering_distribution(
+    campaign, tile, date
+):
+    assert_distributable(_scene(campaign, tile, date) / "fields.parquet")
+
+
+@pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_fields_parquet_passes_the_fiboa_validator(campaign, tile, date):
+    fiboa_validate(_scene(campaign, tile, date) / "fields.parquet")
 
 
 @pytest.mark.parametrize(("tile", "date"), SCENES)
@@ -183,6 +198,22 @@ def test_classified_fields_carry_a_crop_that_matches_the_truth(campaign, tile, d
             majority = np.bincount(under).argmax()
             right += CLASSES[truth.field_class[majority]] == crop
     assert right / len(crops) >= 0.8
+
+
+@pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_classified_fields_keep_the_fiboa_columns_of_the_fields(campaign, tile, date):
+    scene = _scene(campaign, tile, date)
+    fields, classified = (
+        pyogrio.read_info(scene / "fields.gpkg"),
+        pyogrio.read_info(scene / "fields_classified.gpkg"),
+    )
+    assert [*fields["fields"], "crop", "crop_prob"] == list(classified["fields"])
+    read = pyogrio.raw.read(
+        scene / "fields_classified.gpkg",
+        columns=["determination:datetime"],
+        datetime_as_string=True,
+    )
+    assert set(read[3][0]) == {f"{date}T00:00:00Z"}
 
 
 def test_rerun_finds_nothing_to_do(campaign):

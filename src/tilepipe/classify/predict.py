@@ -134,6 +134,8 @@ def _write_fields(dst, meta: dict, geometry: np.ndarray, cols: dict, crop, prob)
     import pyogrio.raw
 
     cols = {k: v for k, v in cols.items() if k not in ("crop", "crop_prob")}
+    # datetimes come back from the GeoPackage in UTC (fiboa's determination:datetime): keep it
+    utc = {k: np.full(len(v), 100) for k, v in cols.items() if np.asarray(v).dtype.kind == "M"}
     with atomic_output(dst) as tmp:
         pyogrio.raw.write(
             tmp,
@@ -144,6 +146,7 @@ def _write_fields(dst, meta: dict, geometry: np.ndarray, cols: dict, crop, prob)
             driver="GPKG",
             geometry_type=meta.get("geometry_type") or "Polygon",
             crs=meta.get("crs"),
+            gdal_tz_offsets=utc,
         )
 
 

@@ -32,6 +32,8 @@ from tilepipe.core.scratch import temp_beside
 from tilepipe.engine.model import first_batch, probe_window
 from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import Predict, run_tiled
+from tilepipe.fields.fiboa import COLUMNS as COLUMNS  # re-exported: the layer's columns
+from tilepipe.fields.fiboa import REQUIRED, arrow_columns, collection_metadata, field_columns
 from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
 from tilepipe.models.loading import (
     BANDS,
@@ -52,15 +54,9 @@ from tilepipe.models.sidecar import (
 log = logging.getLogger(__name__)
 
 LAYER = "fields"
-COLUMNS = (
-    "field_id",
-    "area_m2",
-    "perimeter_m",
-    "score",
-    "boundary_score",
-    "tile",
-    "date",
-)
+#: GDAL's time-zone flag for UTC (RFC 56: 100 + offset in quarter hours), so the GeoPackage
+#: stores ``determination:datetime`` with its ``Z``.
+GDAL_UTC = 100
 #: Model output names (sidecar ``bands_out``) -> probability band, without a ``roles`` key.
 HEADS = NAMED_ROLES
 #: Relative difference between the input's pixel size and the model's ``gsd_m`` that is refused.
@@ -92,14 +88,6 @@ def check_gsd(meta: dict, pixel_m: float, where: str) -> None:
         )
 
 
-def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) -> dict:
-    """The contract columns in COLUMNS order: per-field values plus ``tile`` and ``date``."""
-    out = {k: np.asarray(columns[k]) for k in COLUMNS if k in columns}
-    out["tile"] = np.array([tile] * n, dtype=object)
-    out["date"] = np.array([date] * n, dtype=object)
-    return {k: out[k] for k in COLUMNS}
-
-
 def write_fields(
     path: str | os.PathLike,
     geoms: list,
@@ -113,7 +101,9 @@ def write_fields(
 ) -> None:
     """Write the fields layer (GeoPackage, and GeoParquet when asked): both or neither.
 
-    An empty list gives an empty layer with the full schema.
+    Both carry the COLUMNS (fiboa core plus tilepipe's own); the GeoParquet file is fiboa and
+    GeoParquet 1.1 with a bbox covering, in Hilbert order. An empty list gives an empty layer
+    with the full schema.
     """
     n = len(geoms)
     cols = field_columns(columns, n, tile, date)
@@ -122,7 +112,16 @@ def write_fields(
     paths = (path,) if parquet_path is None else (path, parquet_path)
     with atomic_outputs(*paths) as temps:
         if parquet_path is not None:
-            write_geoparquet(temps[1], geoms, cols, crs)
+            write_geoparquet(
+                temps[1],
+                geoms,
+                arrow_columns(cols),
+                crs,
+                covering=True,
+                spatial_order=True,
+                required=REQUIRED,
+                metadata={"collection": collection_metadata()},
+            )
         pyogrio.raw.write(
             temps[0],
             wkb,
@@ -134,6 +133,7 @@ def write_fields(
             promote_to_multi=multi,
             crs=crs,
             layer_metadata=metadata,
+            gdal_tz_offsets={"determination:datetime": np.full(n, GDAL_UTC)},
         )
 
 

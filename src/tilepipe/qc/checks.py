@@ -36,7 +36,7 @@ from tilepipe.core.settings import section_defaults
 #:   over s2's valid area, inside the area DR was computed for (its AOI); below ``warn``/``fail``.
 #: - ``field_count`` {warn, fail}: number of fields; below ``warn``/``fail`` (``fail`` ≥ 1, so
 #:   a scene without a field always fails).
-#: - ``field_area`` {warn: [min, max], fail: [min, max]}: median ``area_m2`` in m² outside the
+#: - ``field_area`` {warn: [min, max], fail: [min, max]}: median ``metrics:area`` in m² outside the
 #:   ``warn``/``fail`` range; any single field larger than the raster always fails.
 #:
 #: - ``sr_spectral`` {warn, fail}: mean spectral angle (degrees) between each 10 m pixel's band
@@ -46,7 +46,7 @@ from tilepipe.core.settings import section_defaults
 #:   ``window`` s2 pixels; the median shift magnitude above ``warn``/``fail``.
 #: - ``field_invalid`` {warn, fail}: fraction of field geometries that are empty or invalid.
 #: - ``field_slivers`` {compactness, warn, fail}: fraction of fields whose Polsby-Popper
-#:   compactness 4πA/P² (P from ``perimeter_m`` when present) is below ``compactness``.
+#:   compactness 4πA/P² (P from ``metrics:perimeter`` when present) is below ``compactness``.
 #: - ``field_coverage`` {warn, fail, max}: fields' total area over the scene's valid area (the
 #:   cropland the delineation found); below ``warn``/``fail``, or above ``max`` (overlaps), is bad.
 #: - ``class_distribution`` {warn, fail, unknown_warn, unknown_fail}: share of the most common

@@ -25,10 +25,14 @@ def _read_fields(path: str | os.PathLike | None) -> tuple[np.ndarray, dict]:
     return np.zeros(0, dtype=object) if geometry is None else geometry, columns
 
 
-def _measure(columns: dict, name: str, geoms: np.ndarray, fallback) -> np.ndarray:
-    """A column as float64 when the layer has it, else ``fallback(geoms)`` from the geometry."""
-    if name in columns:
-        return np.asarray(columns[name], dtype=np.float64)
+def _measure(columns: dict, names: tuple[str, ...], geoms: np.ndarray, fallback) -> np.ndarray:
+    """The first of ``names`` the layer has, as float64, else ``fallback(geoms)``.
+
+    fiboa's ``metrics:*`` first, then the ``area_m2``/``perimeter_m`` of older fields files.
+    """
+    for name in names:
+        if name in columns:
+            return np.asarray(columns[name], dtype=np.float64)
     return fallback(geoms)
 
 
@@ -127,8 +131,8 @@ def field_checks(fields_path, raster_area: float, valid_area: float, thr: dict) 
     if len(wkb) == 0:
         return [count, *_no_fields(thr)]
     geoms = shapely.from_wkb(wkb)
-    areas = _measure(columns, "area_m2", geoms, shapely.area)
-    perimeters = _measure(columns, "perimeter_m", geoms, shapely.length)
+    areas = _measure(columns, ("metrics:area", "area_m2"), geoms, shapely.area)
+    perimeters = _measure(columns, ("metrics:perimeter", "perimeter_m"), geoms, shapely.length)
     return [
         count,
         area_check(areas, raster_area, thr["field_area"]),
