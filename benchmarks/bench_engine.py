@@ -3,6 +3,7 @@
     python benchmarks/bench_engine.py efficiency --size 400     # engine vs pure model forward
     python benchmarks/bench_engine.py rss --sizes 1000 2000 4000 --method bicubic
     python benchmarks/bench_engine.py resume --size 400          # kill -9 at ~50 %, rerun
+    python benchmarks/bench_engine.py rss --sizes 4000 --output plain   # no COG, no overviews
 
 efficiency: windows per second of the whole engine (read + infer + blend + write, including the
 journal and the final GeoTIFF) divided by windows per second of the model forward alone on the
@@ -12,7 +13,10 @@ engine's own CPU seconds per output Mpx. rss: peak RSS of `tilepipe superres` on
 (10x outputs), each in a fresh process, and the ratio from the smallest to the largest. resume:
 a real `kill -9` once about half of the output is journaled, then the rerun; prints the fraction
 of windows the rerun computed and whether its file is byte-identical to an uninterrupted run.
-Everything is written under a temporary directory in /tmp and removed afterwards.
+``--output`` picks the dr.tif written (efficiency, rss): ``cog-overviews`` (the default: a COG
+with overviews built while rows are written), ``cog`` (a COG without overviews) or ``plain``
+(the tiled GeoTIFF the engine writes, no copy after it). Everything is written under a
+temporary directory in /tmp and removed afterwards.
 """
 
 from __future__ import annotations
@@ -200,6 +204,8 @@ def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
                 batch=args.batch,
                 device="cpu",
                 resume=args.resume,
+                cog=args.output != "plain",
+                overviews=args.output == "cog-overviews",
             )
             assert stats["windows"] == n_windows, (stats["windows"], n_windows)
             eng.append((float(stats["seconds"]), time.process_time() - c0))
@@ -307,7 +313,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--kill-at", type=float, default=0.5)
     parser.add_argument(
-        "--output", choices=sorted(OUTPUT_FLAGS), default="cog-overviews", help="rss: dr.tif kind"
+        "--output",
+        choices=sorted(OUTPUT_FLAGS),
+        default="cog-overviews",
+        help="efficiency, rss: the kind of dr.tif written",
     )
     parser.add_argument(
         "--no-resume", dest="resume", action="store_false", help="efficiency: no journal"
