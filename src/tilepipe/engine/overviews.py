@@ -32,20 +32,36 @@ from tilepipe.core.raster import overview_factors
 __all__ = ["Pyramid", "assemble", "overview_factors"]
 
 
+#: Input rows averaged at a time: bounds the float temporaries (4 x 64 x 7680 float32: 8 MB).
+REDUCE_ROWS = 64
+
+
 def reduce2(x: np.ndarray, nodata: float | None) -> np.ndarray:
     """2x2 average of (bands, rows, cols), ignoring nodata; an odd last row or column alone.
 
-    A pixel whose four inputs are all nodata is nodata; integers round half up.
+    A pixel whose four inputs are all nodata is nodata; integers round half up. Computed
+    ``REDUCE_ROWS`` rows at a time, in float32 for 8- and 16-bit data (exact: four uint16
+    values sum below 2**24), else float64.
     """
+    parts = [
+        _reduce_rows(x[:, r : r + REDUCE_ROWS], nodata) for r in range(0, x.shape[1], REDUCE_ROWS)
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def _reduce_rows(x: np.ndarray, nodata: float | None) -> np.ndarray:
+    """``reduce2`` of one chunk of rows (an even count, or the raster's last rows)."""
     b, h, w = x.shape
+    work = np.float32 if x.dtype.itemsize <= 2 else np.float64
     valid = np.ones(x.shape, bool) if nodata is None else _valid(x, nodata)
-    vals = np.where(valid, x, 0).astype(np.float64)
+    vals = np.where(valid, x, 0).astype(work)
     hh, ww = -(-h // 2) * 2, -(-w // 2) * 2
-    vals = np.pad(vals, ((0, 0), (0, hh - h), (0, ww - w)))
-    valid = np.pad(valid, ((0, 0), (0, hh - h), (0, ww - w)))
-    total = vals.reshape(b, hh // 2, 2, ww // 2, 2).sum(axis=(2, 4))
-    count = valid.reshape(b, hh // 2, 2, ww // 2, 2).sum(axis=(2, 4))
-    mean = total / np.maximum(count, 1)
+    if (hh, ww) != (h, w):
+        vals = np.pad(vals, ((0, 0), (0, hh - h), (0, ww - w)))
+        valid = np.pad(valid, ((0, 0), (0, hh - h), (0, ww - w)))
+    total = vals.reshape(b, hh // 2, 2, ww // 2, 2).sum(axis=(2, 4), dtype=work)
+    count = valid.reshape(b, hh // 2, 2, ww // 2, 2).sum(axis=(2, 4), dtype=np.uint8)
+    mean = total / np.maximum(count, 1).astype(work)
     if np.issubdtype(x.dtype, np.integer):
         mean = np.floor(mean + 0.5)
     out = mean.astype(x.dtype)
