@@ -50,6 +50,10 @@ def gtiff_profile(
     return profile
 
 
+#: GDAL block cache (MB) while a raster is rewritten as a COG.
+COG_CACHE_MB = 128
+
+
 def overview_factors(width: int, height: int, block: int) -> list[int]:
     """Powers of two until the smallest overview fits in one block."""
     factors, f = [], 2
@@ -72,15 +76,19 @@ def rewrite_as_cog(path: str | os.PathLike, resampling: Resampling = Resampling.
         block, dtype = src.block_shapes[0][1], src.dtypes[0]
         factors = overview_factors(src.width, src.height, block)
         interleave = src.interleaving.name.lower() if src.interleaving else "pixel"
-    env = rasterio.Env(GDAL_TIFF_OVR_BLOCKSIZE=str(block), ZLEVEL_OVERVIEW="1")
-    with env, rasterio.open(path, "r+") as ds:
-        if factors:
-            ds.build_overviews(factors, resampling)
     opts = dict(GTIFF_OPTIONS, blockxsize=block, blockysize=block, interleave=interleave)
     opts.update(predictor=3 if dtype.startswith("float") else 2, copy_src_overviews="YES")
     cog = path.with_name(f"{path.name}.cog.tif")
+    # A bounded block cache (GDAL's default is 5 % of the node's RAM), as the engine's.
+    env = rasterio.Env(
+        GDAL_CACHEMAX=COG_CACHE_MB, GDAL_TIFF_OVR_BLOCKSIZE=str(block), ZLEVEL_OVERVIEW="1"
+    )
     try:
-        rasterio.shutil.copy(str(path), str(cog), **opts)
+        with env:
+            with rasterio.open(path, "r+") as ds:
+                if factors:
+                    ds.build_overviews(factors, resampling)
+            rasterio.shutil.copy(str(path), str(cog), **opts)
         os.replace(cog, path)
     finally:
         cog.unlink(missing_ok=True)
