@@ -3,6 +3,7 @@
     python benchmarks/bench_engine.py efficiency --size 400     # engine vs pure model forward
     python benchmarks/bench_engine.py rss --sizes 1000 2000 4000 --method bicubic
     python benchmarks/bench_engine.py resume --size 400          # kill -9 at ~50 %, rerun
+    python benchmarks/bench_engine.py rss --sizes 4000 --output plain   # no COG, no overviews
 
 efficiency: windows per second of the whole engine (read + infer + blend + write, including the
 journal and the final GeoTIFF) divided by windows per second of the model forward alone on the
@@ -12,7 +13,10 @@ engine's own CPU seconds per output Mpx. rss: peak RSS of `tilepipe superres` on
 (10x outputs), each in a fresh process, and the ratio from the smallest to the largest. resume:
 a real `kill -9` once about half of the output is journaled, then the rerun; prints the fraction
 of windows the rerun computed and whether its file is byte-identical to an uninterrupted run.
-Everything is written under a temporary directory in /tmp and removed afterwards.
+``--output`` picks the dr.tif written (efficiency, rss): ``cog-overviews`` (the default: a COG
+with overviews built while rows are written), ``cog`` (a COG without overviews) or ``plain``
+(the tiled GeoTIFF the engine writes, no copy after it). Everything is written under a
+temporary directory in /tmp and removed afterwards.
 """
 
 from __future__ import annotations
@@ -70,12 +74,29 @@ def make_input(path: Path, size: int, motif: int = 250, height: int | None = Non
     return path
 
 
-def superres_args(s2: Path, out: Path, method: str, patch: int, overlap: int, batch: int):
+#: ``--output``: the superres flags of each kind of dr.tif.
+OUTPUT_FLAGS = {
+    "cog-overviews": ["--cog", "--overviews"],  # the default: a COG with streamed overviews
+    "cog": ["--cog", "--no-overviews"],
+    "plain": ["--no-cog", "--no-overviews"],  # the GeoTIFF the engine writes, no copy after
+}
+
+
+def superres_args(
+    s2: Path,
+    out: Path,
+    method: str,
+    patch: int,
+    overlap: int,
+    batch: int,
+    output: str = "cog-overviews",
+):
     """Command line of one `tilepipe superres` run."""
     exe = Path(sys.executable).parent / "tilepipe"
     args = [str(exe), "superres", "--tile", TILE, "--date", DATE, "--s2", str(s2)]
     args += ["--out", str(out), "--method", method, "--device", "cpu"]
     args += ["--patch", str(patch), "--overlap", str(overlap), "--batch", str(batch)]
+    args += OUTPUT_FLAGS[output]
     return args + (["--model", str(MODEL)] if method == "model" else [])
 
 
@@ -183,6 +204,8 @@ def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
                 batch=args.batch,
                 device="cpu",
                 resume=args.resume,
+                cog=args.output != "plain",
+                overviews=args.output == "cog-overviews",
             )
             assert stats["windows"] == n_windows, (stats["windows"], n_windows)
             eng.append((float(stats["seconds"]), time.process_time() - c0))
@@ -204,20 +227,22 @@ def parse_size(text: str) -> tuple[int, int]:
 def bench_rss(args: argparse.Namespace, work: Path) -> None:
     """Peak RSS of `tilepipe superres` per input size, each in a fresh process."""
     print(f"method {args.method}, patch {args.patch} overlap {args.overlap} batch {args.batch}")
+    print(f"output {args.output}")
     head = f"{'input':>10} {'output':>12} {'wall s':>7} {'CPU s':>7} {'Mpx/CPU s':>9}"
-    print(f"{head} {'peak RSS MB':>11} {'panels':>6}")
+    print(f"{head} {'peak RSS MB':>11} {'panels':>6} {'finish s':>8} {'file MB':>8}")
     peaks = []
     for text in args.sizes:
         w, h = parse_size(text)
         s2 = make_input(work / f"s2_{text}.tif", w, height=h)
         out = work / f"dr_{text}.tif"
-        cmd = superres_args(s2, out, args.method, args.patch, args.overlap, args.batch)
+        cmd = superres_args(s2, out, args.method, args.patch, args.overlap, args.batch, args.output)
         seconds, mb, stats = run_cli(cmd)
         peaks.append(mb)
         cpu = stats["cpu_seconds"]
         print(
             f"{w:>5}x{h:<4} {w * 10:>6}x{h * 10:<5} {seconds:7.1f} {cpu:7.1f} "
-            f"{w * h / 1e4 / cpu:9.2f} {mb:11.0f} {stats['panels']:>6}"
+            f"{w * h / 1e4 / cpu:9.2f} {mb:11.0f} {stats['panels']:>6} "
+            f"{stats['finish_seconds']:8.1f} {out.stat().st_size / 1e6:8.0f}"
         )
         out.unlink()
         s2.unlink()
@@ -287,6 +312,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--kill-at", type=float, default=0.5)
+    parser.add_argument(
+        "--output",
+        choices=sorted(OUTPUT_FLAGS),
+        default="cog-overviews",
+        help="efficiency, rss: the kind of dr.tif written",
+    )
     parser.add_argument(
         "--no-resume", dest="resume", action="store_false", help="efficiency: no journal"
     )

@@ -28,6 +28,7 @@ from tilepipe.models.sidecar import SidecarError, parse_sidecar
 from tilepipe.superres import bicubic_forward, dr_tags, load_dr, model_forward, run_superres
 
 from .byo import RGBN, export_x4, write_sidecar, x4_net
+from .cog import assert_valid_cog
 from .core.test_scratch import killed_writer_leaves
 from .scripted import Poisoned, broken_forwards, save_scripted, sr_meta
 
@@ -208,6 +209,15 @@ def test_killed_run_resumes_from_its_journal_to_an_identical_file(tmp_path, big_
     assert stats["windows_resumed"] > 0 and stats["windows"] < 81  # 9 x 9 windows in all
     assert dr.read_bytes() == whole.read_bytes()
     assert not Path(f"{dr}.parts").exists()
+    assert_valid_cog(dr)  # the resumed COG, overviews included
+
+
+def test_dr_by_default_is_a_valid_cog_with_overviews(tmp_path, big_s2, sr_model):
+    """issue 15: dr.tif opens in QGIS or a tile server as it is (960 px: 1/2 and 1/4)."""
+    run_superres(big_s2, tmp_path / "dr.tif", model_path=sr_model, patch=16, overlap=4)
+    assert_valid_cog(tmp_path / "dr.tif")
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        assert dr.overviews(1) == [2, 4] and dr.tags()["DR_METHOD"] == "model"
 
 
 def test_sigterm_keeps_the_journal_and_exits_143(tmp_path, big_s2, sr_model):

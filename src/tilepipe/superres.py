@@ -258,8 +258,8 @@ def run_superres(
     precision: str = "auto",
     compile: bool = False,
     resume: bool = True,
-    cog: bool = False,
-    overviews: bool = False,
+    cog: bool = True,
+    overviews: bool = True,
     aoi: tuple[float, float, float, float] | None = None,
     aoi_margin: int = 0,
 ) -> dict[str, object]:

@@ -14,6 +14,8 @@ from tilepipe.acquire.stac import manifest_row, read_manifest
 from tilepipe.core.errors import InputError
 from tilepipe.core.grid import tile_grid
 
+from ..cog import assert_valid_cog
+
 
 def _row(demo, baseline_new: bool) -> dict:
     rows = read_manifest(demo["manifest"])
@@ -47,6 +49,13 @@ def test_s2_lands_on_the_tile_window_grid_as_tagged_uint16(demo, tmp_path):
         assert "1000" in tags["HARMONISATION"]
     with rasterio.open(scl) as src:
         assert src.transform == transform and src.dtypes[0] == "uint8"
+
+
+def test_s2_and_scl_are_valid_cogs(demo, tmp_path):
+    """issue 15: `rio cogeo validate` passes on both, without warnings."""
+    s2, scl = _download(demo, _row(demo, True), tmp_path)
+    assert_valid_cog(s2)
+    assert_valid_cog(scl)
 
 
 @pytest.mark.parametrize("baseline_new", [True, False])

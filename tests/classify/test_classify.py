@@ -18,6 +18,8 @@ from tilepipe.classify.samples import field_embedding_means, field_embedding_sta
 from tilepipe.classify.train import catboost_task_type, train_classifier
 from tilepipe.core.errors import InputError, ModelError
 
+from ..cog import assert_valid_cog
+
 TILE, CRS, DIM = "33UXP", "EPSG:32633", 16
 CLASSES = ("maize", "wheat", "grassland")
 ORIGIN = (600000.0, 5400000.0)
@@ -395,6 +397,7 @@ def test_class_raster_is_written_block_by_block_with_field_classes(trained, tmp_
         names = json.loads(src.tags(1)["CLASSES"])
         data = src.read(1)
         assert src.nodata == 255
+    assert_valid_cog(raster)
     assert data[0, 0] == 255  # between fields: no embedding
     field = data[2 : 2 + FIELD_PX, 2 : 2 + FIELD_PX]
     assert np.mean(np.asarray(names)[field] == classes[0]) > 0.8

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from tilepipe.core.raster import atomic_output, atomic_outputs
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+
+from tilepipe.core.raster import atomic_output, atomic_outputs, gtiff_profile, rewrite_as_cog
+
+from ..cog import assert_valid_cog
 
 
 def test_a_set_of_outputs_appears_together_when_the_block_succeeds(tmp_path):
@@ -50,3 +58,54 @@ def test_a_single_output_whose_rename_fails_keeps_nothing_beside_it(tmp_path):
     with pytest.raises(OSError), atomic_output(out) as tmp:
         tmp.write_text("new")
     assert list(tmp_path.iterdir()) == [out]
+
+
+def _write(path, data: np.ndarray, nodata, **extra) -> Path:
+    """A plain tiled GeoTIFF as tilepipe writes it, before it is made a COG."""
+    c, h, w = data.shape
+    prof = gtiff_profile(
+        width=w,
+        height=h,
+        count=c,
+        dtype=str(data.dtype),
+        crs="EPSG:32633",
+        transform=Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0),
+        nodata=nodata,
+    )
+    prof.update(extra)
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+        dst.update_tags(HARMONISATION="none")
+        dst.update_tags(1, CLASSES="[]")
+        dst.set_band_description(1, "B02")
+    return Path(path)
+
+
+def test_rewrite_as_cog_gives_a_valid_cog_with_overviews_keeping_tags_and_codec(tmp_path):
+    data = np.random.default_rng(0).integers(1, 5000, (2, 600, 700)).astype(np.uint16)
+    path = _write(tmp_path / "s2.tif", data, 0)
+    rewrite_as_cog(path)
+    assert_valid_cog(path)
+    with rasterio.open(path) as src:
+        assert src.overviews(1) == [2, 4] and np.array_equal(src.read(), data)
+        assert src.tags()["HARMONISATION"] == "none" and src.tags(1)["CLASSES"] == "[]"
+        assert src.descriptions[0] == "B02" and src.nodata == 0
+        assert src.profile["compress"] == "deflate" and src.block_shapes[0] == (256, 256)
+
+
+def test_class_overviews_take_nearest_classes_never_averages(tmp_path):
+    data = np.where(np.indices((600, 600)).sum(axis=0) % 2, 3, 9).astype(np.uint8)[None]
+    path = _write(tmp_path / "classes.tif", data, 255)
+    rewrite_as_cog(path, Resampling.nearest)
+    with rasterio.open(path, OVERVIEW_LEVEL=0) as ov:
+        assert set(np.unique(ov.read())) <= {3, 9}
+
+
+def test_a_band_interleaved_float_raster_stays_band_interleaved(tmp_path):
+    data = np.random.default_rng(1).random((3, 520, 520)).astype(np.float32)
+    path = _write(tmp_path / "emb.tif", data, float("nan"), interleave="band")
+    rewrite_as_cog(path)
+    assert_valid_cog(path)
+    with rasterio.open(path) as src:
+        assert src.interleaving.name.lower() == "band" and np.array_equal(src.read(), data)
+        assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "3"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
 from tilepipe.embeddings.mosaic import TargetGrid, fill_nan_from, mosaic_writer, windows
+
+from ..cog import assert_valid_cog
 
 CRS_UTM = CRS.from_epsg(32633)
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 5300000.0)
@@ -36,3 +39,12 @@ def test_a_failing_check_inside_the_writer_leaves_no_output(tmp_path):
     with pytest.raises(ValueError), mosaic_writer(dst, TargetGrid(CRS_UTM, TRANSFORM, 32, 32), 3):
         raise ValueError("all nodata")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mosaic_is_a_valid_band_interleaved_cog(tmp_path):
+    dst = tmp_path / "emb.tif"
+    with mosaic_writer(dst, TargetGrid(CRS_UTM, TRANSFORM, 32, 32), 3) as ds:
+        ds.write(np.ones((3, 32, 32), dtype=np.float32))
+    assert_valid_cog(dst)
+    with rasterio.open(dst) as src:
+        assert src.interleaving.name.lower() == "band" and np.isnan(src.nodata)

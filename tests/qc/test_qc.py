@@ -66,14 +66,27 @@ def _fields(path, crs, x0, y0, n=4, side=100.0, geoms=None, extra=None):
     )
 
 
+def smooth_reflectance(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Random reflectance (DN 300..4000) without detail finer than ~5 px, as natural scenes are.
+
+    DR nearest-upsampled from it is consistent under both degradations, block means and
+    opensr-test's antialiased bilinear (which mixes in neighbours: pixel noise would fail it).
+    """
+    noise = np.random.default_rng(seed).normal(size=shape)
+    fy = np.fft.fftfreq(shape[1])[:, None]
+    fx = np.fft.fftfreq(shape[2])[None, :]
+    smooth = np.fft.ifft2(np.fft.fft2(noise) * (np.hypot(fy, fx) < 0.2)).real
+    lo, hi = smooth.min(axis=(1, 2), keepdims=True), smooth.max(axis=(1, 2), keepdims=True)
+    return (300 + (smooth - lo) / (hi - lo) * 3700).astype(np.uint16)
+
+
 def make_set(tmp_path, *, crs=None, south_up=False, dr_shift=0, cloud_rows=0, offset=0.0, scale=10):
     """Write a consistent s2/scl/dr/fields set (optionally broken one way) and return the paths;
     dr is s2 at 1/``scale`` pixel."""
     grid = tile_grid(TILE)
     crs = crs or grid.crs
     transform = Affine.translation(offset, 0) @ grid.transform @ Affine.translation(120, 340)
-    rng = np.random.default_rng(0)
-    s2 = rng.integers(300, 4000, size=(4, SIZE, SIZE)).astype(np.uint16)
+    s2 = smooth_reflectance((4, SIZE, SIZE))
     scl = np.full((1, SIZE, SIZE), 4, dtype=np.uint8)
     scl[:, :cloud_rows] = 9
     dr = np.repeat(np.repeat(s2, scale, axis=1), scale, axis=2)

@@ -26,6 +26,7 @@ from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.grid import tile_grid
 from tilepipe.demo.world import CLASSES, render_scene, tile_seed
 
+from ..cog import assert_valid_cog
 from ..conftest import REPO
 from ..validators import assert_distributable, fiboa_validate
 
@@ -115,6 +116,21 @@ def test_dr_is_a_tagged_10x_raster_consistent_with_its_input(campaign, tile, dat
 
 
 @pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_rasters_a_user_opens_are_valid_cogs(campaign, tile, date):
+    """issue 15: `rio cogeo validate` passes without warnings on s2, scl and dr (with overviews)."""
+    scene = _scene(campaign, tile, date)
+    for name in ("s2.tif", "scl.tif", "dr.tif"):
+        assert_valid_cog(scene / name)
+    with rasterio.open(scene / "dr.tif") as dr:
+        assert dr.overviews(1) == [2, 4, 8]  # 1600 px: the 1/8 overview fits one block
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_embeddings_are_valid_cogs(campaign, tile):
+    assert_valid_cog(campaign / "results" / tile / "2022" / "embeddings.tif")
+
+
+@pytest.mark.parametrize(("tile", "date"), SCENES)
 def test_fields_match_the_demo_truth(campaign, tile, date):
     path = _scene(campaign, tile, date) / "fields.gpkg"
     info = pyogrio.read_info(path)
@@ -170,6 +186,7 @@ def test_qc_passes_or_warns_every_demo_scene_with_consistent_dr(campaign, tile, 
     assert report["status"] in {"pass", "warn"}
     for name in ("crs_matches_tile", "north_up", "grid_consistent", "dr_consistency"):
         assert checks[name]["status"] == "pass", checks[name]
+    assert checks["sr_opensr"]["status"] == "pass", checks["sr_opensr"]  # opensr-test's view
     assert checks["cloud_fraction"]["value"] > 0  # the demo puts clouds in every scene
 
 

@@ -32,7 +32,7 @@ from tilepipe.acquire.transfer import RetryPolicy, retry_read
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.grid import TileGrid, tile_grid
 from tilepipe.core.inputs import REFLECTANCE_BANDS
-from tilepipe.core.raster import atomic_outputs, gtiff_profile, is_north_up
+from tilepipe.core.raster import atomic_outputs, gtiff_profile, is_north_up, rewrite_as_cog
 
 log = logging.getLogger(__name__)
 
@@ -266,14 +266,21 @@ def _provenance(row: Mapping[str, str], offset: int, source: Source, checked: st
 
 
 def _write_checked(
-    tmp: Path, data: np.ndarray, profile: dict, tags: dict, names: tuple[str, ...], where
+    tmp: Path,
+    data: np.ndarray,
+    profile: dict,
+    tags: dict,
+    names: tuple[str, ...],
+    where,
+    resampling: Resampling = Resampling.average,
 ) -> None:
-    """Write ``data`` (C, h, w) with tags and band names into a temporary, and check it."""
+    """Write ``data`` (C, h, w) with tags and band names into a temporary COG, and check it."""
     with rasterio.open(tmp, "w", **profile) as out:
         out.write(data)
         out.update_tags(**tags)
         for i, name in enumerate(names, start=1):
             out.set_band_description(i, name)
+    rewrite_as_cog(tmp, resampling)
     check_written(tmp, count=len(names), width=data.shape[2], height=data.shape[1], where=where)
 
 
@@ -285,7 +292,8 @@ def _write_scene(
     with atomic_outputs(*dsts) as (s2_tmp, scl_tmp):
         _write_checked(s2_tmp, s2, profile, tags, REFLECTANCE_BANDS, context(tile, date, dsts[0]))
         profile = {**profile, "count": 1, "dtype": "uint8", "predictor": 2}
-        _write_checked(scl_tmp, scl, profile, tags, ("SCL",), context(tile, date, dsts[1]))
+        where = context(tile, date, dsts[1])
+        _write_checked(scl_tmp, scl, profile, tags, ("SCL",), where, Resampling.nearest)
 
 
 def download_scene(

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
 
 from tilepipe.classify.labels import CLASS_NODATA, SKIPPED, UNKNOWN
 from tilepipe.classify.samples import (
@@ -16,7 +17,7 @@ from tilepipe.classify.samples import (
     read_layer,
 )
 from tilepipe.core.errors import ModelError, context
-from tilepipe.core.raster import atomic_output, gtiff_profile
+from tilepipe.core.raster import atomic_output, gtiff_profile, rewrite_as_cog
 
 _WINDOW = 256  # embedding pixels per side predicted at once (x C bands x float32)
 
@@ -93,15 +94,17 @@ def write_class_raster(
                 f"{context(tile, date, emb_path)}model expects {len(model.feature_names_)} "
                 f"features, the embeddings have {src.count} bands"
             )
-        with atomic_output(dst) as tmp, rasterio.open(tmp, "w", **_class_profile(src)) as out:
-            for win in block_windows(src.width, src.height, _WINDOW):
-                block = src.read(window=win, out_dtype="float32")
-                labels = _predict_block(model, block, context(tile, date, model_path))
-                counts += np.bincount(labels[labels != CLASS_NODATA], minlength=len(classes))
-                out.write(labels.reshape(1, int(win.height), int(win.width)), window=win)
-            out.update_tags(1, CLASSES=json.dumps(classes))
-            out.update_tags(TILE=tile or "", DATE=date or "")
-            out.set_band_description(1, "crop class index (see CLASSES tag)")
+        with atomic_output(dst) as tmp:
+            with rasterio.open(tmp, "w", **_class_profile(src)) as out:
+                for win in block_windows(src.width, src.height, _WINDOW):
+                    block = src.read(window=win, out_dtype="float32")
+                    labels = _predict_block(model, block, context(tile, date, model_path))
+                    counts += np.bincount(labels[labels != CLASS_NODATA], minlength=len(classes))
+                    out.write(labels.reshape(1, int(win.height), int(win.width)), window=win)
+                out.update_tags(1, CLASSES=json.dumps(classes))
+                out.update_tags(TILE=tile or "", DATE=date or "")
+                out.set_band_description(1, "crop class index (see CLASSES tag)")
+            rewrite_as_cog(tmp, Resampling.nearest)  # classes: never averaged
     return {"classes": classes, "pixels": dict(zip(classes, counts.tolist(), strict=True))}
 
 

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import rasterio
+import rasterio.shutil
 from affine import Affine
+from rasterio.enums import Resampling
 
 from tilepipe.core.scratch import temp_beside
 
@@ -46,6 +48,50 @@ def gtiff_profile(
         # GDAL requires block sizes that are multiples of 16; small rasters use 128-px blocks.
         profile["blockxsize"] = profile["blockysize"] = 128 if min(width, height) >= 128 else 16
     return profile
+
+
+#: GDAL block cache (MB) while a raster is rewritten as a COG.
+COG_CACHE_MB = 128
+
+
+def overview_factors(width: int, height: int, block: int) -> list[int]:
+    """Powers of two until the smallest overview fits in one block."""
+    factors, f = [], 2
+    while max(width, height) / (f // 2) > block:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def rewrite_as_cog(path: str | os.PathLike, resampling: Resampling = Resampling.average) -> None:
+    """Rewrite a finished GeoTIFF in place as a Cloud-Optimised GeoTIFF with internal overviews.
+
+    Overviews (``resampling``: average for reflectance, nearest for classes) down to one block,
+    then a copy with every IFD first (GTiff ``COPY_SRC_OVERVIEWS``, the layout rio-cogeo writes),
+    keeping the tiling, DEFLATE level 1, predictor, interleave, tags and nodata. For the small
+    rasters (s2.tif, scl.tif, class and embedding rasters); dr.tif has its own streamed pyramid.
+    """
+    path = Path(path)
+    with rasterio.open(path) as src:
+        block, dtype = src.block_shapes[0][1], src.dtypes[0]
+        factors = overview_factors(src.width, src.height, block)
+        interleave = src.interleaving.name.lower() if src.interleaving else "pixel"
+    opts = dict(GTIFF_OPTIONS, blockxsize=block, blockysize=block, interleave=interleave)
+    opts.update(predictor=3 if dtype.startswith("float") else 2, copy_src_overviews="YES")
+    cog = path.with_name(f"{path.name}.cog.tif")
+    # A bounded block cache (GDAL's default is 5 % of the node's RAM), as the engine's.
+    env = rasterio.Env(
+        GDAL_CACHEMAX=COG_CACHE_MB, GDAL_TIFF_OVR_BLOCKSIZE=str(block), ZLEVEL_OVERVIEW="1"
+    )
+    try:
+        with env:
+            with rasterio.open(path, "r+") as ds:
+                if factors:
+                    ds.build_overviews(factors, resampling)
+            rasterio.shutil.copy(str(path), str(cog), **opts)
+        os.replace(cog, path)
+    finally:
+        cog.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.raster import atomic_output, gtiff_profile
+from tilepipe.core.raster import atomic_output, gtiff_profile, rewrite_as_cog
 
 WINDOW = 256  # output pixels per side processed at once (x C bands x float32)
 
@@ -113,8 +113,10 @@ def mosaic_writer(dst: str | os.PathLike, grid: TargetGrid, count: int) -> Itera
         nodata=float("nan"),
     )
     profile["interleave"] = "band"  # readers take band subsets; writers whole windows
-    with atomic_output(dst) as tmp, rasterio.open(tmp, "w", **profile) as ds:
-        yield ds
+    with atomic_output(dst) as tmp:
+        with rasterio.open(tmp, "w", **profile) as ds:
+            yield ds
+        rewrite_as_cog(tmp)
 
 
 def fill_windows(ds: DatasetWriter, grid: TargetGrid, fill: Fill) -> None:

@@ -30,10 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import rasterio.shutil
 from affine import Affine
 
-from tilepipe.core.errors import InputError, context
 from tilepipe.core.raster import atomic_output
 from tilepipe.core.scratch import WriterLock, remove_leftovers
 
@@ -213,46 +211,3 @@ def _stop_point(slabs: int) -> None:
     wanted = os.environ.get(STOP_AFTER_SLABS_ENV, "")
     if wanted.isdigit() and int(wanted) == slabs:
         os.kill(os.getpid(), signal.SIGSTOP)
-
-
-def finish_in_place(
-    path: Path, profile: dict[str, object], *, cog: bool = False, overviews: bool = False
-) -> None:
-    """Give a finished GeoTIFF overviews, or rewrite it as a COG; the path stays the same."""
-    level = int(profile["zlevel"])
-    try:
-        if cog:
-            opts = {
-                "driver": "COG",
-                "compress": "DEFLATE",
-                "level": level,
-                "predictor": "YES" if int(profile["predictor"]) > 1 else "NO",
-                "blocksize": int(profile["blockxsize"]),
-                "bigtiff": "IF_SAFER",
-                "num_threads": "ALL_CPUS",
-                "overviews": "AUTO" if overviews else "NONE",
-                "overview_resampling": "AVERAGE",
-            }
-            cog_path = path.with_name(f"{path.name}.cog.tif")
-            try:
-                rasterio.shutil.copy(str(path), str(cog_path), **opts)
-                os.replace(cog_path, path)
-            finally:
-                cog_path.unlink(missing_ok=True)
-        elif overviews:
-            env = rasterio.Env(ZLEVEL_OVERVIEW=str(level))
-            with env, rasterio.open(path, "r+") as ds:
-                factors = overview_factors(ds.width, ds.height, int(profile["blockxsize"]))
-                ds.build_overviews(factors, rasterio.enums.Resampling.average)
-    except rasterio.errors.RasterioError as exc:
-        what = "a COG" if cog else "overviews"
-        raise InputError(f"{context(path=path)}cannot make {what}: {exc}") from exc
-
-
-def overview_factors(width: int, height: int, block: int) -> list[int]:
-    """Powers of two until the smallest overview fits in one block."""
-    factors, f = [], 2
-    while max(width, height) / (f // 2) > block:
-        factors.append(f)
-        f *= 2
-    return factors

@@ -35,8 +35,9 @@ from affine import Affine
 
 from tilepipe.core.errors import InputError, TilepipeError, context
 from tilepipe.core.raster import atomic_output, gtiff_profile
-from tilepipe.engine.journal import SlabJournal, fingerprint, finish_in_place
+from tilepipe.engine.journal import SlabJournal, fingerprint
 from tilepipe.engine.model import Model, Predict, predict_batch
+from tilepipe.engine.overviews import Pyramid, assemble, overview_factors
 from tilepipe.engine.pixels import cut_windows, invalid_mask, read_strip
 from tilepipe.engine.progress import Progress, RunStats
 from tilepipe.engine.windows import (
@@ -104,6 +105,7 @@ class PanelIO:
     journal: SlabJournal | None
     reader: ThreadPoolExecutor
     writer: WriterThread
+    pyramid: Pyramid | None = None
 
 
 def check_tiling(patch: int, overlap: int, batch: int, scale: int) -> None:
@@ -212,7 +214,8 @@ def predict_window_row(
 def run_panel(run: Pass, panel: Panel, io: PanelIO) -> None:
     """Stream one column panel top to bottom: its journaled rows, then window row by row."""
     grid, n_rows = run.grid, len(run.grid.row_origins)
-    blocks = BlockRowWriter(io.dst, panel.b0, panel.b1, io.block_h, grid.out_h)
+    reducer = io.pyramid.panel(panel.b0) if io.pyramid is not None else None
+    blocks = BlockRowWriter(io.dst, panel.b0, panel.b1, io.block_h, grid.out_h, reducer)
     rows = PanelWriter(grid, panel, blocks, io.journal, run.out.dtype, run.out.nodata)
     first = resume_row(*rows.resume(), grid.out_h, n_rows, grid.back)
     run.stats.resumed(first * panel.owned)
@@ -236,6 +239,19 @@ def run_panel(run: Pass, panel: Panel, io: PanelIO) -> None:
     blocks.check_flushed()
 
 
+def make_pyramid(
+    out: Output, out_path: Path, profile: dict[str, object], panels: list[Panel]
+) -> Pyramid | None:
+    """The overview levels built while writing, or None without overviews (or none needed)."""
+    if not out.overviews:
+        return None
+    width, height = int(profile["width"]), int(profile["height"])
+    factors = overview_factors(width, height, int(profile["blockxsize"]))
+    if not factors:
+        return None
+    return Pyramid(out_path, profile, [p.b0 for p in panels[1:]], factors)
+
+
 def write_output(
     run: Pass,
     panels: list[Panel],
@@ -254,17 +270,26 @@ def write_output(
         else:
             outer.callback(journal.close)  # on failure too: the lock goes, resume state stays
             out_path = journal.dir / PARTIAL
+        pyramid = make_pyramid(run.out, Path(out_path), profile, panels)
+        if pyramid is not None:
+            outer.callback(pyramid.remove)  # level files are rebuilt on resume, never kept
         with contextlib.ExitStack() as stack:
             # Entered before the threads, so closed only once they are done with it.
             dst = stack.enter_context(rasterio.open(out_path, "w", **profile))
             label_output(dst, run.out)
+            if pyramid is not None:
+                stack.enter_context(pyramid.open())
             reader = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             writer = stack.enter_context(WriterThread())
-            io = PanelIO(dst, int(profile["blockysize"]), journal, reader, writer)
+            io = PanelIO(dst, int(profile["blockysize"]), journal, reader, writer, pyramid)
             for panel in panels:
                 run_panel(run, panel, io)
+            if pyramid is not None:
+                pyramid.finish()
         t_fin = time.perf_counter()
-        finish_in_place(out_path, profile, cog=run.out.cog, overviews=run.out.overviews)
+        if run.out.cog or pyramid is not None:
+            levels = [] if pyramid is None else [lv.path for lv in pyramid.levels]
+            assemble(Path(out_path), profile, levels, cog=run.out.cog)
         if journal is not None:  # still holding the lock, so no second writer can start yet
             with atomic_output(dst_path) as tmp:
                 os.replace(out_path, tmp)

@@ -17,6 +17,7 @@ import torch
 from rasterio.windows import Window
 
 from tilepipe.engine.journal import SlabJournal
+from tilepipe.engine.overviews import Reducer
 from tilepipe.engine.pixels import to_dtype, upsample_mask
 from tilepipe.engine.windows import Grid, Panel
 
@@ -38,10 +39,18 @@ class BlockRowWriter:
     """Writes a panel's finished rows into the output in row order, one block row per write."""
 
     def __init__(
-        self, dst: rasterio.io.DatasetWriter, b0: int, b1: int, block_h: int, out_h: int
+        self,
+        dst: rasterio.io.DatasetWriter,
+        b0: int,
+        b1: int,
+        block_h: int,
+        out_h: int,
+        overviews: Reducer | None = None,
     ) -> None:
-        """Write output columns [b0, b1) of ``dst`` (block rows of ``block_h``, ``out_h`` rows)."""
+        """Write output columns [b0, b1) of ``dst`` (block rows of ``block_h``, ``out_h`` rows);
+        every finished row also goes to the ``overviews`` reducer of the panel."""
         self.dst, self.b0, self.b1 = dst, b0, b1
+        self.overviews = overviews
         self.block_h, self.out_h = block_h, out_h
         self.written = 0  # rows in the output
         self.pending: list[np.ndarray] = []  # finished rows waiting for a whole block row
@@ -53,6 +62,8 @@ class BlockRowWriter:
 
     def put(self, vals: np.ndarray) -> None:
         """Queue the next finished rows (bands, rows, cols); write every whole block row."""
+        if self.overviews is not None:
+            self.overviews.put(vals)
         self.pending.append(vals)
         queued = self.queued
         n = rows_to_write(self.written, queued, self.block_h, self.out_h)

@@ -44,6 +44,10 @@ from tilepipe.core.settings import section_defaults
 #: - ``sr_spatial`` {warn, fail, windows, window}: sub-pixel shift (10 m pixels) of dr
 #:   block-averaged against s2, by phase correlation (skimage) on up to ``windows`` windows of
 #:   ``window`` s2 pixels; the median shift magnitude above ``warn``/``fail``.
+#: - ``sr_opensr`` {reflectance_*, spectral_*, spatial_*, windows, window}: the same three
+#:   consistencies computed as opensr-test does, on dr degraded by antialiased bilinear
+#:   interpolation (:mod:`tilepipe.qc.opensr`): mean L1 (reflectance), mean spectral angle
+#:   (degrees) and median shift (10 m pixels); the worst of the three sets the status.
 #: - ``field_invalid`` {warn, fail}: fraction of field geometries that are empty or invalid.
 #: - ``field_slivers`` {compactness, warn, fail}: fraction of fields whose Polsby-Popper
 #:   compactness 4πA/P² (P from ``metrics:perimeter`` when present) is below ``compactness``.
@@ -70,6 +74,7 @@ SCENE_CHECKS = (
     "dr_coverage",
     "sr_spectral",
     "sr_spatial",
+    "sr_opensr",
     "field_count",
     "field_area",
     "field_invalid",

@@ -19,6 +19,7 @@ from tilepipe.core.errors import InputError, context
 from tilepipe.core.inputs import DR, S2, SCL, dr_kind_of, mismatch
 from tilepipe.qc.checks import merge_thresholds, report
 from tilepipe.qc.fields import field_checks
+from tilepipe.qc.opensr import add_opensr_strip, new_opensr_stats, opensr_check
 from tilepipe.qc.rasters import (
     add_s2_strip,
     cloud_check,
@@ -55,7 +56,7 @@ def _scan(s2, scl, dr, rmin: float, rmax: float) -> dict:
     dr is compared with s2 only inside the area DR was computed for (``dr_area``).
     """
     stats = {"pixels": 0, "nodata": 0, "cloud": 0, "values": 0, "out_of_range": 0}
-    stats |= new_dr_stats(s2.count)
+    stats |= new_dr_stats(s2.count) | new_opensr_stats()
     width, box = s2.width, dr_area(s2, dr)
     for r0, h in _strips(s2.height, _STRIP_ROWS):
         data = s2.read(window=Window(0, r0, width, h))  # (B, h, W) uint16
@@ -64,6 +65,7 @@ def _scan(s2, scl, dr, rmin: float, rmax: float) -> dict:
         valid &= strip_inside(box, r0, h, width)
         if dr is not None and valid.any():
             add_dr_strip(stats, dr, data, valid, r0)
+            add_opensr_strip(stats, dr, data, valid, r0)
     return stats
 
 
@@ -133,6 +135,7 @@ def run_qc(
             coverage_check(dr_ok, reasons, stats, thr["dr_coverage"]),
             spectral_check(dr_ok, stats, thr["sr_spectral"]),
             spatial_check(s2, dr, dr_ok, thr["sr_spatial"]),
+            opensr_check(s2, dr, dr_ok, stats, thr["sr_opensr"]),
         ]
         checks += field_checks(fields_path, *_areas(s2, stats), thr)
     return report(tile, date, checks)
