@@ -64,11 +64,15 @@ CORE_FILES = {
         )
     },
 }
-GEOJSON_FILES = {name: f"https://geojson.org/schema/{name}" for name in ("Feature.json", "Geometry.json")}
+GEOJSON_FILES = {
+    name: f"https://geojson.org/schema/{name}" for name in ("Feature.json", "Geometry.json")
+}
 PROJJSON = "https://proj.org/schemas/v0.7/projjson.schema.json"
 #: ``$id`` values the published documents really carry where they differ from their URL (STAC
 #: 1.1.0's common.json says ``.../commonjson``; rustac and pystac ship it the same way)
-PUBLISHED_IDS = {f"{CORE}/item-spec/json-schema/common.json": f"{CORE}/item-spec/json-schema/commonjson"}
+PUBLISHED_IDS = {
+    f"{CORE}/item-spec/json-schema/common.json": f"{CORE}/item-spec/json-schema/commonjson"
+}
 
 
 def default_cache() -> Path:
