@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
+from tilepipe.catalog.collection import campaign_collection
 from tilepipe.catalog.fields import partition_path, read_campaign_fields, write_partition
 from tilepipe.catalog.item import COG, GEOTIFF, scene_item
 from tilepipe.catalog.schemas import EXTENSIONS, schema_config
@@ -288,3 +289,25 @@ def test_the_schema_config_maps_each_published_url_to_a_copy_with_its_id(tmp_pat
         assert copy["$id"].rstrip("#") == url
     core = "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json"
     assert json.loads(Path(config[core]).read_text())["$id"] == core
+
+
+def test_the_collection_lists_its_items_from_the_manifest(campaign, tmp_path):
+    lines = Path(campaign["manifest"]).read_text().splitlines(keepends=True)
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text("".join([lines[0], *(ln for ln in lines[1:] if ln.startswith(TILE))]))
+    results = campaign["collection"].parents[1]
+    out = results / "campaign" / "from-manifest.json"
+    args = ["stac-collection", "--manifest", str(manifest), "--results", str(results)]
+    assert main([*args, "--out", str(out)]) == 0
+    links = json.loads(out.read_text())["links"]
+    assert [ln["href"] for ln in links if ln["rel"] == "item"] == [
+        f"../{TILE}/{d}/item.json" for d in DATES
+    ]
+
+
+def test_the_collection_names_a_missing_item(campaign, tmp_path):
+    missing = tmp_path / "item.json"
+    with pytest.raises(InputError, match=rf"file {missing}: not a STAC item"):
+        campaign_collection(
+            [missing], tmp_path / "c.json", collection_id="t", description="d", license="other"
+        )

@@ -54,6 +54,7 @@ rule fields_partition:
 
 rule stac_collection:
     input:
+        manifest=ancient(MANIFEST),
         scene_items=lambda wildcards: scene_outputs(["item.json"]),
         parts=fields_partitions,
     output:
@@ -70,5 +71,7 @@ rule stac_collection:
         fields=FIELDS_DATASET,
         settings=settings("catalog"),
     shell:
-        "tilepipe stac-collection --items {input.scene_items} --fields-root {params.fields}"
+        # the items are listed from the manifest: 10,000 paths would overflow a command line
+        "tilepipe stac-collection --manifest {input.manifest} --results results"
+        " --fields-root {params.fields}"
         " --settings {params.settings:q} --out {output.collection} > {log} 2>&1"

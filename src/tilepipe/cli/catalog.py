@@ -42,7 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_partition)
 
     p = sub.add_parser("stac-collection", help="the campaign collection linking every item")
-    p.add_argument("--items", nargs="+", required=True, help="the items' item.json files")
+    p.add_argument("--items", nargs="*", default=[], help="item.json files to link")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="also link RESULTS/{tile}/{date}/item.json of every tile-date in this manifest",
+    )
+    p.add_argument("--results", default="results", help="the results directory (--manifest)")
     p.add_argument("--fields-root", default=None, help="the hive-partitioned fields dataset")
     p.add_argument("--out", required=True, help="collection.json (the catalog's root)")
     add_settings(p, "catalog")
@@ -81,8 +87,9 @@ def run_collection(args: argparse.Namespace) -> None:
     from tilepipe.catalog.collection import campaign_collection, write_collection
 
     settings = step_settings(args)
+    items = [*args.items, *_manifest_items(args.manifest, args.results)]
     collection = campaign_collection(
-        args.items,
+        items,
         args.out,
         collection_id=settings["collection_id"],
         description=settings["description"],
@@ -90,4 +97,13 @@ def run_collection(args: argparse.Namespace) -> None:
         fields_root=args.fields_root,
     )
     write_collection(collection, args.out)
-    log.info("stac collection %s: %d items -> %s", collection["id"], len(args.items), args.out)
+    log.info("stac collection %s: %d items -> %s", collection["id"], len(items), args.out)
+
+
+def _manifest_items(manifest: str | None, results: str) -> list[Path]:
+    """The item of each tile-date in the manifest (a campaign's list, not a long command line)."""
+    if manifest is None:
+        return []
+    from tilepipe.acquire.stac import read_manifest
+
+    return [Path(results) / r["tile"] / r["date"] / "item.json" for r in read_manifest(manifest)]
