@@ -34,9 +34,11 @@ include: "workflow/rules/fields.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/catalog.smk"
 
 
 rule all:
     default_target: True
     input:
         final_outputs,
+        catalog_outputs,

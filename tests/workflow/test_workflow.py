@@ -285,3 +285,118 @@ def test_skip_failed_qc_and_class_raster_options_change_the_plan(campaign):
         assert f"--qc results/{tile}/{date}/qc.json" in out  # classify reads the scene's verdict
     for tile in TILES:
         assert f"results/{tile}/2022/crop_classes.tif" in out
+
+
+def test_stac_validator_passes_the_campaign_catalog(campaign, stac_schema_config):
+    script = Path(sys.executable).parent / "stac-validator"
+    collection = campaign / "results/campaign/collection.json"
+    cmd = [str(script), "validate", str(collection), "--recursive"]
+    run = subprocess.run(
+        [*cmd, "--schema-config", str(stac_schema_config)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    verdicts = json.loads(run.stdout[run.stdout.index("[") : run.stdout.rindex("]") + 1])
+    assert sorted(v["asset_type"] for v in verdicts) == ["COLLECTION"] + ["ITEM"] * len(SCENES)
+    assert all(v["valid_stac"] for v in verdicts)
+
+
+def test_pystac_reads_an_item_per_scene_with_its_assets(campaign):
+    import pystac
+
+    collection = pystac.read_file(str(campaign / "results/campaign/collection.json"))
+    items = {item.id: item for item in collection.get_items()}
+    assert sorted(items) == sorted(f"{t}_{d}" for t, d in SCENES)
+    for tile, date in SCENES:
+        item = items[f"{tile}_{date}"]
+        assert {"s2", "dr", "fields", "qc"} <= set(item.assets)
+        assert (
+            Path(item.assets["dr"].get_absolute_href()) == _scene(campaign, tile, date) / "dr.tif"
+        )
+        assert item.properties["proj:code"] == f"EPSG:{tile_grid(tile).epsg}"
+
+
+def _window(ds, path: Path) -> np.ndarray:
+    """The pixels of ``path`` under the grid odc-stac loaded ``ds`` on (same pixel size)."""
+    affine = ds.odc.geobox.affine
+    with rasterio.open(path) as src:
+        col = round((affine.c - src.transform.c) / src.transform.a)
+        row = round((affine.f - src.transform.f) / src.transform.e)
+        height, width = ds.odc.geobox.shape
+        window = rasterio.windows.Window(col, row, width, height)
+        return src.read(3, window=window, boundless=True, fill_value=0)
+
+
+@pytest.mark.parametrize(("asset", "resolution"), [("s2", 10), ("dr", 1)])
+def test_odc_stac_loads_a_small_bbox_of_each_scene_as_on_disk(campaign, asset, resolution):
+    import odc.stac
+    import pystac
+
+    collection = pystac.read_file(str(campaign / "results/campaign/collection.json"))
+    item = next(i for i in collection.get_items() if i.id == "33UXP_2022-06-21")
+    x0, y0, x1, y1 = item.bbox
+    bbox = [x0 + (x1 - x0) / 4, y0 + (y1 - y0) / 4, x0 + (x1 - x0) / 2, y0 + (y1 - y0) / 2]
+    crs = f"EPSG:{tile_grid('33UXP').epsg}"
+    band = f"{asset}.3"  # red
+    ds = odc.stac.load([item], bands=[band], bbox=bbox, crs=crs, resolution=resolution)
+    loaded = ds[band].isel(time=0).values
+    assert 0 < loaded.size < 160 * 160 * 10**2 / resolution**2 / 4  # a small part of the scene
+    expected = _window(ds, _scene(campaign, "33UXP", "2022-06-21") / f"{asset}.tif")
+    assert np.array_equal(loaded, expected)
+
+
+def test_the_campaign_fields_read_in_one_call(campaign):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(campaign / "results/campaign/fields")
+    pairs = list(zip(table["tile"].to_pylist(), table["date"].to_pylist(), strict=True))
+    for tile, date in SCENES:
+        _, _, cols = read_geoparquet(_scene(campaign, tile, date) / "fields.parquet")
+        assert pairs.count((tile, date)) == len(cols["field_id"])
+    assert len(pairs) == table.num_rows and b"geo" in table.schema.metadata
+
+
+def _planned(run: subprocess.CompletedProcess) -> list[tuple[str, ...]]:
+    """(step, tile, date) of each job a dry-run with --printshellcmds would start."""
+    jobs = []
+    for line in (run.stdout + run.stderr).splitlines():
+        words = line.removeprefix("Shell command:").split()
+        if words[:1] == ["tilepipe"]:
+            tile = words[words.index("--tile") + 1] if "--tile" in words else ""
+            date = words[words.index("--date") + 1] if "--date" in words else ""
+            jobs.append((words[1], tile, date))
+    return sorted(jobs)
+
+
+def test_one_changed_scene_rewrites_only_its_item_and_partition(campaign):
+    import pyarrow.parquet as pq
+
+    tile, date = "33UXP", "2022-06-21"
+    items = (campaign / "results").glob("*/*/item.json")
+    parts = (campaign / "results/campaign/fields").glob("*/*/part.parquet")
+    products = sorted([*items, *parts])
+    assert len(products) == 2 * len(SCENES)
+    before = {p: p.stat().st_mtime_ns for p in products}
+    # the scene's fields change (its last field goes): new content, not only a new mtime, since
+    # Snakemake 9 does not rerun for an input touched with its recorded checksum unchanged
+    scene_fields = _scene(campaign, tile, date) / "fields.parquet"
+    table = pq.read_table(scene_fields)
+    pq.write_table(table.slice(0, table.num_rows - 1), scene_fields, compression="zstd")
+    plan = _planned(_snakemake(campaign, "--dry-run", "--printshellcmds"))
+    assert plan == [
+        ("fields-partition", tile, date),
+        ("stac-collection", "", ""),
+        ("stac-item", tile, date),
+    ]
+    run = _snakemake(campaign)
+    assert run.returncode == 0, run.stderr[-3000:]
+    changed = [p for p in products if p.stat().st_mtime_ns != before[p]]
+    assert changed == sorted(
+        [
+            campaign / f"results/campaign/fields/tile={tile}/date={date}/part.parquet",
+            _scene(campaign, tile, date) / "item.json",
+        ]
+    )
+    part = pq.read_table(campaign / f"results/campaign/fields/tile={tile}/date={date}")
+    assert part.num_rows == table.num_rows - 1
+    again = _snakemake(campaign, "--dry-run")
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -78,6 +78,9 @@ localrules:
     all,
     demo_campaign,
     qc_summary,
+    stac_item,
+    fields_partition,
+    stac_collection,
 
 
 if CLUSTER["network_local"]:
@@ -163,6 +166,23 @@ def scene_outputs(names):
     return [
         f"{SCENE}/{name}".format(tile=t, date=d) for t, d in scenes() for name in names
     ]
+
+
+CAMPAIGN = "results/campaign"
+COLLECTION = f"{CAMPAIGN}/collection.json"
+FIELDS_DATASET = f"{CAMPAIGN}/fields"
+
+
+def fields_partitions(wildcards):
+    """The campaign fields dataset: one hive partition per tile-date."""
+    return [f"{FIELDS_DATASET}/tile={t}/date={d}/part.parquet" for t, d in scenes()]
+
+
+def catalog_outputs(wildcards):
+    """The STAC collection (which needs every item) and the fields partitions, when enabled."""
+    if not (config["catalog"]["enabled"] and config["fields"]["geoparquet"]):
+        return []
+    return [COLLECTION, *fields_partitions(wildcards)]
 
 
 def final_outputs(wildcards):

@@ -23,8 +23,13 @@ from tilepipe.campaign.status import SCENE_STEPS
 #: Rules per scope: how many jobs each makes.
 SCENE_RULES = tuple(step for step, _ in SCENE_STEPS)  # the per-scene steps, in order
 CAMPAIGN_RULES = ("search_scenes", "train_classifier", "qc_summary", "all")
+#: The catalog's rules (`catalog.enabled` with `fields.geoparquet`): per scene, then campaign.
+CATALOG_SCENE_RULES = ("stac_item", "fields_partition")
+CATALOG_CAMPAIGN_RULES = ("stac_collection",)
 #: Rules that never go to Slurm, and those that go to the login node with `network_local`.
-ALWAYS_LOCAL = frozenset({"all", "demo_campaign", "qc_summary"})
+ALWAYS_LOCAL = frozenset(
+    {"all", "demo_campaign", "qc_summary", *CATALOG_SCENE_RULES, *CATALOG_CAMPAIGN_RULES}
+)
 NETWORK_RULES = frozenset({"search_scenes", "download", "embeddings"})
 
 #: Runtime model, seconds = base_s + per_mpx_s × Mpx of the scene's 10 m window (the rule's
@@ -44,6 +49,9 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "train_classifier": {"base_s": 300, "per_mpx_s": 0.0},
     "qc_summary": {"base_s": 5, "per_mpx_s": 0.0},
     "demo_campaign": {"base_s": 20, "per_mpx_s": 0.0},
+    "stac_item": {"base_s": 3, "per_mpx_s": 0.0},
+    "fields_partition": {"base_s": 3, "per_mpx_s": 0.0},
+    "stac_collection": {"base_s": 5, "per_mpx_s": 0.0},
     "all": {"base_s": 0, "per_mpx_s": 0.0},
 }
 
@@ -60,8 +68,9 @@ STORAGE_PER_MPX = {
     "classify": 2e6,
     "embeddings": 512e6,
     "class_raster": 1e6,
+    "fields_partition": 2e6,  # a copy of the scene's fields.parquet
 }
-STORAGE_FIXED = {"quicklook": 3e6, "qc": 2e4}
+STORAGE_FIXED = {"quicklook": 3e6, "qc": 2e4, "stac_item": 2e4}
 #: The DR scale the defaults above are for (the demo model's x10: 1 m output).
 DEFAULT_DR_SCALE = 10
 #: Rules whose runtime and output grow with the DR output's pixels (fields when it reads dr).
@@ -213,6 +222,7 @@ def count_jobs(
     year: int,
     demo: bool,
     class_raster: bool = False,
+    catalog: bool = True,
 ) -> dict[str, int]:
     """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them."""
     tile_years = {(t, str(year)) for t in tiles} | {(t, d[:4]) for t, d in scenes}
@@ -223,6 +233,9 @@ def count_jobs(
         counts["class_raster"] = len(set(tiles))
     if demo:
         counts["demo_campaign"] = 1
+    if catalog:
+        counts |= {rule: len(scenes) for rule in CATALOG_SCENE_RULES}
+        counts |= {rule: 1 for rule in CATALOG_CAMPAIGN_RULES}
     return counts
 
 
@@ -258,6 +271,8 @@ def plan(
         int(config.get("classify", {}).get("year", 0)),
         bool(config.get("demo", {}).get("generate", False)),
         bool(config.get("classify", {}).get("class_raster", False)),
+        bool(config.get("catalog", {}).get("enabled", True))
+        and bool(config.get("fields", {}).get("geoparquet", True)),
     )
     plans = []
     for rule, jobs in counts.items():

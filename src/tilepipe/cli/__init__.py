@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from tilepipe import __version__
 from tilepipe.cli import (
+    catalog,
     classify,
     demo,
     download,
@@ -38,7 +39,7 @@ from tilepipe.core.errors import Terminated, TilepipeError, context
 log = logging.getLogger("tilepipe")
 
 #: the modules whose ``register`` adds their subcommands, in the order ``--help`` lists them
-STEPS = (demo, search, download, superres, fields, qc, embeddings, train, classify, report)
+STEPS = (demo, search, download, superres, fields, qc, embeddings, train, classify, report, catalog)
 TOOLS = (status, plan, model)
 
 
