@@ -19,6 +19,7 @@ KEYS = (
     "fill_holes_m2",
     "block",
     "halo",
+    "mask_buffer",
     "max_masked_share",
     "patch",
     "overlap",
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> None:
         parquet_path=args.parquet,
         scl_path=args.scl,
         mask_classes=tuple(settings["mask_classes"]),
+        mask_buffer=settings["mask_buffer"],
         prob_out=args.prob_out,
         **engine_kwargs(settings, args),
     )

@@ -183,11 +183,13 @@ def fields_metadata(
     params: Params,
     image_path: Path,
     mask_classes: tuple[int, ...] = (),
+    mask_buffer: int = 0,
 ) -> dict[str, str]:
     """The fields layer's metadata: model, heads, delineation parameters, the mask and the
     input's name."""
     return {
         "MASK_CLASSES": ",".join(str(c) for c in mask_classes),
+        "MASK_BUFFER": str(mask_buffer),
         "MAX_MASKED_SHARE": str(params.max_masked_share),
         "FIELDS_MODEL_ID": model.model_id,
         "FIELDS_MODEL_SHA256": model.sha256,
@@ -217,12 +219,13 @@ def run_fields(
     parquet_path: str | os.PathLike | None = None,
     scl_path: str | os.PathLike | None = None,
     mask_classes: tuple[int, ...] = (),
+    mask_buffer: int = 0,
     prob_out: str | os.PathLike | None = None,
 ) -> int:
     """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many.
 
     With ``scl_path``, pixels whose SCL class is in ``mask_classes`` seed no field and give
-    each field its ``masked_share``. ``prob_out`` keeps the probability raster (for the season
+    each field its ``masked_share`` (the mask grown by ``mask_buffer`` SCL pixels). ``prob_out`` keeps the probability raster (for the season
     fusion), published with the fields.
     """
     params = params or Params()
@@ -255,7 +258,7 @@ def run_fields(
         with rasterio.open(prob_path) as prob:
             fine = prob.transform
         classes = tuple(mask_classes) if scl_path is not None else ()
-        with open_mask(scl_path, classes, fine, tile=tile, date=date) as mask:
+        with open_mask(scl_path, classes, fine, tile=tile, date=date, buffer=mask_buffer) as mask:
             table = delineate(prob_path, params, tile=tile, date=date, mask=mask)
         log.info("fields %s %s: %s", tile, date, table.stats)
         write_fields(
@@ -265,7 +268,7 @@ def run_fields(
             crs=table.crs,
             tile=tile,
             date=date,
-            metadata=fields_metadata(model, heads, params, image_path, classes),
+            metadata=fields_metadata(model, heads, params, image_path, classes, mask_buffer),
             parquet_path=parquet_path,
             copies={prob_out: prob_path} if prob_out is not None else None,
         )

@@ -4,7 +4,9 @@
 the tile's 10 m origin (checked by :mod:`tilepipe.core.inputs`), so a window of the fine grid
 maps onto whole SCL pixels: the mask is upsampled by nearest neighbour (each SCL pixel repeated
 ``factor`` x ``factor`` times), read window by window, never whole. Pixels outside ``scl.tif``
-count as masked (nothing says they are clear).
+count as masked (nothing says they are clear). ``buffer`` grows the mask by that many SCL
+pixels: the pixels just outside a cloud or shadow are blurred into it by super-resolution, and
+their sharp brightness edge reads as a field boundary.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.windows import Window
+from skimage.morphology import dilation
 
 from tilepipe.core.errors import InputError, context
 from tilepipe.core.inputs import SCL, mismatch
@@ -34,8 +37,10 @@ class SceneMask:
         *,
         tile: str | None = None,
         date: str | None = None,
+        buffer: int = 0,
     ) -> None:
         self.path, self.classes = Path(scl_path), tuple(int(c) for c in classes)
+        self.buffer = int(buffer)
         where = context(tile, date, self.path)
         try:
             self.src = rasterio.open(self.path)
@@ -58,10 +63,13 @@ class SceneMask:
         h, w = int(win.height), int(win.width)
         cr0, cc0 = math.floor((r0 + orow) / f), math.floor((c0 + ocol) / f)
         cr1, cc1 = math.ceil((r0 + orow + h) / f), math.ceil((c0 + ocol + w) / f)
-        coarse = self.src.read(
-            1, window=Window(cc0, cr0, cc1 - cc0, cr1 - cr0), boundless=True, fill_value=0
-        )
+        b = self.buffer
+        win_c = Window(cc0 - b, cr0 - b, cc1 - cc0 + 2 * b, cr1 - cr0 + 2 * b)
+        coarse = self.src.read(1, window=win_c, boundless=True, fill_value=0)
         masked = np.isin(coarse, self.classes)
+        if b:
+            masked = dilation(masked, np.ones((2 * b + 1,) * 2, dtype=bool))
+            masked = masked[b:-b, b:-b]
         fine = np.repeat(np.repeat(masked, f, axis=0), f, axis=1)
         rr, cc = r0 + orow - cr0 * f, c0 + ocol - cc0 * f
         return fine[rr : rr + h, cc : cc + w]
@@ -95,12 +103,13 @@ def open_mask(
     *,
     tile: str | None = None,
     date: str | None = None,
+    buffer: int = 0,
 ):
     """A :class:`SceneMask` (or None without ``scl_path`` or classes), closed afterwards."""
     if scl_path is None or not classes:
         yield None
         return
-    mask = SceneMask(scl_path, classes, fine_transform, tile=tile, date=date)
+    mask = SceneMask(scl_path, classes, fine_transform, tile=tile, date=date, buffer=buffer)
     try:
         yield mask
     finally:
