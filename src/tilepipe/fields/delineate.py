@@ -224,9 +224,10 @@ def run_fields(
 ) -> int:
     """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many.
 
-    With ``scl_path``, pixels whose SCL class is in ``mask_classes`` seed no field and give
-    each field its ``masked_share`` (the mask grown by ``mask_buffer`` SCL pixels). ``prob_out`` keeps the probability raster (for the season
-    fusion), published with the fields.
+    With ``scl_path``, pixels whose SCL class is in ``mask_classes`` (grown by
+    ``mask_buffer`` SCL pixels) seed no field and give each field its ``masked_share``.
+    ``prob_out`` keeps the probability raster (for the season fusion), published with the
+    fields.
     """
     params = params or Params()
     check_params(params)
