@@ -25,6 +25,9 @@ from skimage.morphology import dilation
 from tilepipe.core.errors import InputError, context
 from tilepipe.core.inputs import SCL, mismatch
 
+#: The value read beyond the SCL raster's edge (no SCL class has it): always masked.
+OUTSIDE = 255
+
 
 class SceneMask:
     """Masked pixels (SCL in ``classes``) of an SCL raster, read on a finer aligned grid."""
@@ -65,11 +68,11 @@ class SceneMask:
         cr1, cc1 = math.ceil((r0 + orow + h) / f), math.ceil((c0 + ocol + w) / f)
         b = self.buffer
         win_c = Window(cc0 - b, cr0 - b, cc1 - cc0 + 2 * b, cr1 - cr0 + 2 * b)
-        coarse = self.src.read(1, window=win_c, boundless=True, fill_value=0)
+        coarse = self.src.read(1, window=win_c, boundless=True, fill_value=OUTSIDE)
         masked = np.isin(coarse, self.classes)
-        if b:
+        if b:  # the buffer grows the classes' pixels, not the raster's edge
             masked = dilation(masked, np.ones((2 * b + 1,) * 2, dtype=bool))
-            masked = masked[b:-b, b:-b]
+        masked = (masked | (coarse == OUTSIDE))[b : masked.shape[0] - b, b : masked.shape[1] - b]
         fine = np.repeat(np.repeat(masked, f, axis=0), f, axis=1)
         rr, cc = r0 + orow - cr0 * f, c0 + ocol - cc0 * f
         return fine[rr : rr + h, cc : cc + w]
