@@ -14,6 +14,7 @@ from tilepipe.campaign.config import (
     cluster_problems,
     window_arg,
 )
+from tilepipe.fields.season import season_windows
 from tilepipe.campaign.locks import (
     RUN_ENV,
     clear_stale_locks,
@@ -27,6 +28,7 @@ wildcard_constraints:
     tile=r"\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}",
     date=r"\d{4}-\d{2}-\d{2}",
     year=r"\d{4}",
+    season=r"[A-Za-z0-9_-]+",
 
 
 CLUSTER = config["cluster"]
@@ -97,6 +99,10 @@ WINDOW = window_arg(config["window"], config.get("aoi"))
 # (profiles set the total with `resources:`, e.g. cdse_connections=4)
 CONNECTIONS = f"{config['source']['provider']}_connections"
 SCENE = "results/{tile}/{date}"
+# season windows: name -> (first, last day); one per calendar year of `dates` by default
+SEASONS = season_windows(
+    config["season"]["windows"], config["dates"]["start"], config["dates"]["end"]
+)
 SCENES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/scenes.schema.yaml")
 
 
@@ -165,6 +171,19 @@ def scene_outputs(names):
     ]
 
 
+def season_outputs():
+    """The season field layer of every tile-season holding at least one scene."""
+    if not config["season"]["enabled"]:
+        return []
+    held = {
+        (t, name)
+        for t, d in scenes()
+        for name, (lo, hi) in SEASONS.items()
+        if lo <= d <= hi
+    }
+    return [f"results/{t}/season/{s}/fields.gpkg" for t, s in sorted(held)]
+
+
 def final_outputs(wildcards):
     """Everything a campaign run delivers."""
     return [
@@ -177,6 +196,7 @@ def final_outputs(wildcards):
                 "quicklook_fields.png",
             ]
         ),
+        *season_outputs(),
         "results/qc_summary.html",
         "results/models/classifier.cbm",
         *(

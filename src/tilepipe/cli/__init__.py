@@ -29,6 +29,7 @@ from tilepipe.cli import (
     qc,
     report,
     search,
+    season,
     status,
     superres,
     train,
@@ -38,7 +39,7 @@ from tilepipe.core.errors import Terminated, TilepipeError, context
 log = logging.getLogger("tilepipe")
 
 #: the modules whose ``register`` adds their subcommands, in the order ``--help`` lists them
-STEPS = (demo, search, download, superres, fields, qc, embeddings, train, classify, report)
+STEPS = (demo, search, download, superres, fields, season, qc, embeddings, train, classify, report)
 TOOLS = (status, plan, model)
 
 

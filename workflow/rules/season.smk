@@ -1,0 +1,54 @@
+# Season field layers: per tile and season window, the dates' kept fields probabilities and SCL
+# masks fused into one layer (each field once, with the dates it was seen clear on).
+
+SEASON_DIR = "results/{tile}/season/{season}"
+
+
+def season_dates(wildcards):
+    """The manifest's dates of a tile inside a season's window, in order."""
+    lo, hi = SEASONS[wildcards.season]
+    return sorted(d for t, d in scenes() if t == wildcards.tile and lo <= d <= hi)
+
+
+def season_files(name):
+    """Input function: the file `name` of every date of the tile-season."""
+
+    def files(wildcards):
+        return [
+            f"{SCENE}/{name}".format(tile=wildcards.tile, date=d)
+            for d in season_dates(wildcards)
+        ]
+
+    return files
+
+
+SEASON_PARQUET = {"parquet": f"{SEASON_DIR}/fields.parquet"} if FD["geoparquet"] else {}
+
+
+rule season_fields:
+    input:
+        prob=season_files("fields_prob.tif"),
+        scl=season_files("scl.tif"),
+    output:
+        **SEASON_PARQUET,
+        fields=f"{SEASON_DIR}/fields.gpkg",
+    log:
+        "logs/season_fields/{tile}/{season}.log",
+    benchmark:
+        "benchmarks/rules/season_fields/{tile}/{season}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
+    params:
+        settings=settings("fields"),
+        min_clear=config["season"]["min_clear_share"],
+        dates=lambda wildcards: " ".join(season_dates(wildcards)),
+        parquet=lambda wildcards, output: (
+            f"--parquet {output.parquet}" if "parquet" in output.keys() else ""
+        ),
+    shell:
+        "tilepipe season --tile {wildcards.tile} --season {wildcards.season}"
+        " --dates {params.dates} --prob {input.prob} --scl {input.scl}"
+        " --out {output.fields} {params.parquet} --min-clear-share {params.min_clear}"
+        " --settings {params.settings:q} > {log} 2>&1"
