@@ -14,7 +14,7 @@ from tilepipe.campaign.config import (
     cluster_problems,
     window_arg,
 )
-from tilepipe.fields.season import season_windows
+from tilepipe.campaign.seasons import season_windows
 from tilepipe.campaign.locks import (
     RUN_ENV,
     clear_stale_locks,

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from tilepipe.campaign.seasons import season_windows
 from tilepipe.campaign.status import SCENE_STEPS
+from tilepipe.core.settings import section_defaults
 
 #: Rules per scope: how many jobs each makes.
 SCENE_RULES = tuple(step for step, _ in SCENE_STEPS)  # the per-scene steps, in order
@@ -43,6 +45,7 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "class_raster": {"base_s": 30, "per_mpx_s": 2.0},
     "train_classifier": {"base_s": 300, "per_mpx_s": 0.0},
     "qc_summary": {"base_s": 5, "per_mpx_s": 0.0},
+    "season_fields": {"base_s": 20, "per_mpx_s": 0.0},
     "demo_campaign": {"base_s": 20, "per_mpx_s": 0.0},
     "all": {"base_s": 0, "per_mpx_s": 0.0},
 }
@@ -176,17 +179,31 @@ def count_jobs(
     year: int,
     demo: bool,
     class_raster: bool = False,
+    seasons: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, int]:
-    """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them."""
+    """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them;
+    `seasons` (name -> first, last day) adds one `season_fields` job per tile-season held."""
     tile_years = {(t, str(year)) for t in tiles} | {(t, d[:4]) for t, d in scenes}
     counts = {rule: len(scenes) for rule in SCENE_RULES}
     counts |= {rule: 1 for rule in CAMPAIGN_RULES}
     counts["embeddings"] = len(tile_years)
     if class_raster:
         counts["class_raster"] = len(set(tiles))
+    if seasons:
+        held = {(t, n) for t, d in scenes for n, (lo, hi) in seasons.items() if lo <= d <= hi}
+        counts["season_fields"] = len(held)
     if demo:
         counts["demo_campaign"] = 1
     return counts
+
+
+def _seasons(config: Mapping) -> dict[str, tuple[str, str]] | None:
+    """The campaign's season windows when season layers are on (schema defaults filled)."""
+    season = {**section_defaults("season"), **config.get("season", {})}
+    if not season["enabled"]:
+        return None
+    dates = config.get("dates", {})
+    return season_windows(season["windows"], dates.get("start", ""), dates.get("end", ""))
 
 
 def window_mpx(window: Mapping | str | None) -> float:
@@ -218,6 +235,7 @@ def plan(
         int(config.get("classify", {}).get("year", 0)),
         bool(config.get("demo", {}).get("generate", False)),
         bool(config.get("classify", {}).get("class_raster", False)),
+        _seasons(config),
     )
     plans = []
     for rule, jobs in counts.items():

@@ -151,6 +151,45 @@ def campaign_status(
     return statuses
 
 
+@dataclass
+class SeasonStatus:
+    """Where one tile-season's fused field layer stands, and the dates it is made of."""
+
+    tile: str
+    season: str
+    state: str  # done | failed | incomplete | pending
+    dates: list[str] = field(default_factory=list)
+    cause: str = ""
+
+
+#: The files of a tile-season's layer under results/{tile}/season/{season}.
+SEASON_OUTPUTS = ("fields.gpkg",)
+
+
+def season_status(
+    workdir: Path,
+    scenes: list[tuple[str, str]],
+    seasons: dict[str, tuple[str, str]],
+    running: bool = False,
+) -> list[SeasonStatus]:
+    """The status of every tile-season holding at least one scene (``seasons``: name -> first,
+    last day), from its layer's files and its ``season_fields`` log."""
+    held: dict[tuple[str, str], list[str]] = {}
+    for tile, day in scenes:
+        for name, (lo, hi) in seasons.items():
+            if lo <= day <= hi:
+                held.setdefault((tile, name), []).append(day)
+    out = []
+    for (tile, name), days in sorted(held.items()):
+        paths = [f"results/{tile}/season/{name}/{f}" for f in SEASON_OUTPUTS]
+        cause = log_error(workdir / "logs" / "season_fields" / tile / f"{name}.log")
+        state = step_state(workdir, paths, cause, running)
+        out.append(
+            SeasonStatus(tile, name, state, sorted(days), cause if state == "failed" else "")
+        )
+    return out
+
+
 def targets(statuses: Iterable[SceneStatus], states: set[str]) -> list[str]:
     """Snakemake targets that redo the scenes in `states` (their last per-scene outputs)."""
     return [

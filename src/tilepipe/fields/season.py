@@ -43,21 +43,6 @@ from tilepipe.fields.polygons import (
     encode_prob,
 )
 
-
-def season_windows(windows: list[dict], start: str, end: str) -> dict[str, tuple[str, str]]:
-    """Season name -> (first, last day): the configured windows, or one per calendar year of
-    the campaign's ``start``..``end`` (named by the year)."""
-    if windows:
-        return {w["name"]: (str(w["start"]), str(w["end"])) for w in windows}
-    years = range(int(str(start)[:4]), int(str(end)[:4]) + 1)
-    return {str(y): (f"{y}-01-01", f"{y}-12-31") for y in years}
-
-
-def season_of(day: str, seasons: dict[str, tuple[str, str]]) -> list[str]:
-    """The seasons whose window holds the day ``YYYY-MM-DD``."""
-    return [name for name, (lo, hi) in seasons.items() if lo <= day <= hi]
-
-
 #: Block side (px) of the fusion pass.
 FUSE_BLOCK = 1024
 
