@@ -171,6 +171,24 @@ def scene_outputs(names):
     ]
 
 
+def season_dates(wildcards):
+    """The manifest's dates of a tile inside a season's window, in order."""
+    lo, hi = SEASONS[wildcards.season]
+    return sorted(d for t, d in scenes() if t == wildcards.tile and lo <= d <= hi)
+
+
+def season_files(name):
+    """Input function: the file `name` of every date of the tile-season."""
+
+    def files(wildcards):
+        return [
+            f"{SCENE}/{name}".format(tile=wildcards.tile, date=d)
+            for d in season_dates(wildcards)
+        ]
+
+    return files
+
+
 def season_outputs():
     """The season field layer of every tile-season holding at least one scene."""
     if not config["season"]["enabled"]:

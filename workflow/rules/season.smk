@@ -2,26 +2,6 @@
 # masks fused into one layer (each field once, with the dates it was seen clear on).
 
 SEASON_DIR = "results/{tile}/season/{season}"
-
-
-def season_dates(wildcards):
-    """The manifest's dates of a tile inside a season's window, in order."""
-    lo, hi = SEASONS[wildcards.season]
-    return sorted(d for t, d in scenes() if t == wildcards.tile and lo <= d <= hi)
-
-
-def season_files(name):
-    """Input function: the file `name` of every date of the tile-season."""
-
-    def files(wildcards):
-        return [
-            f"{SCENE}/{name}".format(tile=wildcards.tile, date=d)
-            for d in season_dates(wildcards)
-        ]
-
-    return files
-
-
 SEASON_PARQUET = {"parquet": f"{SEASON_DIR}/fields.parquet"} if FD["geoparquet"] else {}
 
 
