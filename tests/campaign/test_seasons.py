@@ -30,6 +30,7 @@ def test_plan_counts_one_season_job_per_tile_season_holding_a_scene():
     seasons = season_windows([], "2022-01-01", "2023-12-31")
     counts = count_jobs(SCENES, ["33UXP", "31UFS"], 2022, demo=False, seasons=seasons)
     assert counts["season_fields"] == 2  # 33UXP 2022 (two dates) and 31UFS 2023
+    assert counts["season_classify"] == counts["season_qc_classification"] == 2
 
 
 def test_status_shows_each_tile_season_with_its_dates_and_state(tmp_path):
@@ -38,7 +39,7 @@ def test_status_shows_each_tile_season_with_its_dates_and_state(tmp_path):
     done.write_bytes(b"x")
     seasons = season_windows([], "2022-01-01", "2023-12-31")
     states = season_status(tmp_path, SCENES, seasons)
-    assert [(s.tile, s.season, s.state, s.dates) for s in states] == [
-        ("31UFS", "2023", "pending", ["2023-06-21"]),
-        ("33UXP", "2022", "done", ["2022-01-12", "2022-06-21"]),
+    assert [(s.tile, s.season, s.state, s.step, s.dates) for s in states] == [
+        ("31UFS", "2023", "pending", "season_fields", ["2023-06-21"]),
+        ("33UXP", "2022", "pending", "season_classify", ["2022-01-12", "2022-06-21"]),
     ]

@@ -189,6 +189,11 @@ def season_files(name):
     return files
 
 
+def season_embeddings(wildcards):
+    """The embeddings of the year a season ends in (embeddings are annual)."""
+    return f"results/{wildcards.tile}/{SEASONS[wildcards.season][1][:4]}/embeddings.tif"
+
+
 def season_outputs():
     """The season field layer of every tile-season holding at least one scene."""
     if not config["season"]["enabled"]:
@@ -199,7 +204,11 @@ def season_outputs():
         for name, (lo, hi) in SEASONS.items()
         if lo <= d <= hi
     }
-    return [f"results/{t}/season/{s}/fields.gpkg" for t, s in sorted(held)]
+    return [
+        f"results/{t}/season/{s}/{name}"
+        for t, s in sorted(held)
+        for name in ("fields.gpkg", "fields_classified.gpkg", "classification_qc.json")
+    ]
 
 
 def final_outputs(wildcards):

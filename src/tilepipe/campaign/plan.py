@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from tilepipe.campaign.seasons import season_windows
-from tilepipe.campaign.status import SCENE_STEPS
+from tilepipe.campaign.status import SCENE_STEPS, SEASON_STEPS
 from tilepipe.core.settings import section_defaults
 
 #: Rules per scope: how many jobs each makes.
@@ -46,6 +46,8 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "train_classifier": {"base_s": 300, "per_mpx_s": 0.0},
     "qc_summary": {"base_s": 5, "per_mpx_s": 0.0},
     "season_fields": {"base_s": 20, "per_mpx_s": 0.0},
+    "season_classify": {"base_s": 10, "per_mpx_s": 0.0},
+    "season_qc_classification": {"base_s": 5, "per_mpx_s": 0.0},
     "demo_campaign": {"base_s": 20, "per_mpx_s": 0.0},
     "all": {"base_s": 0, "per_mpx_s": 0.0},
 }
@@ -182,7 +184,7 @@ def count_jobs(
     seasons: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, int]:
     """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them;
-    `seasons` (name -> first, last day) adds one `season_fields` job per tile-season held."""
+    `seasons` (name -> first, last day) adds one job of each season rule per tile-season held."""
     tile_years = {(t, str(year)) for t in tiles} | {(t, d[:4]) for t, d in scenes}
     counts = {rule: len(scenes) for rule in SCENE_RULES}
     counts |= {rule: 1 for rule in CAMPAIGN_RULES}
@@ -191,7 +193,8 @@ def count_jobs(
         counts["class_raster"] = len(set(tiles))
     if seasons:
         held = {(t, n) for t, d in scenes for n, (lo, hi) in seasons.items() if lo <= d <= hi}
-        counts["season_fields"] = len(held)
+        for rule, _ in SEASON_STEPS:
+            counts[rule] = len(held)
     if demo:
         counts["demo_campaign"] = 1
     return counts

@@ -158,12 +158,18 @@ class SeasonStatus:
     tile: str
     season: str
     state: str  # done | failed | incomplete | pending
+    step: str = ""
     dates: list[str] = field(default_factory=list)
     cause: str = ""
 
 
-#: The files of a tile-season's layer under results/{tile}/season/{season}.
-SEASON_OUTPUTS = ("fields.gpkg",)
+#: Per tile-season steps in the order they run, with the files each writes under
+#: results/{tile}/season/{season}.
+SEASON_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("season_fields", ("fields.gpkg",)),
+    ("season_classify", ("fields_classified.gpkg",)),
+    ("season_qc_classification", ("classification_qc.json",)),
+)
 
 
 def season_status(
@@ -173,7 +179,7 @@ def season_status(
     running: bool = False,
 ) -> list[SeasonStatus]:
     """The status of every tile-season holding at least one scene (``seasons``: name -> first,
-    last day), from its layer's files and its ``season_fields`` log."""
+    last day), step by step from its files and logs (the first step not done sets it)."""
     held: dict[tuple[str, str], list[str]] = {}
     for tile, day in scenes:
         for name, (lo, hi) in seasons.items():
@@ -181,12 +187,16 @@ def season_status(
                 held.setdefault((tile, name), []).append(day)
     out = []
     for (tile, name), days in sorted(held.items()):
-        paths = [f"results/{tile}/season/{name}/{f}" for f in SEASON_OUTPUTS]
-        cause = log_error(workdir / "logs" / "season_fields" / tile / f"{name}.log")
-        state = step_state(workdir, paths, cause, running)
-        out.append(
-            SeasonStatus(tile, name, state, sorted(days), cause if state == "failed" else "")
-        )
+        status = SeasonStatus(tile, name, "done", dates=sorted(days))
+        for step, files in SEASON_STEPS:
+            paths = [f"results/{tile}/season/{name}/{f}" for f in files]
+            cause = log_error(workdir / "logs" / step / tile / f"{name}.log")
+            state = step_state(workdir, paths, cause, running)
+            if state != "done":
+                status.state, status.step = state, step
+                status.cause = cause if state == "failed" else ""
+                break
+        out.append(status)
     return out
 
 

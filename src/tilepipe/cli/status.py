@@ -63,8 +63,10 @@ def run(args: argparse.Namespace) -> None:
         )
     print(line)
     for s in seasons:
-        cause = f" {s.cause}" if s.cause else ""
-        print(f"{s.tile}  season {s.season} ({len(s.dates)} dates)  {s.state}{cause}")
+        detail = f"{s.step}: {s.cause}" if s.cause else s.step
+        print(
+            f"{s.tile}  season {s.season} ({len(s.dates)} dates)  {s.state:<10} {detail}".rstrip()
+        )
 
 
 def _season_statuses(workdir: Path, config: str | None, scenes: list[tuple[str, str]]) -> list:
