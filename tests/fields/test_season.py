@@ -10,6 +10,7 @@ import rasterio.features
 import shapely
 
 from tilepipe.core.errors import InputError
+from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.settings import section_defaults
 from tilepipe.demo.world import render_scene, scl_from_scene
 from tilepipe.fields.delineate import run_fields
@@ -83,6 +84,24 @@ def test_each_field_comes_once_from_the_dates_that_saw_it_clear(tmp_path):
     assert cols["n_dates"].tolist() == [1, 1]
     np.testing.assert_allclose(cols["agreement"], [1.0, 1.0])
     assert set(cols["date"]) == {"2022"}
+
+
+def test_the_season_geoparquet_holds_the_same_fields_and_provenance(tmp_path):
+    dates = [write_date(tmp_path, "2022-01-12", slice(6, 12))]
+    out, parquet = tmp_path / "season.gpkg", tmp_path / "season.parquet"
+    params = Params(min_area_m2=100, simplify_m=0)
+    run_season(
+        dates,
+        out,
+        tile="33UXP",
+        season="2022",
+        params=params,
+        mask_classes=CLASSES,
+        parquet_path=parquet,
+    )
+    _, geoms, cols = read_geoparquet(parquet)
+    assert cols["dates"].tolist() == ["2022-01-12"] and cols["n_dates"].tolist() == [1]
+    assert geoms[0].equals(read_layer(out)[0][0])
 
 
 def test_a_date_on_another_grid_is_an_input_error_naming_it(tmp_path):
