@@ -172,13 +172,14 @@ def provenance(columns: dict, dates: list[str], min_clear_share: float) -> dict[
     clear = np.stack([columns.pop(f"_clear{i}") for i in range(len(dates))], axis=1)
     agree = np.stack([columns.pop(f"_agree{i}") for i in range(len(dates))], axis=1)
     used = clear >= min_clear_share
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(used, agree / np.where(clear > 0, clear, 1.0), np.nan)
-        agreement = np.nanmean(np.where(used, share, np.nan), axis=1) if len(share) else share
+    share = np.where(used, agree / np.where(clear > 0, clear, 1.0), np.nan)
+    n_used = used.sum(axis=1)
+    total = np.where(used, share, 0.0).sum(axis=1)
+    agreement = np.where(n_used > 0, total / np.maximum(n_used, 1), np.nan)  # none used: NaN
     names = np.array([";".join(d for d, u in zip(dates, row, strict=True) if u) for row in used])
     return {
         "dates": names.astype(object),
-        "n_dates": used.sum(axis=1).astype(np.int64),
+        "n_dates": n_used.astype(np.int64),
         "agreement": np.asarray(agreement, dtype=np.float64).reshape(-1),
     }
 
