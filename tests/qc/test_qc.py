@@ -493,3 +493,27 @@ def test_a_dr_whose_scale_tag_contradicts_its_pixels_fails_the_grid_check(tmp_pa
     grid = check_of(report, "grid_consistent")
     assert grid["status"] == "fail" and "is not s2's at 1/10 pixel" in grid["message"]
     assert "(DR scale 10)" in grid["message"]
+
+
+def test_masked_area_reports_the_share_and_area_of_the_scene_under_the_mask(tmp_path):
+    report = qc(make_set(tmp_path, cloud_rows=8))  # 8 of 40 rows of class 9
+    masked = check_of(report, "masked_area")
+    assert masked["status"] == "pass"
+    assert masked["value"] == pytest.approx(0.2)
+    assert "(32000 m²)" in masked["message"] and "unknown" in masked["message"]
+
+
+def test_masked_area_gives_the_fields_area_under_the_mask(tmp_path):
+    paths = make_set(tmp_path)
+    grid = tile_grid(TILE)
+    paths["fields"].unlink()
+    extra = {"masked_share": np.array([0.5, 0.0, 0.0, 0.25])}
+    x0 = grid.transform.c + 1200  # make_set's window starts 120 pixels east of the tile's
+    _fields(paths["fields"], grid.crs, x0, grid.transform.f - 3400, extra=extra)
+    message = check_of(qc(paths), "masked_area")["message"]
+    assert "6750 m² of the fields lie under it" in message  # (0.5 + 0.25) x 90 m x 100 m
+
+
+@pytest.mark.parametrize(("cloud_rows", "expected"), [(24, "warn"), (38, "fail")])
+def test_masked_area_warns_then_fails(tmp_path, cloud_rows, expected):
+    assert status_of(qc(make_set(tmp_path, cloud_rows=cloud_rows)), "masked_area") == expected

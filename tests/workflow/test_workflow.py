@@ -24,7 +24,9 @@ from rasterio.features import rasterize
 
 from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.grid import tile_grid
+from tilepipe.core.settings import section_defaults
 from tilepipe.demo.world import CLASSES, render_scene, tile_seed
+from tilepipe.fields.metrics import instance_scores
 
 from ..cog import assert_valid_cog
 from ..conftest import REPO
@@ -188,6 +190,76 @@ def test_qc_passes_or_warns_every_demo_scene_with_consistent_dr(campaign, tile, 
         assert checks[name]["status"] == "pass", checks[name]
     assert checks["sr_opensr"]["status"] == "pass", checks["sr_opensr"]  # opensr-test's view
     assert checks["cloud_fraction"]["value"] > 0  # the demo puts clouds in every scene
+
+
+def _labels(path: Path, shape, transform) -> np.ndarray:
+    """A fields layer rasterised by field_id onto a grid (0 = no field)."""
+    _, _, wkb, (ids,) = pyogrio.raw.read(path, columns=["field_id"])
+    pairs = zip(shapely.from_wkb(wkb), ids.tolist(), strict=True)
+    return rasterize(pairs, out_shape=shape, transform=transform, dtype="int32")
+
+
+def _masked_1m(scene: Path) -> np.ndarray:
+    """The scene's SCL mask (the default mask classes, no buffer) upsampled to the 1 m grid."""
+    with rasterio.open(scene / "scl.tif") as src:
+        scl = src.read(1)
+    masked = np.isin(scl, section_defaults("fields")["mask_classes"])
+    return np.kron(masked, np.ones((10, 10), dtype=bool))
+
+
+@pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_demo_scl_marks_the_clouds_and_shadows_of_the_scene(campaign, tile, date):
+    with rasterio.open(_scene(campaign, tile, date) / "scl.tif") as src:
+        scl = src.read(1)
+    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, DATES.index(date))
+    # the SCL asset is 20 m (nearest from 10 m, like L2A's): a few cloud-edge pixels differ,
+    # and clouds on the scene's edge may be no data (0): all masked
+    classes = section_defaults("fields")["mask_classes"]
+    assert np.isin(scl[truth.cloud_lr | truth.shadow_lr], classes).mean() > 0.95
+
+
+@pytest.mark.parametrize(("tile", "date"), SCENES)
+def test_no_demo_field_lies_under_masked_pixels_beyond_the_max_share(campaign, tile, date):
+    scene = _scene(campaign, tile, date)
+    transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
+    masked = _masked_1m(scene)
+    labels = _labels(scene / "fields.gpkg", masked.shape, transform @ rasterio.Affine.scale(0.1))
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    under = np.bincount(labels[masked & (labels > 0)], minlength=ids.max() + 1)[ids]
+    max_share = section_defaults("fields")["max_masked_share"]
+    assert (under / counts <= max_share + 0.02).all()  # + simplification of the outlines
+    _, _, _, (shares,) = pyogrio.raw.read(scene / "fields.gpkg", columns=["masked_share"])
+    assert np.isfinite(shares).all() and (shares <= max_share).all()
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_season_layer_holds_each_field_once_with_the_dates_that_saw_it(campaign, tile):
+    path = campaign / "results" / tile / "season" / "2022" / "fields.gpkg"
+    _, _, wkb, (dates, n_dates, agreement) = pyogrio.raw.read(
+        path, columns=["dates", "n_dates", "agreement"]
+    )
+    geoms = shapely.from_wkb(wkb)
+    assert len(geoms) >= 5
+    # fields do not overlap (but for outline simplification, simplified one field at a time)
+    assert shapely.union_all(geoms).area == pytest.approx(shapely.area(geoms).sum(), rel=1e-3)
+    assert set(n_dates) <= {1, 2}
+    assert all(set(d.split(";")) <= set(DATES) for d in dates)
+    assert ((agreement > 0) & (agreement <= 1)).all()
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_season_layer_matches_at_least_the_fields_of_its_best_date(campaign, tile):
+    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, 0, cloud=False).field_ids_hr
+    transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
+    hr = transform @ rasterio.Affine.scale(0.1)
+    matched = {
+        name: instance_scores(_labels(path, truth.shape, hr), truth, min_truth_px=2000)["matched"]
+        for name, path in [
+            *((d, _scene(campaign, tile, d) / "fields.gpkg") for d in DATES),
+            ("season", campaign / "results" / tile / "season" / "2022" / "fields.gpkg"),
+        ]
+    }
+    assert matched["season"] >= max(matched[d] for d in DATES), matched
 
 
 def test_classifier_reaches_the_macro_f1_bar_on_held_out_fields(campaign):

@@ -14,6 +14,7 @@ from tilepipe.campaign.config import (
     cluster_problems,
     window_arg,
 )
+from tilepipe.campaign.seasons import season_windows
 from tilepipe.campaign.locks import (
     RUN_ENV,
     clear_stale_locks,
@@ -27,6 +28,7 @@ wildcard_constraints:
     tile=r"\d{2}[C-HJ-NP-X][A-HJ-NP-Z]{2}",
     date=r"\d{4}-\d{2}-\d{2}",
     year=r"\d{4}",
+    season=r"[A-Za-z0-9_-]+",
 
 
 CLUSTER = config["cluster"]
@@ -100,6 +102,10 @@ WINDOW = window_arg(config["window"], config.get("aoi"))
 # (profiles set the total with `resources:`, e.g. cdse_connections=4)
 CONNECTIONS = f"{config['source']['provider']}_connections"
 SCENE = "results/{tile}/{date}"
+# season windows: name -> (first, last day); one per calendar year of `dates` by default
+SEASONS = season_windows(
+    config["season"]["windows"], config["dates"]["start"], config["dates"]["end"]
+)
 SCENES_SCHEMA = str(Path(workflow.basedir) / "workflow/schemas/scenes.schema.yaml")
 
 
@@ -185,6 +191,46 @@ def catalog_outputs(wildcards):
     return [COLLECTION, *fields_partitions(wildcards)]
 
 
+def season_dates(wildcards):
+    """The manifest's dates of a tile inside a season's window, in order."""
+    lo, hi = SEASONS[wildcards.season]
+    return sorted(d for t, d in scenes() if t == wildcards.tile and lo <= d <= hi)
+
+
+def season_files(name):
+    """Input function: the file `name` of every date of the tile-season."""
+
+    def files(wildcards):
+        return [
+            f"{SCENE}/{name}".format(tile=wildcards.tile, date=d)
+            for d in season_dates(wildcards)
+        ]
+
+    return files
+
+
+def season_embeddings(wildcards):
+    """The embeddings of the year a season ends in (embeddings are annual)."""
+    return f"results/{wildcards.tile}/{SEASONS[wildcards.season][1][:4]}/embeddings.tif"
+
+
+def season_outputs():
+    """The season field layer of every tile-season holding at least one scene."""
+    if not config["season"]["enabled"]:
+        return []
+    held = {
+        (t, name)
+        for t, d in scenes()
+        for name, (lo, hi) in SEASONS.items()
+        if lo <= d <= hi
+    }
+    return [
+        f"results/{t}/season/{s}/{name}"
+        for t, s in sorted(held)
+        for name in ("fields.gpkg", "fields_classified.gpkg", "classification_qc.json")
+    ]
+
+
 def final_outputs(wildcards):
     """Everything a campaign run delivers."""
     return [
@@ -197,6 +243,7 @@ def final_outputs(wildcards):
                 "quicklook_fields.png",
             ]
         ),
+        *season_outputs(),
         "results/qc_summary.html",
         "results/models/classifier.cbm",
         *(

@@ -3,14 +3,20 @@
 FD = config["fields"]
 FIELDS_IMAGE = {"dr": "dr.tif", "s2": "s2.tif"}[FD["input"]]
 FIELDS_PARQUET = {"parquet": f"{SCENE}/fields.parquet"} if FD["geoparquet"] else {}
+# the season fusion reads each date's probabilities: kept beside the fields when it is on
+FIELDS_PROB = (
+    {"prob": f"{SCENE}/fields_prob.tif"} if config["season"]["enabled"] else {}
+)
 
 
 rule fields:
     input:
         image=f"{SCENE}/{FIELDS_IMAGE}",
+        scl=f"{SCENE}/scl.tif",
         model=repo_path(FD["model"]),
     output:
         **FIELDS_PARQUET,
+        **FIELDS_PROB,
         fields=f"{SCENE}/fields.gpkg",
     log:
         "logs/fields/{tile}/{date}.log",
@@ -26,7 +32,11 @@ rule fields:
         parquet=lambda wildcards, output: (
             f"--parquet {output.parquet}" if "parquet" in output.keys() else ""
         ),
+        prob=lambda wildcards, output: (
+            f"--prob-out {output.prob}" if "prob" in output.keys() else ""
+        ),
     shell:
         "tilepipe fields --tile {wildcards.tile} --date {wildcards.date}"
-        " --image {input.image} --out {output.fields} {params.parquet} --model {input.model}"
+        " --image {input.image} --scl {input.scl} --out {output.fields} {params.parquet}"
+        " {params.prob} --model {input.model}"
         " --settings {params.settings:q} > {log} 2>&1"

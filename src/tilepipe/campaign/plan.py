@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from tilepipe.campaign.status import SCENE_STEPS
+from tilepipe.campaign.seasons import season_windows
+from tilepipe.campaign.status import SCENE_STEPS, SEASON_STEPS
+from tilepipe.core.settings import section_defaults
 
 #: Rules per scope: how many jobs each makes.
 SCENE_RULES = tuple(step for step, _ in SCENE_STEPS)  # the per-scene steps, in order
@@ -48,6 +50,9 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "class_raster": {"base_s": 30, "per_mpx_s": 2.0},
     "train_classifier": {"base_s": 300, "per_mpx_s": 0.0},
     "qc_summary": {"base_s": 5, "per_mpx_s": 0.0},
+    "season_fields": {"base_s": 20, "per_mpx_s": 0.0},
+    "season_classify": {"base_s": 10, "per_mpx_s": 0.0},
+    "season_qc_classification": {"base_s": 5, "per_mpx_s": 0.0},
     "demo_campaign": {"base_s": 20, "per_mpx_s": 0.0},
     "stac_item": {"base_s": 3, "per_mpx_s": 0.0},
     "fields_partition": {"base_s": 3, "per_mpx_s": 0.0},
@@ -223,20 +228,35 @@ def count_jobs(
     demo: bool,
     class_raster: bool = False,
     catalog: bool = True,
+    seasons: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, int]:
-    """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them."""
+    """Jobs per rule for a campaign of `scenes` (tile, date), as the workflow's DAG has them;
+    `seasons` (name -> first, last day) adds one job of each season rule per tile-season held."""
     tile_years = {(t, str(year)) for t in tiles} | {(t, d[:4]) for t, d in scenes}
     counts = {rule: len(scenes) for rule in SCENE_RULES}
     counts |= {rule: 1 for rule in CAMPAIGN_RULES}
     counts["embeddings"] = len(tile_years)
     if class_raster:
         counts["class_raster"] = len(set(tiles))
+    if seasons:
+        held = {(t, n) for t, d in scenes for n, (lo, hi) in seasons.items() if lo <= d <= hi}
+        for rule, _ in SEASON_STEPS:
+            counts[rule] = len(held)
     if demo:
         counts["demo_campaign"] = 1
     if catalog:
         counts |= {rule: len(scenes) for rule in CATALOG_SCENE_RULES}
         counts |= {rule: 1 for rule in CATALOG_CAMPAIGN_RULES}
     return counts
+
+
+def _seasons(config: Mapping) -> dict[str, tuple[str, str]] | None:
+    """The campaign's season windows when season layers are on (schema defaults filled)."""
+    season = {**section_defaults("season"), **config.get("season", {})}
+    if not season["enabled"]:
+        return None
+    dates = config.get("dates", {})
+    return season_windows(season["windows"], dates.get("start", ""), dates.get("end", ""))
 
 
 def window_mpx(window: Mapping | str | None) -> float:
@@ -273,6 +293,7 @@ def plan(
         bool(config.get("classify", {}).get("class_raster", False)),
         bool(config.get("catalog", {}).get("enabled", True))
         and bool(config.get("fields", {}).get("geoparquet", True)),
+        _seasons(config),
     )
     plans = []
     for rule, jobs in counts.items():

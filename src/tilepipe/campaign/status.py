@@ -151,6 +151,55 @@ def campaign_status(
     return statuses
 
 
+@dataclass
+class SeasonStatus:
+    """Where one tile-season's fused field layer stands, and the dates it is made of."""
+
+    tile: str
+    season: str
+    state: str  # done | failed | incomplete | pending
+    step: str = ""
+    dates: list[str] = field(default_factory=list)
+    cause: str = ""
+
+
+#: Per tile-season steps in the order they run, with the files each writes under
+#: results/{tile}/season/{season}.
+SEASON_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("season_fields", ("fields.gpkg",)),
+    ("season_classify", ("fields_classified.gpkg",)),
+    ("season_qc_classification", ("classification_qc.json",)),
+)
+
+
+def season_status(
+    workdir: Path,
+    scenes: list[tuple[str, str]],
+    seasons: dict[str, tuple[str, str]],
+    running: bool = False,
+) -> list[SeasonStatus]:
+    """The status of every tile-season holding at least one scene (``seasons``: name -> first,
+    last day), step by step from its files and logs (the first step not done sets it)."""
+    held: dict[tuple[str, str], list[str]] = {}
+    for tile, day in scenes:
+        for name, (lo, hi) in seasons.items():
+            if lo <= day <= hi:
+                held.setdefault((tile, name), []).append(day)
+    out = []
+    for (tile, name), days in sorted(held.items()):
+        status = SeasonStatus(tile, name, "done", dates=sorted(days))
+        for step, files in SEASON_STEPS:
+            paths = [f"results/{tile}/season/{name}/{f}" for f in files]
+            cause = log_error(workdir / "logs" / step / tile / f"{name}.log")
+            state = step_state(workdir, paths, cause, running)
+            if state != "done":
+                status.state, status.step = state, step
+                status.cause = cause if state == "failed" else ""
+                break
+        out.append(status)
+    return out
+
+
 def targets(statuses: Iterable[SceneStatus], states: set[str]) -> list[str]:
     """Snakemake targets that redo the scenes in `states` (their last per-scene outputs)."""
     return [

@@ -30,6 +30,7 @@ from tilepipe.cli import (
     qc,
     report,
     search,
+    season,
     status,
     superres,
     train,
@@ -39,7 +40,20 @@ from tilepipe.core.errors import Terminated, TilepipeError, context
 log = logging.getLogger("tilepipe")
 
 #: the modules whose ``register`` adds their subcommands, in the order ``--help`` lists them
-STEPS = (demo, search, download, superres, fields, qc, embeddings, train, classify, report, catalog)
+STEPS = (
+    demo,
+    search,
+    download,
+    superres,
+    fields,
+    season,
+    qc,
+    embeddings,
+    train,
+    classify,
+    report,
+    catalog,
+)
 TOOLS = (status, plan, model)
 
 

@@ -19,6 +19,8 @@ KEYS = (
     "fill_holes_m2",
     "block",
     "halo",
+    "mask_buffer",
+    "max_masked_share",
     "patch",
     "overlap",
     "batch",
@@ -33,6 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dr", "--image", dest="dr", required=True, help="dr.tif (1 m) or s2.tif")
     p.add_argument("--out", required=True, help="fields.gpkg")
     p.add_argument("--parquet", default=None, help="also write the fields as GeoParquet here")
+    p.add_argument(
+        "--scl",
+        default=None,
+        help="scl.tif of the scene: pixels of the classes in `mask_classes` seed no field",
+    )
+    p.add_argument(
+        "--prob-out",
+        default=None,
+        help="also keep the probability raster (uint8 extent/boundary) here, for the season",
+    )
     add_settings(p, "fields", KEYS)
     p.set_defaults(func=run)
 
@@ -49,6 +61,10 @@ def run(args: argparse.Namespace) -> None:
         model_path=settings["model"],
         params=Params.from_settings(settings),
         parquet_path=args.parquet,
+        scl_path=args.scl,
+        mask_classes=tuple(settings["mask_classes"]),
+        mask_buffer=settings["mask_buffer"],
+        prob_out=args.prob_out,
         **engine_kwargs(settings, args),
     )
     log.info("%d fields -> %s", n, args.out)

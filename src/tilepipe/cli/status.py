@@ -18,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None, help="default: WORKDIR/manifests/scenes.csv")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
+        "--config",
+        default=None,
+        help="the campaign config, for its season windows (default: WORKDIR/config/config.yaml)",
+    )
+    p.add_argument(
         "--targets",
         nargs="+",
         choices=STATES,
@@ -40,6 +45,7 @@ def run(args: argparse.Namespace) -> None:
     if args.targets:
         print("\n".join(targets(statuses, set(args.targets))))
         return
+    seasons = _season_statuses(workdir, args.config, [(s.tile, s.date) for s in statuses])
     if args.json:
         print(json.dumps([s.__dict__ for s in statuses], indent=1))
         return
@@ -56,6 +62,33 @@ def run(args: argparse.Namespace) -> None:
             f"{_size(sum(found.values()))} (the next run of their step removes them)"
         )
     print(line)
+    for s in seasons:
+        detail = f"{s.step}: {s.cause}" if s.cause else s.step
+        print(
+            f"{s.tile}  season {s.season} ({len(s.dates)} dates)  {s.state:<10} {detail}".rstrip()
+        )
+
+
+def _season_statuses(workdir: Path, config: str | None, scenes: list[tuple[str, str]]) -> list:
+    """The tile-seasons' states, with the season windows of the campaign's config (none when
+    the config is absent or season layers are off)."""
+    import yaml
+
+    from tilepipe.campaign.locks import snakemake_running
+    from tilepipe.campaign.seasons import season_windows
+    from tilepipe.campaign.status import season_status
+    from tilepipe.core.settings import section_defaults
+
+    path = Path(config) if config else workdir / "config" / "config.yaml"
+    if not path.is_file():
+        return []
+    cfg = yaml.safe_load(path.read_text()) or {}
+    season = {**section_defaults("season"), **(cfg.get("season") or {})}
+    if not season["enabled"]:
+        return []
+    dates = cfg.get("dates") or {}
+    windows = season_windows(season["windows"], dates.get("start", ""), dates.get("end", ""))
+    return season_status(workdir, scenes, windows, snakemake_running(workdir))
 
 
 def _size(n: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio.raw
+import rasterio
 import shapely
 import torch
 
@@ -34,6 +36,7 @@ from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import Predict, run_tiled
 from tilepipe.fields.fiboa import COLUMNS as COLUMNS  # re-exported: the layer's columns
 from tilepipe.fields.fiboa import REQUIRED, arrow_columns, collection_metadata, field_columns
+from tilepipe.fields.mask import open_mask
 from tilepipe.fields.polygons import PROB_NODATA, PROB_SCALE, Params, check_params, delineate
 from tilepipe.models.loading import (
     BANDS,
@@ -98,19 +101,25 @@ def write_fields(
     date: str,
     metadata: dict[str, str] | None = None,
     parquet_path: str | os.PathLike | None = None,
+    copies: dict | None = None,
 ) -> None:
     """Write the fields layer (GeoPackage, and GeoParquet when asked): both or neither.
 
-    Both carry the COLUMNS (fiboa core plus tilepipe's own); the GeoParquet file is fiboa and
-    GeoParquet 1.1 with a bbox covering, in Hilbert order. An empty list gives an empty layer
-    with the full schema.
+    Both carry the COLUMNS (fiboa core plus tilepipe's own, then any extra per-field columns
+    such as ``masked_share``); the GeoParquet file is fiboa and GeoParquet 1.1 with a bbox
+    covering, in Hilbert order. ``copies`` (destination -> source file, such as the kept
+    probability raster) are put in place with them. An empty list gives an empty layer with
+    the full schema.
     """
     n = len(geoms)
     cols = field_columns(columns, n, tile, date)
     multi = any(g.geom_type == "MultiPolygon" for g in geoms)
     wkb = shapely.to_wkb(np.array(geoms, dtype=object)) if n else np.array([], dtype=object)
     paths = (path,) if parquet_path is None else (path, parquet_path)
-    with atomic_outputs(*paths) as temps:
+    copies = copies or {}
+    with atomic_outputs(*paths, *copies) as temps:
+        for tmp, src in zip(temps[len(paths) :], copies.values(), strict=True):
+            shutil.copyfile(src, tmp)
         if parquet_path is not None:
             write_geoparquet(
                 temps[1],
@@ -227,10 +236,19 @@ def scratch_raster(dst_path: Path) -> Iterator[Path]:
 
 
 def fields_metadata(
-    model: LoadedModel, heads: list[str], params: Params, image_path: Path
+    model: LoadedModel,
+    heads: list[str],
+    params: Params,
+    image_path: Path,
+    mask_classes: tuple[int, ...] = (),
+    mask_buffer: int = 0,
 ) -> dict[str, str]:
-    """The fields layer's metadata: model, heads, delineation parameters and the input's name."""
+    """The fields layer's metadata: model, heads, delineation parameters, the mask and the
+    input's name."""
     return {
+        "MASK_CLASSES": ",".join(str(c) for c in mask_classes),
+        "MASK_BUFFER": str(mask_buffer),
+        "MAX_MASKED_SHARE": str(params.max_masked_share),
         "FIELDS_MODEL_ID": model.model_id,
         "FIELDS_MODEL_SHA256": model.sha256,
         "HEADS": ",".join(heads),
@@ -257,8 +275,18 @@ def run_fields(
     tile: str | None = None,
     date: str | None = None,
     parquet_path: str | os.PathLike | None = None,
+    scl_path: str | os.PathLike | None = None,
+    mask_classes: tuple[int, ...] = (),
+    mask_buffer: int = 0,
+    prob_out: str | os.PathLike | None = None,
 ) -> int:
-    """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many."""
+    """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many.
+
+    With ``scl_path``, pixels whose SCL class is in ``mask_classes`` (grown by
+    ``mask_buffer`` SCL pixels) seed no field and give each field its ``masked_share``.
+    ``prob_out`` keeps the probability raster (for the season fusion), published with the
+    fields.
+    """
     params = params or Params()
     check_params(params)
     image_path, dst_path = Path(image_path), Path(dst_path)
@@ -289,17 +317,22 @@ def run_fields(
             where=where,
         )
         log.info("fields %s %s: probabilities in %.1f s", tile, date, stats["seconds"])
-        table = delineate(prob_path, params, tile=tile, date=date)
-    log.info("fields %s %s: %s", tile, date, table.stats)
-    write_fields(
-        dst_path,
-        table.geoms,
-        table.columns,
-        crs=table.crs,
-        tile=tile,
-        date=date,
-        metadata=fields_metadata(model, heads, params, image_path),
-        parquet_path=parquet_path,
-    )
+        with rasterio.open(prob_path) as prob:
+            fine = prob.transform
+        classes = tuple(mask_classes) if scl_path is not None else ()
+        with open_mask(scl_path, classes, fine, tile=tile, date=date, buffer=mask_buffer) as mask:
+            table = delineate(prob_path, params, tile=tile, date=date, mask=mask)
+        log.info("fields %s %s: %s", tile, date, table.stats)
+        write_fields(
+            dst_path,
+            table.geoms,
+            table.columns,
+            crs=table.crs,
+            tile=tile,
+            date=date,
+            metadata=fields_metadata(model, heads, params, image_path, classes, mask_buffer),
+            parquet_path=parquet_path,
+            copies={prob_out: prob_path} if prob_out is not None else None,
+        )
     log.info("fields %s %s: %d polygons", tile, date, len(table.geoms))
     return len(table.geoms)

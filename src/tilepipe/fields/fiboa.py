@@ -50,8 +50,14 @@ CUSTOM_SCHEMA = {
         "boundary_score": {"type": "double", "minimum": 0, "maximum": 1},
         "tile": {"type": "string"},
         "date": {"type": "string"},
+        "masked_share": {"type": "double", "minimum": 0, "maximum": 1},
+        "dates": {"type": "string"},
+        "n_dates": {"type": "int64", "minimum": 0},
+        "agreement": {"type": "double", "minimum": 0, "maximum": 1},
     },
 }
+#: Per-field values field_columns turns into fiboa's columns (the rest pass through).
+CONSUMED = ("field_id", "area_m2", "perimeter_m", "score", "boundary_score", "tile", "date")
 
 
 def collection_metadata() -> dict:
@@ -66,14 +72,28 @@ def field_ids(field_id: np.ndarray, tile: str, date: str) -> np.ndarray:
 
 
 def observed(date: str, n: int) -> np.ndarray:
-    """``determination:datetime``: the scene's date at 00:00 UTC (ms); NaT when it is unknown."""
-    value = np.datetime64(f"{date}T00:00:00", "ms") if date else np.datetime64("NaT", "ms")
+    """``determination:datetime``: the scene's date at 00:00 UTC (ms); NaT when it is unknown
+    (a season layer's name is not a date)."""
+    try:
+        value = np.datetime64(f"{date}T00:00:00", "ms")
+    except ValueError:
+        value = np.datetime64("NaT", "ms")
+    if len(str(date)) != 10:
+        value = np.datetime64("NaT", "ms")
     return np.full(n, value, dtype="datetime64[ms]")
 
 
 def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) -> dict:
-    """The layer's columns in COLUMNS order, from the polygons' per-field values."""
+    """The layer's columns in COLUMNS order, from the polygons' per-field values, then any
+    other per-field column (``masked_share``, a season's provenance) as it is."""
     fid = np.asarray(columns["field_id"], dtype=np.int64)
+    extra = {
+        k: np.asarray(v)
+        for k, v in columns.items()
+        if k not in CONSUMED and k not in COLUMNS and not k.startswith("_")
+    }
+    if "masked_share" not in extra:
+        extra = {"masked_share": np.full(n, np.nan), **extra}  # no mask given: unknown
     return {
         "id": field_ids(fid, tile, date),
         "collection": np.array([COLLECTION] * n, dtype=object),
@@ -86,7 +106,16 @@ def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) 
         "boundary_score": np.asarray(columns["boundary_score"], dtype=np.float64),
         "tile": np.array([tile] * n, dtype=object),
         "date": np.array([date] * n, dtype=object),
-    }
+    } | extra
+
+
+def _arrow_type(values: np.ndarray) -> pa.DataType:
+    """The Arrow type of an extra column: float64, int64 or string by its NumPy kind."""
+    if values.dtype.kind == "f":
+        return pa.float64()
+    if values.dtype.kind in "iu":
+        return pa.int64()
+    return pa.string()
 
 
 def arrow_columns(cols: dict[str, np.ndarray]) -> dict[str, pa.Array]:
@@ -101,7 +130,7 @@ def arrow_columns(cols: dict[str, np.ndarray]) -> dict[str, pa.Array]:
     }
     out = {}
     for name, values in cols.items():
-        kind = types.get(name, pa.string())
+        kind = types.get(name) or _arrow_type(np.asarray(values))
         if name == "determination:datetime":
             out[name] = pa.array(values.astype("int64"), type=pa.int64(), mask=np.isnat(values))
             out[name] = out[name].cast(kind)

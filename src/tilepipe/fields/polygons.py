@@ -24,10 +24,10 @@ import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio
@@ -53,6 +53,18 @@ PROB_BANDS = ("extent", "boundary", "distance")
 #: raster up to gigabytes on big nodes, and even a 16-64 MB budget let the RSS creep up with the
 #: raster size (benchmarks/bench_polygons.py), while none keeps it flat.
 GDAL_CACHE_BYTES = 0
+#: The per-field column of the masked share (mean of the mask over the field's pixels).
+MASKED = "masked_share"
+
+
+class Mask(Protocol):
+    """Masked pixels of a window of the probability raster's grid (bool, True = masked)."""
+
+    def read(self, win: Window) -> np.ndarray: ...
+
+
+#: Per-pixel float layers of a window whose per-field means become columns.
+Layers = Callable[[Window], dict[str, np.ndarray]]
 
 
 def _default(key: str):
@@ -73,6 +85,7 @@ class Params:
     fill_holes_m2: float = _default("fill_holes_m2")
     block: int = _default("block")
     halo: int = _default("halo")
+    max_masked_share: float = _default("max_masked_share")
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> Params:
@@ -107,6 +120,8 @@ def check_params(params: Params) -> None:
         problems.append(f"block {params.block} must be a multiple of 16 (>= 16)")
     if params.halo < 0:
         problems.append(f"halo {params.halo} must be >= 0")
+    if not 0 <= params.max_masked_share <= 1:
+        problems.append(f"max_masked_share {params.max_masked_share} must be in [0, 1]")
     if problems:
         raise ConfigError("fields parameters: " + "; ".join(problems))
 
@@ -208,12 +223,15 @@ def _label_profile(src, block: int) -> dict:
     return profile
 
 
-def _local_seeds(src, names, win: Window, params: Params) -> np.ndarray:
-    """The window's seed components, labelled 1..n (4-connected) as int32."""
+def _local_seeds(src, names, win: Window, params: Params, mask: Mask | None) -> np.ndarray:
+    """The window's seed components, labelled 1..n (4-connected) as int32; none on masked
+    pixels (a field must be seen clear somewhere)."""
     b = _read_bands(src, names, win)
     seeds = seed_mask(
         b["extent"], b["boundary"], threshold=params.threshold, seed_threshold=params.seed_threshold
     )
+    if mask is not None:
+        seeds &= ~mask.read(win)
     return label(seeds, connectivity=1).astype(np.int32)
 
 
@@ -253,7 +271,9 @@ def _rank_globally(
     return lut, seed_last
 
 
-def _seed_pass(src, names, params: Params, prov_path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _seed_pass(
+    src, names, params: Params, prov_path: Path, mask: Mask | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1: provisional seed labels to ``prov_path``; return (lut prov->global, seed max row)."""
     height, width = src.height, src.width
     uf = _UnionFind()
@@ -268,7 +288,7 @@ def _seed_pass(src, names, params: Params, prov_path: Path) -> tuple[np.ndarray,
             left = np.zeros(h, dtype=np.int32)
             for c0 in cols:
                 win = Window(c0, r0, min(params.block, width - c0), h)
-                local = _local_seeds(src, names, win, params)
+                local = _local_seeds(src, names, win, params, mask)
                 n = int(local.max())
                 prov = np.where(local > 0, local + offset, 0).astype(np.int32)
                 if n:
@@ -327,8 +347,15 @@ def delineate(
     *,
     tile: str | None = None,
     date: str | None = None,
+    mask: Mask | None = None,
+    layers: Layers | None = None,
 ) -> FieldTable:
-    """Fields of a probability raster, block by block (see the module docstring)."""
+    """Fields of a probability raster, block by block (see the module docstring).
+
+    ``mask`` (pixels seen through cloud, shadow, ...): no seed there, and each field's masked
+    share is a column (``masked_share``); fields above ``params.max_masked_share`` are dropped.
+    ``layers`` gives per-pixel values of a window whose per-field means become columns.
+    """
     prob_path = Path(prob_path)
     check_params(params)
     try:
@@ -340,9 +367,10 @@ def delineate(
     try:
         with src, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
             names = _band_names(src, prob_path)
-            lut, seed_last = _seed_pass(src, names, params, prov_path)
+            lut, seed_last = _seed_pass(src, names, params, prov_path, mask)
+            extra = _extra_layers(mask, layers)
             with rasterio.open(prov_path) as prov:
-                return _grow_pass(src, prov, names, lut, seed_last, params)
+                return _grow_pass(src, prov, names, lut, seed_last, params, extra)
     finally:
         with contextlib.suppress(FileNotFoundError):
             prov_path.unlink()
@@ -356,20 +384,25 @@ class _OpenFields:
     sum_ext: np.ndarray  # sum of extent probability per seed
     sum_bnd: np.ndarray  # sum of boundary probability per seed
     stats: dict[str, int]
+    sums: dict[str, np.ndarray] = field(default_factory=dict)  # extra layer -> sum per seed
     pieces: dict[int, list] = field(default_factory=dict)  # seed -> polygons in pixel coords
     done: dict[int, object] = field(default_factory=dict)  # seed -> finished map geometry
 
     @classmethod
     def for_seeds(cls, n_seeds: int) -> _OpenFields:
         """Empty sums for global seed ids 1..n_seeds."""
-        stats = {"seeds": n_seeds, "too_small": 0, "too_large": 0, "empty": 0}
+        stats = {"seeds": n_seeds, "too_small": 0, "too_large": 0, "empty": 0, "masked": 0}
         zeros = [np.zeros(n_seeds + 1, dtype=dt) for dt in (np.int64, np.float64, np.float64)]
         return cls(*zeros, stats)
 
-    def add_core(self, labels, extent, boundary, c0: int, r0: int) -> None:
+    def add_core(self, labels, extent, boundary, c0: int, r0: int, extra=None) -> None:
         """Add a block core's labels (and their probabilities) at (c0, r0): sums and pieces."""
         labs, inv = np.unique(labels, return_inverse=True)
         inv = inv.ravel()
+        for name, values in (extra or {}).items():
+            total = self.sums.setdefault(name, np.zeros(len(self.count), dtype=np.float64))
+            vals = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0).ravel()
+            total[labs] += np.bincount(inv, weights=vals, minlength=len(labs))
         self.count[labs] += np.bincount(inv, minlength=len(labs))
         ext = np.nan_to_num(extent, nan=0.0).ravel()
         self.sum_ext[labs] += np.bincount(inv, weights=ext, minlength=len(labs))
@@ -390,6 +423,12 @@ class _OpenFields:
             return
         if self.count[lab] > max_px:
             self.stats["too_large"] += 1
+            return
+        if (
+            MASKED in self.sums
+            and self.sums[MASKED][lab] > params.max_masked_share * self.count[lab]
+        ):
+            self.stats["masked"] += 1
             return
         geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
         geom = clean_geometry(_to_map(geom, transform), params)
@@ -415,12 +454,16 @@ class _OpenFields:
         }
         if not has_boundary:
             columns["boundary_score"] = np.full(len(geoms), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, total in self.sums.items():
+                columns[name] = total[idx] / self.count[idx] if len(idx) else np.zeros(0)
         self.stats["fields"] = len(geoms)
         return FieldTable(geoms, columns, crs, self.stats)
 
 
-def _grow_block(src, prov, names, lut, params: Params, r0: int, c0: int):
-    """Grow the seeds of a block padded by ``halo``; (labels, extent, boundary) of its core."""
+def _grow_block(src, prov, names, lut, params: Params, r0: int, c0: int, extra=None):
+    """Grow the seeds of a block padded by ``halo``; (labels, extent, boundary, extra layers)
+    of its core."""
     height, width, halo = src.height, src.width, params.halo
     h, w = min(params.block, height - r0), min(params.block, width - c0)
     pr0, pr1 = max(r0 - halo, 0), min(r0 + h + halo, height)
@@ -431,7 +474,8 @@ def _grow_block(src, prov, names, lut, params: Params, r0: int, c0: int):
     labels = grow(markers, b["extent"], b["boundary"], b["distance"], threshold=params.threshold)
     core = (slice(r0 - pr0, r0 - pr0 + h), slice(c0 - pc0, c0 - pc0 + w))
     boundary = b["boundary"][core] if b["boundary"] is not None else None
-    return np.ascontiguousarray(labels[core]), b["extent"][core], boundary
+    layers = extra(Window(c0, r0, w, h)) if extra is not None else None
+    return np.ascontiguousarray(labels[core]), b["extent"][core], boundary, layers
 
 
 def _closed(open_ids, seed_last: np.ndarray, band_end: int, height: int, halo: int) -> list[int]:
@@ -440,7 +484,21 @@ def _closed(open_ids, seed_last: np.ndarray, band_end: int, height: int, halo: i
     return [k for k in open_ids if band_end >= height or seed_last[k] < band_end - halo]
 
 
-def _grow_pass(src, prov, names, lut, seed_last, params: Params) -> FieldTable:
+def _extra_layers(mask: Mask | None, layers: Layers | None) -> Layers | None:
+    """The per-pixel layers summed per field: ``layers``' plus the mask (``masked_share``)."""
+    if mask is None and layers is None:
+        return None
+
+    def read(win: Window) -> dict[str, np.ndarray]:
+        out = dict(layers(win)) if layers is not None else {}
+        if mask is not None:
+            out[MASKED] = mask.read(win).astype(np.float32)
+        return out
+
+    return read
+
+
+def _grow_pass(src, prov, names, lut, seed_last, params: Params, extra=None) -> FieldTable:
     """Pass 2: grow seeds per padded block, polygonise cores, finish fields as they close."""
     transform = src.transform
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
@@ -451,9 +509,11 @@ def _grow_pass(src, prov, names, lut, seed_last, params: Params) -> FieldTable:
     fields = _OpenFields.for_seeds(len(seed_last) - 1)
     for r0, cols in blocks(src.height, src.width, params.block):
         for c0 in cols:
-            labels, extent, boundary = _grow_block(src, prov, names, lut, params, r0, c0)
+            labels, extent, boundary, layers = _grow_block(
+                src, prov, names, lut, params, r0, c0, extra
+            )
             if labels.any():
-                fields.add_core(labels, extent, boundary, c0, r0)
+                fields.add_core(labels, extent, boundary, c0, r0, layers)
         band_end = min(r0 + params.block, src.height)
         for lab in _closed(fields.pieces, seed_last, band_end, src.height, params.halo):
             fields.finish(lab, transform, params, px_range)

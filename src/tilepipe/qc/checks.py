@@ -25,6 +25,8 @@ from tilepipe.core.settings import section_defaults
 #:   SCL 0); above ``warn`` warns, above ``fail`` fails.
 #: - ``cloud_fraction`` {warn, fail}: fraction of valid pixels with SCL in {3, 8, 9, 10}
 #:   (cloud shadow, medium/high cloud, thin cirrus); above ``warn``/``fail``.
+#: - ``masked_area`` {warn, fail}: fraction of the scene's pixels under the fields step's SCL
+#:   mask (``fields.mask_classes``); above ``warn``/``fail``.
 #: - ``reflectance_range`` {min, max, warn, fail}: fraction of valid s2 values (pixel x band)
 #:   outside [min, max] (DN = reflectance x 10000); above ``warn``/``fail``.
 #: - ``dr_consistency`` {l1_warn, l1_fail, psnr_warn, psnr_fail, compared_warn, compared_fail}:
@@ -69,6 +71,7 @@ SCENE_CHECKS = (
     "grid_consistent",
     "nodata_fraction",
     "cloud_fraction",
+    "masked_area",
     "reflectance_range",
     "dr_consistency",
     "dr_coverage",

@@ -36,6 +36,27 @@ def _measure(columns: dict, names: tuple[str, ...], geoms: np.ndarray, fallback)
     return fallback(geoms)
 
 
+def fields_mask(path: str | os.PathLike | None, default_classes) -> tuple[tuple, float | None]:
+    """(SCL classes the fields layer was masked with, its fields' masked area in m²); the
+    classes default to ``default_classes`` and the area is None for a layer without mask."""
+    import pyogrio
+
+    try:
+        meta = pyogrio.read_info(path, layer="fields").get("layer_metadata") or {}
+        _, columns = _read_fields(path)
+    except Exception:  # unreadable: the field checks say so
+        return tuple(default_classes), None
+    text = meta.get("MASK_CLASSES")
+    classes = tuple(int(c) for c in text.split(",") if c) if text is not None else default_classes
+    if "masked_share" not in columns or "area_m2" not in columns:
+        return tuple(classes), None
+    share = np.asarray(columns["masked_share"], dtype=np.float64)
+    if share.size and np.isnan(share).all():
+        return tuple(classes), None
+    area = np.asarray(columns["area_m2"], dtype=np.float64)
+    return tuple(classes), float(np.nansum(share * area))
+
+
 def count_check(n: int, t: dict) -> dict:
     """Number of fields, below ``warn``/``fail`` is bad; none at all always fails (an empty
     delineation is never a valid-looking answer, whatever the thresholds say)."""

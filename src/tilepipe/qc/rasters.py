@@ -126,13 +126,18 @@ def grid_check(s2, scl, dr, reasons: dict) -> tuple[dict, bool, bool]:
     return check("grid_consistent", status, value, None, message), scl_ok, dr_ok
 
 
-def add_s2_strip(stats: dict, data: np.ndarray, classes, rmin: float, rmax: float) -> np.ndarray:
-    """Count one strip's pixels, nodata, clouds and out-of-range values; return valid pixels.
+def add_s2_strip(
+    stats: dict, data: np.ndarray, classes, rmin: float, rmax: float, mask_classes=()
+) -> np.ndarray:
+    """Count one strip's pixels, nodata, clouds, masked and out-of-range values; return valid
+    pixels.
 
-    ``data`` is s2 (B, h, W); ``classes`` the scl strip (h, W) or None when scl is unusable.
+    ``data`` is s2 (B, h, W); ``classes`` the scl strip (h, W) or None when scl is unusable;
+    ``mask_classes`` the SCL classes the fields step masks (counted over every pixel).
     """
     valid = np.any(data != 0, axis=0)
     if classes is not None:
+        stats["masked"] = stats.get("masked", 0) + int(np.isin(classes, mask_classes).sum())
         valid &= classes != 0
         stats["cloud"] += int(np.isin(classes[valid], CLOUD_CLASSES).sum())
     stats["pixels"] += valid.size
@@ -169,6 +174,30 @@ def cloud_check(stats: dict, scl_ok: bool, scl_reason: str, t: dict) -> dict:
         frac,
         t,
         f"{frac:.1%} of valid pixels are cloud, cirrus or shadow",
+    )
+
+
+def masked_check(stats: dict, scl_ok: bool, scl_reason: str, t: dict, masked: dict) -> dict:
+    """Share (and area) of the scene under the fields step's SCL mask, and the fields' masked
+    area; ``masked`` holds ``classes``, ``pixel_m2`` and ``fields_m2`` (None: unknown)."""
+    if not scl_ok:
+        return check("masked_area", "fail", None, t, f"scl: {scl_reason}")
+    pixels = max(stats["pixels"], 1)
+    frac = stats.get("masked", 0) / pixels
+    area = stats.get("masked", 0) * masked["pixel_m2"]
+    classes = ",".join(str(c) for c in masked["classes"]) or "none"
+    fields_m2 = masked["fields_m2"]
+    in_fields = (
+        "fields' masked area unknown"
+        if fields_m2 is None
+        else f"{fields_m2:.0f} m² of the fields lie under it"
+    )
+    return check(
+        "masked_area",
+        above(frac, t["warn"], t["fail"]),
+        frac,
+        t,
+        f"{frac:.1%} of the scene ({area:.0f} m²) masked for fields (SCL {classes}); {in_fields}",
     )
 
 

@@ -17,14 +17,16 @@ from rasterio.windows import Window
 
 from tilepipe.core.errors import InputError, context
 from tilepipe.core.inputs import DR, S2, SCL, dr_kind_of, mismatch
+from tilepipe.core.settings import section_defaults
 from tilepipe.qc.checks import merge_thresholds, report
-from tilepipe.qc.fields import field_checks
+from tilepipe.qc.fields import field_checks, fields_mask
 from tilepipe.qc.opensr import add_opensr_strip, new_opensr_stats, opensr_check
 from tilepipe.qc.rasters import (
     add_s2_strip,
     cloud_check,
     crs_check,
     grid_check,
+    masked_check,
     nodata_check,
     north_up_check,
     open_optional,
@@ -50,18 +52,18 @@ def _strips(height: int, rows: int) -> Iterator[tuple[int, int]]:
         yield r0, min(rows, height - r0)
 
 
-def _scan(s2, scl, dr, rmin: float, rmax: float) -> dict:
+def _scan(s2, scl, dr, rmin: float, rmax: float, mask_classes=()) -> dict:
     """One pass over s2 (+scl, +dr) in row strips; return the counts every raster check needs.
 
     dr is compared with s2 only inside the area DR was computed for (``dr_area``).
     """
-    stats = {"pixels": 0, "nodata": 0, "cloud": 0, "values": 0, "out_of_range": 0}
+    stats = {"pixels": 0, "nodata": 0, "cloud": 0, "masked": 0, "values": 0, "out_of_range": 0}
     stats |= new_dr_stats(s2.count) | new_opensr_stats()
     width, box = s2.width, dr_area(s2, dr)
     for r0, h in _strips(s2.height, _STRIP_ROWS):
         data = s2.read(window=Window(0, r0, width, h))  # (B, h, W) uint16
         classes = None if scl is None else scl.read(1, window=Window(0, r0, width, h))
-        valid = add_s2_strip(stats, data, classes, rmin, rmax)
+        valid = add_s2_strip(stats, data, classes, rmin, rmax, mask_classes)
         valid &= strip_inside(box, r0, h, width)
         if dr is not None and valid.any():
             add_dr_strip(stats, dr, data, valid, r0)
@@ -82,10 +84,10 @@ def _open_s2(stack: ExitStack, s2_path, tile: str, date: str) -> rasterio.Datase
     return s2
 
 
-def _scan_or_raise(s2, scl, dr, rr: dict, tile: str, date: str, s2_path) -> dict:
+def _scan_or_raise(s2, scl, dr, rr: dict, tile: str, date: str, s2_path, mask_classes=()) -> dict:
     """``_scan`` with a read error mid-raster turned into an InputError naming the scene."""
     try:
-        return _scan(s2, scl, dr, rr["min"], rr["max"])
+        return _scan(s2, scl, dr, rr["min"], rr["max"], mask_classes)
     except rasterio.RasterioIOError as exc:
         raise InputError(f"{context(tile, date, s2_path)}reading rasters failed: {exc}") from exc
 
@@ -126,10 +128,14 @@ def run_qc(
         if scl is not None and not scl_ok:
             reasons["scl"] = "scl grid differs from s2 (see grid_consistent)"
         usable = (scl if scl_ok else None, dr if dr_ok else None)
-        stats = _scan_or_raise(s2, *usable, thr["reflectance_range"], tile, date, s2_path)
+        classes, fields_m2 = fields_mask(fields_path, section_defaults("fields")["mask_classes"])
+        stats = _scan_or_raise(s2, *usable, thr["reflectance_range"], tile, date, s2_path, classes)
+        pixel_m2 = abs(s2.transform.a * s2.transform.e)
+        masked = {"classes": classes, "fields_m2": fields_m2, "pixel_m2": pixel_m2}
         checks += [
             nodata_check(stats, scl_ok, thr["nodata_fraction"]),
             cloud_check(stats, scl_ok, reasons["scl"], thr["cloud_fraction"]),
+            masked_check(stats, scl_ok, reasons["scl"], thr["masked_area"], masked),
             reflectance_check(stats, thr["reflectance_range"]),
             dr_check(s2, dr_ok, reasons, stats, thr["dr_consistency"]),
             coverage_check(dr_ok, reasons, stats, thr["dr_coverage"]),
