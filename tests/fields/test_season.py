@@ -79,7 +79,7 @@ def test_each_field_comes_once_from_the_dates_that_saw_it_clear(tmp_path):
     geoms, cols = read_layer(out)
     west = int(np.argmin([g.bounds[0] for g in geoms]))
     assert n == 2
-    np.testing.assert_allclose(sorted(cols["area_m2"]), [1600.0, 1600.0])
+    np.testing.assert_allclose(sorted(cols["metrics:area"]), [1600.0, 1600.0])
     assert cols["dates"][west] == "2022-01-12" and cols["dates"][1 - west] == "2022-06-21"
     assert cols["n_dates"].tolist() == [1, 1]
     np.testing.assert_allclose(cols["agreement"], [1.0, 1.0])

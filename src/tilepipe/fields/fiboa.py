@@ -32,6 +32,7 @@ COLUMNS = (
     "determination:datetime",
     "score",
     "boundary_score",
+    "masked_share",
     "tile",
     "date",
 )
@@ -85,15 +86,14 @@ def observed(date: str, n: int) -> np.ndarray:
 
 def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) -> dict:
     """The layer's columns in COLUMNS order, from the polygons' per-field values, then any
-    other per-field column (``masked_share``, a season's provenance) as it is."""
+    other per-field column (a season's provenance) as it is."""
     fid = np.asarray(columns["field_id"], dtype=np.int64)
     extra = {
         k: np.asarray(v)
         for k, v in columns.items()
         if k not in CONSUMED and k not in COLUMNS and not k.startswith("_")
     }
-    if "masked_share" not in extra:
-        extra = {"masked_share": np.full(n, np.nan), **extra}  # no mask given: unknown
+    masked = np.asarray(columns.get("masked_share", np.full(n, np.nan)), dtype=np.float64)
     return {
         "id": field_ids(fid, tile, date),
         "collection": np.array([COLLECTION] * n, dtype=object),
@@ -104,6 +104,7 @@ def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) 
         "determination:datetime": observed(date, n),
         "score": np.asarray(columns["score"], dtype=np.float64),
         "boundary_score": np.asarray(columns["boundary_score"], dtype=np.float64),
+        "masked_share": masked,  # NaN: no mask was given
         "tile": np.array([tile] * n, dtype=object),
         "date": np.array([date] * n, dtype=object),
     } | extra
@@ -127,6 +128,7 @@ def arrow_columns(cols: dict[str, np.ndarray]) -> dict[str, pa.Array]:
         "determination:datetime": pa.timestamp("ms", tz="UTC"),
         "score": pa.float64(),
         "boundary_score": pa.float64(),
+        "masked_share": pa.float64(),
     }
     out = {}
     for name, values in cols.items():

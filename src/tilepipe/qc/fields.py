@@ -48,12 +48,13 @@ def fields_mask(path: str | os.PathLike | None, default_classes) -> tuple[tuple,
         return tuple(default_classes), None
     text = meta.get("MASK_CLASSES")
     classes = tuple(int(c) for c in text.split(",") if c) if text is not None else default_classes
-    if "masked_share" not in columns or "area_m2" not in columns:
+    area_key = next((k for k in ("metrics:area", "area_m2") if k in columns), None)
+    if "masked_share" not in columns or area_key is None:
         return tuple(classes), None
     share = np.asarray(columns["masked_share"], dtype=np.float64)
     if share.size and np.isnan(share).all():
         return tuple(classes), None
-    area = np.asarray(columns["area_m2"], dtype=np.float64)
+    area = np.asarray(columns[area_key], dtype=np.float64)
     return tuple(classes), float(np.nansum(share * area))
 
 
