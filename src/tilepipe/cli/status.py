@@ -54,6 +54,11 @@ def run(args: argparse.Namespace) -> None:
         qc = f" (qc {s.qc})" if s.qc else ""
         held = f" [leftovers {_size(s.leftover_bytes)}]" if s.leftover_bytes else ""
         print(f"{s.tile}  {s.date}  {s.state:<10}{qc} {detail}".rstrip() + held)
+    for s in seasons:
+        detail = f"{s.step}: {s.cause}" if s.cause else s.step
+        print(
+            f"{s.tile}  season {s.season} ({len(s.dates)} dates)  {s.state:<10} {detail}".rstrip()
+        )
     counts = {state: sum(s.state == state for s in statuses) for state in STATES}
     line = ", ".join(f"{n} {state}" for state, n in counts.items()) + f" of {len(statuses)}"
     if found:
@@ -61,12 +66,7 @@ def run(args: argparse.Namespace) -> None:
             f"; {len(found)} leftover temporaries of killed steps hold "
             f"{_size(sum(found.values()))} (the next run of their step removes them)"
         )
-    print(line)
-    for s in seasons:
-        detail = f"{s.step}: {s.cause}" if s.cause else s.step
-        print(
-            f"{s.tile}  season {s.season} ({len(s.dates)} dates)  {s.state:<10} {detail}".rstrip()
-        )
+    print(line)  # the summary of the scenes stays the last line
 
 
 def _season_statuses(workdir: Path, config: str | None, scenes: list[tuple[str, str]]) -> list:
