@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import rasterio
+import rasterio.errors
 from rasterio.windows import Window
+
+from tilepipe.core.errors import context
 
 
 def read_strip(
@@ -18,7 +21,14 @@ def read_strip(
     r0, r1 = max(row0, 0), min(row0 + patch, height)
     c_lo, c_hi = col_origins[0], col_origins[-1] + patch
     c0, c1 = max(c_lo, 0), min(c_hi, width)
-    data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype="float32")
+    try:
+        data = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype="float32")
+    except rasterio.errors.RasterioIOError as exc:  # a truncated or damaged file: name it
+        # still an OSError, so the CLI puts the tile and date before it as for any I/O error
+        raise rasterio.errors.RasterioIOError(
+            f"{context(path=src.name)}source rows {r0}-{r1 - 1} unreadable (truncated or "
+            f"corrupt?): {exc}"
+        ) from exc
     pad = ((0, 0), (r0 - row0, row0 + patch - r1), (c0 - c_lo, c_hi - c1))
     return np.pad(data, pad, mode="reflect") if any(p != (0, 0) for p in pad) else data
 
