@@ -156,6 +156,14 @@ def model_file(work: Path, spec: str) -> Path:
     return path
 
 
+def time_forward(predict, batches: list[np.ndarray]) -> tuple[float, float]:
+    """Wall and CPU seconds of the model's pure forward over the batches (the engine's bound)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    for b in batches:
+        predict(b)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def gflop_per_mpx(net: torch.nn.Module, patch: int) -> float:
     """The model's convolution FLOPs per output megapixel (torch's FLOP counter, one window)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -189,10 +197,7 @@ def bench_efficiency(args: argparse.Namespace, work: Path) -> None:
         predict(batches[0])  # warm-up
         fwd, eng = [], []
         for i in range(args.repeats):  # alternated, so that both see the same machine
-            t0, c0 = time.perf_counter(), time.process_time()
-            for b in batches:
-                predict(b)
-            fwd.append((time.perf_counter() - t0, time.process_time() - c0))
+            fwd.append(time_forward(predict, batches))
             c0 = time.process_time()
             out = work / f"dr{i}.tif"
             stats = run_superres(

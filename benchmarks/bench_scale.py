@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_engine import MODEL, forward_batches, make_input
+from bench_engine import MODEL, forward_batches, make_input, time_forward
 
 from tilepipe.core.checksum import sha256_file
 from tilepipe.engine.tiling import run_tiled
@@ -75,10 +75,7 @@ def bench(path: Path, work: Path, args: argparse.Namespace) -> str:
     predict(batches[0])  # warm-up
     fwd, eng = [], []
     for i in range(args.repeats):  # alternated, so that both see the same machine
-        t0, c0 = time.perf_counter(), time.process_time()
-        for b in batches:
-            predict(b)
-        fwd.append((time.perf_counter() - t0, time.process_time() - c0))
+        fwd.append(time_forward(predict, batches))
         t0, c0 = time.perf_counter(), time.process_time()
         out = work / f"dr{scale}_{i}.tif"
         run_engine(s2, out, predict, scale, args)

@@ -47,7 +47,7 @@ def test_the_torch_call_is_the_antialiased_triangle_filter_opensr_test_defines()
     hr = np.random.default_rng(0).random((2, 60, 80)) * 5000
     wy, wx = triangle_weights(60, 10), triangle_weights(80, 10)
     expected = np.einsum("ij,bjk,lk->bil", wy, hr, wx)
-    np.testing.assert_allclose(degrade(hr), expected, rtol=1e-5)
+    np.testing.assert_allclose(degrade(hr, 10), expected, rtol=1e-5)
 
 
 def test_degraded_windows_equal_the_whole_image_degraded_at_once(tmp_path):
@@ -80,7 +80,7 @@ def test_dr_nodata_under_the_kernel_keeps_the_pixel_out(tmp_path):
 def test_a_bright_pixel_spreads_to_its_neighbours_unlike_a_block_mean():
     hr = np.zeros((1, 50, 50))
     hr[:, 20:30, 20:30] = 1.0  # one 10 m pixel, nearest-upsampled
-    lr = degrade(hr)[0]
+    lr = degrade(hr, 10)[0]
     # 3/4 of each axis' weight stays in the pixel, 1/8 goes to each neighbour
     assert lr[2, 2] == pytest.approx(0.75**2, rel=1e-5)
     assert lr[1, 2] == pytest.approx(0.125 * 0.75, rel=1e-5) and lr[1, 1] > 0

@@ -33,8 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fields", help="delineate fields on dr.tif or s2.tif into fields.gpkg")
     add_tile_date(p)
     p.add_argument("--dr", "--image", dest="dr", required=True, help="dr.tif (1 m) or s2.tif")
-    p.add_argument("--out", required=True, help="fields.gpkg")
-    p.add_argument("--parquet", default=None, help="also write the fields as GeoParquet here")
+    add_layer_outputs(p)
     p.add_argument(
         "--scl",
         default=None,
@@ -49,12 +48,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def add_layer_outputs(p: argparse.ArgumentParser) -> None:
+    """``--out`` (the GeoPackage) and ``--parquet``: the outputs of every field layer's step."""
+    p.add_argument("--out", required=True, help="fields.gpkg")
+    p.add_argument("--parquet", default=None, help="also write the fields as GeoParquet here")
+
+
+def polygon_settings(args: argparse.Namespace) -> dict:
+    """The ``fields`` section's settings, its polygon parameters checked before any work."""
+    from tilepipe.fields.polygons import Params, check_params
+
+    return step_settings(args, check=lambda s: check_params(Params.from_settings(s)))
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the field model on the image and polygonise its probabilities."""
     from tilepipe.fields.delineate import run_fields
-    from tilepipe.fields.polygons import Params, check_params
+    from tilepipe.fields.polygons import Params
 
-    settings = step_settings(args, check=lambda s: check_params(Params.from_settings(s)))
+    settings = polygon_settings(args)
     n = run_fields(
         args.dr,
         args.out,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tilepipe.cli.options import add_settings, step_settings
+from tilepipe.cli.fields import add_layer_outputs, polygon_settings
+from tilepipe.cli.options import add_settings
 
 log = logging.getLogger("tilepipe")
 
@@ -34,8 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dates", nargs="+", required=True, help="the dates fused, YYYY-MM-DD")
     p.add_argument("--prob", nargs="+", required=True, help="each date's fields_prob.tif")
     p.add_argument("--scl", nargs="*", default=None, help="each date's scl.tif (the mask)")
-    p.add_argument("--out", required=True, help="the season's fields.gpkg")
-    p.add_argument("--parquet", default=None, help="also write the fields as GeoParquet here")
+    add_layer_outputs(p)
     p.add_argument(
         "--min-clear-share",
         type=float,
@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> None:
 
     from tilepipe.core.errors import ConfigError
     from tilepipe.core.settings import section_defaults
-    from tilepipe.fields.polygons import Params, check_params
+    from tilepipe.fields.polygons import Params
     from tilepipe.fields.season import DateInput, run_season
 
-    settings = step_settings(args, check=lambda s: check_params(Params.from_settings(s)))
+    settings = polygon_settings(args)
     scls = args.scl or [None] * len(args.dates)
     if not len(args.dates) == len(args.prob) == len(scls):
         raise ConfigError(

@@ -76,12 +76,12 @@ def observed(date: str, n: int) -> np.ndarray:
     """``determination:datetime``: the scene's date at 00:00 UTC (ms); NaT when it is unknown
     (a season layer's name is not a date)."""
     try:
-        value = np.datetime64(f"{date}T00:00:00", "ms")
+        day = np.datetime64(str(date), "D")
     except ValueError:
-        value = np.datetime64("NaT", "ms")
-    if len(str(date)) != 10:
-        value = np.datetime64("NaT", "ms")
-    return np.full(n, value, dtype="datetime64[ms]")
+        day = np.datetime64("NaT", "D")
+    if str(day) != str(date):  # one round trip: "2022" parses, as 2022-01-01, but is no date
+        day = np.datetime64("NaT", "D")
+    return np.full(n, day, dtype="datetime64[ms]")
 
 
 def field_columns(columns: dict[str, np.ndarray], n: int, tile: str, date: str) -> dict:

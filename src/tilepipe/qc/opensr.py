@@ -25,7 +25,6 @@ from tilepipe.core.inputs import dr_scale
 from tilepipe.qc.checks import RANK, above, check
 from tilepipe.qc.superres import spatial_windows, spectral_angle
 
-SCALE = 10  # the demo model's; the check uses each dr.tif's own (tilepipe.core.inputs.dr_scale)
 #: 10 m columns per degraded chunk: dr chunks of 4 bands x 340 rows x ~5140 columns (float32).
 CHUNK_COLS = 512
 #: Phase correlation as opensr-test runs it through satalign's PCC: 1/50 px, shifts > 5 px fail.
@@ -33,7 +32,7 @@ UPSAMPLE = 50
 MAX_SHIFT = 5.0
 
 
-def degrade(hr: np.ndarray, scale: int = SCALE) -> np.ndarray:
+def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
     """opensr-test's SR -> LR degradation of (bands, H, W): bilinear with antialiasing."""
     x = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))[None]
     with torch.inference_mode():
