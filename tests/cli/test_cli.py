@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyogrio
@@ -262,6 +263,28 @@ def test_quicklook_and_qc_summary_write_report_files(scene, tmp_path):
     html = tmp_path / "summary.html"
     assert main(["qc-summary", "--qc", str(qc), "--out", str(html)]) == 0
     assert "33UXP" in html.read_text() and html.with_suffix(".tsv").is_file()
+
+
+def test_qc_summary_reads_every_scenes_qc_from_the_manifest(scene, tmp_path):
+    """A campaign's thousands of qc.json paths come from a file, not the command line."""
+    dates = ("2022-06-21", "2022-07-01")
+    for date in dates:
+        target = tmp_path / "results/33UXP" / date
+        target.mkdir(parents=True)
+        report = json.loads(Path(scene["qc.json"]).read_text())
+        (target / "qc.json").write_text(json.dumps({**report, "date": date}))
+    manifest = tmp_path / "scenes.csv"
+    manifest.write_text("tile,date\n" + "".join(f"33UXP,{d}\n" for d in dates))
+    html = tmp_path / "summary.html"
+    args = ["qc-summary", "--manifest", str(manifest), "--results", str(tmp_path / "results")]
+    assert main([*args, "--out", str(html)]) == 0
+    rows = html.with_suffix(".tsv").read_text().splitlines()
+    assert len(rows) == 1 + len(dates) and all(any(d in r for r in rows) for d in dates)
+
+
+def test_qc_summary_without_any_qc_is_a_named_error(tmp_path, capsys):
+    assert main(["qc-summary", "--out", str(tmp_path / "s.html")]) == 2
+    assert "no qc.json given" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_with_one_line_naming_tile_date_and_cause(demo, tmp_path, capsys):

@@ -53,6 +53,7 @@ rule qc_summary:
         qc=lambda wildcards: scene_outputs(["qc.json"]),
         classification_qc=lambda wildcards: scene_outputs(["classification_qc.json"]),
         metrics="results/models/classifier_metrics.json",
+        manifest=ancient(MANIFEST),
     output:
         html=report(
             "results/qc_summary.html",
@@ -88,7 +89,10 @@ rule qc_summary:
     container:
         CONTAINERS["cpu"]
     shell:
-        "tilepipe qc-summary --qc {input.qc} --metrics {input.metrics} --out {output.html}"
-        " --classification-qc {input.classification_qc} --summary-csv {output.csv}"
+        # the scenes' QC files are listed from the manifest: 10,000 paths would overflow a
+        # command line
+        "tilepipe qc-summary --manifest {input.manifest} --results results"
+        " --with-classification-qc --metrics {input.metrics} --out {output.html}"
+        " --summary-csv {output.csv}"
         " --status-png {output.status} --values-png {output.values}"
         " --confusion-png {output.confusion} > {log} 2>&1"

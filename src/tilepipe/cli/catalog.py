@@ -8,7 +8,13 @@ import logging
 import os
 from pathlib import Path
 
-from tilepipe.cli.options import add_settings, add_tile_date, step_settings
+from tilepipe.cli.options import (
+    add_manifest_outputs,
+    add_settings,
+    add_tile_date,
+    manifest_outputs,
+    step_settings,
+)
 
 log = logging.getLogger("tilepipe")
 
@@ -43,12 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("stac-collection", help="the campaign collection linking every item")
     p.add_argument("--items", nargs="*", default=[], help="item.json files to link")
-    p.add_argument(
-        "--manifest",
-        default=None,
-        help="also link RESULTS/{tile}/{date}/item.json of every tile-date in this manifest",
-    )
-    p.add_argument("--results", default="results", help="the results directory (--manifest)")
+    add_manifest_outputs(p, "item.json")
     p.add_argument("--fields-root", default=None, help="the hive-partitioned fields dataset")
     p.add_argument("--out", required=True, help="collection.json (the catalog's root)")
     add_settings(p, "catalog")
@@ -87,7 +88,7 @@ def run_collection(args: argparse.Namespace) -> None:
     from tilepipe.catalog.collection import campaign_collection, write_collection
 
     settings = step_settings(args)
-    items = [*args.items, *_manifest_items(args.manifest, args.results)]
+    items = [*args.items, *manifest_outputs(args.manifest, args.results, "item.json")]
     collection = campaign_collection(
         items,
         args.out,
@@ -98,12 +99,3 @@ def run_collection(args: argparse.Namespace) -> None:
     )
     write_collection(collection, args.out)
     log.info("stac collection %s: %d items -> %s", collection["id"], len(items), args.out)
-
-
-def _manifest_items(manifest: str | None, results: str) -> list[Path]:
-    """The item of each tile-date in the manifest (a campaign's list, not a long command line)."""
-    if manifest is None:
-        return []
-    from tilepipe.acquire.stac import read_manifest
-
-    return [Path(results) / r["tile"] / r["date"] / "item.json" for r in read_manifest(manifest)]

@@ -180,3 +180,23 @@ def engine_kwargs(settings: dict[str, Any], args: argparse.Namespace) -> dict[st
     """Arguments every step run by the tiling engine takes."""
     engine = {name: settings[name] for name in ("patch", "overlap", "batch", "device")}
     return {**engine, "tile": args.tile, "date": args.date}
+
+
+def add_manifest_outputs(p: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--manifest``/``--results``: name every tile-date's ``what`` by the manifest."""
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help=f"also read RESULTS/{{tile}}/{{date}}/{what} of every tile-date in this manifest",
+    )
+    p.add_argument("--results", default="results", help="the results directory (--manifest)")
+
+
+def manifest_outputs(manifest: str | None, results: str, name: str) -> list[Path]:
+    """``results/{tile}/{date}/name`` of each manifest row: a campaign's list of a scene output
+    read from a file, as 10,000 paths would overflow a command line (bash's 128 KiB argument)."""
+    if manifest is None:
+        return []
+    from tilepipe.acquire.stac import read_manifest
+
+    return [Path(results) / r["tile"] / r["date"] / name for r in read_manifest(manifest)]
