@@ -484,3 +484,65 @@ def test_a_stochastic_model_switches_resume_off_and_says_so_in_log_and_tags(tmp_
     with rasterio.open(tmp_path / "dr.tif") as dr:
         assert dr.tags()["DR_DETERMINISTIC"] == "0"
     assert not Path(f"{tmp_path / 'dr.tif'}.parts").exists()
+
+
+# issue 14: the further L2A bands download adds reach the model from s2.tif; dr.tif keeps the
+# core four
+
+
+def write_s2_more(path, dn: np.ndarray, more: dict[str, np.ndarray]) -> str:
+    """An s2.tif of the core four bands ``dn`` and the further bands ``more`` after them."""
+    stack = np.concatenate([dn, *(band[None] for band in more.values())]).astype(np.uint16)
+    stack[:, dn[0] == 0] = 0
+    write_s2(path, stack, {"TILE": "33UXP", "DATE": "2022-06-21"})
+    with rasterio.open(path, "r+") as dst:
+        dst.descriptions = (*BANDS, *more)
+    return str(path)
+
+
+def _more_bands(dn: np.ndarray) -> dict[str, np.ndarray]:
+    """B05 and B11 unlike any core band, so a model fed the wrong band would show it."""
+    return {"B05": dn[2] // 2 + dn[3] // 2, "B11": dn[1] // 3 + 2000}
+
+
+def test_a_model_on_20_m_bands_takes_them_from_s2_and_writes_the_core_four(tmp_path, s2):
+    _, dn = s2
+    path = write_s2_more(tmp_path / "s2.tif", dn, _more_bands(dn))
+    torch.manual_seed(0)
+    net = SRNet(bands=6, scale=4, features=8, depth=2)
+    torch.nn.init.normal_(net.body[-1].weight, std=0.002)
+    order = ["B11", "B04", "B03", "B02", "B08", "B05"]  # the model's own, 20 m bands included
+    meta = {
+        "id": "sr-6band",
+        "architecture": "srnet",
+        "arch_kwargs": {"bands": 6, "scale": 4, "features": 8, "depth": 2},
+        "bands_in": order,
+        "bands_out": order,
+        "scale": 4,
+        "normalise": {"divide": 10000.0},
+    }
+    save_model(net, tmp_path / "sr6.pt", meta)
+    dr_path = tmp_path / "dr.tif"
+    run_superres(path, dr_path, model_path=tmp_path / "sr6.pt", patch=16, overlap=4, device="cpu")
+    with rasterio.open(dr_path) as dr:
+        assert dr.descriptions == BANDS and dr.count == 4
+        out = dr.read().astype(np.float64)
+    means = out.reshape(4, H, 4, W, 4).mean(axis=(2, 4))  # each block mean is its input band's
+    valid = dn[0] > 0
+    assert np.abs(means - dn)[:, valid].max() <= 1.0
+
+
+def test_bicubic_on_an_s2_with_further_bands_writes_the_core_four(tmp_path, s2):
+    _, dn = s2
+    path = write_s2_more(tmp_path / "s2.tif", dn, _more_bands(dn))
+    run_superres(path, tmp_path / "dr.tif", method="bicubic", patch=16, overlap=4, device="cpu")
+    with rasterio.open(tmp_path / "dr.tif") as dr:
+        assert dr.descriptions == BANDS
+
+
+def test_further_bands_out_of_l2a_order_are_an_input_error(tmp_path, s2):
+    _, dn = s2
+    more = _more_bands(dn)
+    path = write_s2_more(tmp_path / "s2.tif", dn, {"B11": more["B11"], "B05": more["B05"]})
+    with pytest.raises(InputError, match=r"then further L2A bands in the order"):
+        run_superres(path, tmp_path / "dr.tif", method="bicubic")

@@ -16,11 +16,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
 
 from tilepipe.core.errors import ConfigError, context
-from tilepipe.core.inputs import S2, check_raster
+from tilepipe.core.inputs import S2, band_names, check_raster
 from tilepipe.engine.model import first_batch, probe_window
 from tilepipe.engine.progress import progress_logger
 from tilepipe.engine.tiling import run_tiled
@@ -44,6 +45,12 @@ SCALE = 10
 #: Reflectance is stored as uint16 x 10000; 0 is nodata, so the engine clips valid output to >= 1.
 REFLECTANCE_DIVIDE = 10000.0
 METHODS = ("model", "bicubic")
+
+
+def s2_band_names(path: Path) -> tuple[str, ...]:
+    """s2.tif's bands by name: the core four, then any further L2A bands download added."""
+    with rasterio.open(path) as src:
+        return band_names(src)
 
 
 def check_s2(path: Path, tile: str | None, date: str | None) -> dict[str, str]:
@@ -85,23 +92,34 @@ def model_forward(net: torch.nn.Module, mapping: BandMap, x: torch.Tensor) -> to
     return mapping.dr_output(net(mapping.model_input(x)))
 
 
-def band_mapping(model: LoadedModel, where: str) -> BandMap:
-    """The model's bands against s2.tif's and dr.tif's; SidecarError for a band s2.tif lacks,
-    outputs that are not the dr.tif's bands, or a two-date model."""
+def band_mapping(model: LoadedModel, where: str, available: tuple[str, ...] = BANDS) -> BandMap:
+    """The model's bands against s2.tif's (``available``) and dr.tif's; SidecarError for a band
+    s2.tif lacks, outputs that are not the dr.tif's bands, or a two-date model."""
     sc = model.spec
     if sc.dates != 1:
         raise SidecarError(
             f"{where}model {sc.id}: a DR model takes one date, its sidecar says {sc.dates}"
         )
-    take = check_source_bands(sc, BANDS, where, "s2.tif")
+    take = check_source_bands(sc, available, where, "s2.tif")
     give = check_sr_outputs(sc, BANDS, where)
+    dropped = [b for b in sc.bands_out if b not in BANDS]
+    if dropped:
+        log.info(
+            "%smodel %s: outputs %s are not written (dr.tif holds %s)",
+            where,
+            sc.id,
+            " ".join(dropped),
+            " ".join(BANDS),
+        )
     stats = tuple(sc.bands_in.index(b) for b in sc.bands_out)
     return BandMap(sc.normalise, tuple(take), tuple(give), stats)
 
 
 def bicubic_forward(x: torch.Tensor) -> torch.Tensor:
-    """DR by bicubic interpolation (the baseline); the engine clips it to valid uint16."""
-    return F.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False).float()
+    """DR of s2.tif's core bands (its first four) by bicubic interpolation, the baseline; the
+    engine clips it to valid uint16."""
+    core = x[:, : len(BANDS)]
+    return F.interpolate(core, scale_factor=SCALE, mode="bicubic", align_corners=False).float()
 
 
 @dataclass(frozen=True)
@@ -145,8 +163,10 @@ def load_dr(
     overlap: int,
     tile: str | None,
     date: str | None,
+    available: tuple[str, ...] = BANDS,
 ) -> Dr:
-    """The DR of ``method`` on ``device``: its model loaded and checked against the window."""
+    """The DR of ``method`` on ``device``: its model loaded and checked against the window and
+    s2.tif's bands (``available``)."""
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     if method == "bicubic":
@@ -155,7 +175,7 @@ def load_dr(
         raise ConfigError(f"{context(tile=tile, date=date)}method 'model' needs a model_path")
     where = context(tile=tile, date=date, path=model_path)
     model = load_model(model_path, device=dev)
-    mapping = band_mapping(model, where)
+    mapping = band_mapping(model, where, available)
     check_patch(model.meta, patch, overlap, where)
     net = maybe_compile(model.module, compile)
     forward = partial(model_forward, net, mapping)
@@ -186,8 +206,9 @@ def check_dr_first_batch(dr: Dr, s2_path: Path, patch: int, where: str) -> None:
     def bare(x: np.ndarray) -> torch.Tensor:
         return forward_raw(lambda t: net(mapping.model_input(t)), x, dr.device, dr.precision)
 
-    want = (1, len(BANDS), patch * dr.scale, patch * dr.scale)
-    declared = f"{len(BANDS)} bands out at scale {dr.scale}"
+    outs = len(mapping.stats)  # one per model output (dr.tif keeps the core four of them)
+    want = (1, outs, patch * dr.scale, patch * dr.scale)
+    declared = f"{outs} bands out at scale {dr.scale}"
     first_batch(dr.model_id, where, bare, probe_window(s2_path, patch), want, declared)
 
 
@@ -276,7 +297,10 @@ def run_superres(
         raise ConfigError(f"unknown superres method {method!r}: use one of {', '.join(METHODS)}")
     src_tags = check_s2(s2_path, tile, date)
     tile, date = tile or src_tags.get("TILE"), date or src_tags.get("DATE")
-    dr = load_dr(method, model_path, device, precision, compile, patch, overlap, tile, date)
+    available = s2_band_names(s2_path)
+    dr = load_dr(
+        method, model_path, device, precision, compile, patch, overlap, tile, date, available
+    )
     where = context(tile=tile, date=date, path=dr.path)
     check_dr_first_batch(dr, s2_path, patch, where)
     tags = dr_tags(src_tags, tile, date, dr, patch, overlap, aoi, aoi_margin)

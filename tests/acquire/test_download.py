@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import Resampling
 
 from tilepipe.acquire.download import download_scene, harmonise, read_window
 from tilepipe.acquire.stac import manifest_row, read_manifest
@@ -179,3 +180,57 @@ def test_a_float_reflectance_asset_is_refused_naming_its_dtype(demo, tmp_path):
     ):
         download_scene(row, out / "s2.tif", out / "scl.tif", window=demo["window"])
     assert not out.exists() or list(out.iterdir()) == []
+
+
+# -- issue 14: the further L2A bands a model takes, 20 m and 60 m ones on the 10 m grid
+
+
+def test_further_bands_follow_the_core_four_in_l2a_order(demo, tmp_path):
+    row = _row(demo, True)
+    s2, scl = tmp_path / "s2.tif", tmp_path / "scl.tif"
+    download_scene(row, s2, scl, window=demo["window"], bands=["B11", "B05", "B01"])
+    with rasterio.open(s2) as src:
+        assert src.descriptions == ("B02", "B03", "B04", "B08", "B01", "B05", "B11")
+        assert src.count == 7 and (src.width, src.height) == demo["window"][2:]
+    assert_valid_cog(s2)
+
+
+@pytest.mark.parametrize(("band", "step"), [("B05", 2), ("B01", 6)])
+def test_nearest_puts_each_coarse_pixel_on_its_10_m_pixels_harmonised(demo, tmp_path, band, step):
+    row = _row(demo, True)
+    s2, scl = tmp_path / "s2.tif", tmp_path / "scl.tif"
+    download_scene(row, s2, scl, window=demo["window"], bands=[band], resampling="nearest")
+    with rasterio.open(json.loads(row["assets"])[band]) as asset:
+        raw = asset.read(1).astype(int)
+    with rasterio.open(s2) as src:
+        out = src.read(5).astype(int)
+    coarse = out[::step, ::step]
+    valid = (coarse > 0) & (raw[: coarse.shape[0], : coarse.shape[1]] > 0)
+    assert valid.mean() > 0.5
+    assert np.array_equal(coarse[valid], raw[: coarse.shape[0], : coarse.shape[1]][valid] - 1000)
+
+
+def test_bilinear_leaves_nodata_out_of_the_interpolation(tmp_path):
+    """A 20 m band of constant 3000 DN with a nodata half: no valid 10 m pixel is darker."""
+    grid = tile_grid("33UXP")
+    transform, _, _ = grid.window(5000, 5000, 64, 64)
+    data = np.full((1, 32, 32), 3000, dtype=np.uint16)
+    data[:, :, :16] = 0
+    path = tmp_path / "b05.tif"
+    profile = {"driver": "GTiff", "count": 1, "dtype": "uint16", "nodata": 0, "crs": grid.crs}
+    t20 = transform * transform.scale(2)
+    with rasterio.open(path, "w", width=32, height=32, transform=t20, **profile) as dst:
+        dst.write(data)
+    out = read_window(
+        str(path), transform, 64, 64, grid.crs, where="", resampling=Resampling.bilinear
+    )
+    assert set(np.unique(out[:, 33:])) == {3000} and not out[:, :31].any()
+
+
+def test_a_further_band_the_item_lacks_is_named_with_what_it_has(demo, tmp_path):
+    row = dict(_row(demo, True))
+    hrefs = json.loads(row["assets"])
+    row["assets"] = json.dumps({b: h for b, h in hrefs.items() if b != "B11"})
+    with pytest.raises(InputError, match=r"band B11 \(20 m, which the config asks for\)"):
+        download_scene(row, tmp_path / "s2.tif", tmp_path / "scl.tif", bands=["B11"])
+    assert not list(tmp_path.iterdir())

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 
 from tilepipe.acquire.download import download_scene
-from tilepipe.acquire.stac import find_items, nodata_pct, read_manifest, select_scenes
+from tilepipe.acquire.stac import MORE_BANDS, find_items, nodata_pct, read_manifest, select_scenes
 from tilepipe.demo.stac import FLAVOURS, flavour_collection
 
 #: flavour -> (offset DN, origin) of its baseline-05.09 scene, and of its baseline-03.01 one
@@ -47,7 +47,7 @@ def test_each_provider_shape_gives_the_offset_and_origin_it_publishes(provider_d
         new, old = EXPECTED[provider]
         expected = new if record.baseline >= "04.00" else old
         assert (record.boa_offset_dn, record.offset_source) == expected
-        assert set(json.loads(record.assets)) == {"B02", "B03", "B04", "B08", "SCL"}
+        assert set(json.loads(record.assets)) == {"B02", "B03", "B04", "B08", "SCL", *MORE_BANDS}
 
 
 @pytest.mark.parametrize("provider", sorted(EXPECTED))

@@ -17,12 +17,14 @@ from pystac.utils import make_absolute_href
 
 from tilepipe.acquire.sources import make_source
 from tilepipe.acquire.stac import (
+    MORE_BANDS,
     asset_hrefs,
     find_items,
     item_tile,
     offset_and_origin,
     select_scenes,
 )
+from tilepipe.core.inputs import L2A_BANDS
 
 from ..loopback import Loopback
 
@@ -72,6 +74,11 @@ def _item(folder: Path, name: str) -> pystac.Item:
     return pystac.Item.from_file(str(folder / f"{name}.json"))
 
 
+def _five(hrefs: dict[str, str]) -> dict[str, str]:
+    """The five assets every scene needs, out of a manifest row's hrefs."""
+    return {band: href for band, href in hrefs.items() if band in BANDS}
+
+
 def _published_href(item: pystac.Item, key: str) -> str:
     """The href the service published for asset ``key``, made absolute against the item file."""
     return item.assets[key].get_absolute_href() or item.assets[key].href
@@ -96,11 +103,23 @@ def test_each_real_item_resolves_its_five_assets_and_its_offset(
     real_items_dir, name, provider, keys, files, offset, origin
 ):
     item = _item(real_items_dir, name)
-    hrefs = asset_hrefs(item)
+    hrefs = _five(asset_hrefs(item))
     published = {band: _published_href(item, key) for band, key in zip(BANDS, keys, strict=True)}
     assert hrefs == published
     assert all(hrefs[band].endswith(tail) for band, tail in zip(BANDS, files, strict=True))
     assert offset_and_origin(item) == (offset, origin)
+
+
+@pytest.mark.parametrize("name", [row[0] for row in TABLE])
+def test_each_real_item_resolves_the_other_l2a_bands_at_their_native_resolution(
+    real_items_dir, name
+):
+    """B01 B05 B06 B07 B8A B09 B11 B12, never CDSE's or Planetary Computer's resampled copies."""
+    hrefs = asset_hrefs(_item(real_items_dir, name))
+    assert set(hrefs) == {*BANDS, *MORE_BANDS}
+    for band in MORE_BANDS:
+        tail = f"/{band}.tif" if name.startswith("earth_search") else f"_{band}_{L2A_BANDS[band]}m."
+        assert tail in hrefs[band], (band, hrefs[band])
 
 
 def _static_catalog(folder: Path, root: Path, provider: str) -> Path:
@@ -185,7 +204,9 @@ def test_a_stac_api_answering_with_real_items_gives_the_right_manifest_rows(
         item = _item(real_items_dir, name)
         hrefs = {b: _api_href(item, k) for b, k in zip(BANDS, keys, strict=True)}
         expected[item.id] = (offset, origin, hrefs)
-    got = {r.item_id: (r.boa_offset_dn, r.offset_source, json.loads(r.assets)) for r in records}
+    got = {
+        r.item_id: (r.boa_offset_dn, r.offset_source, _five(json.loads(r.assets))) for r in records
+    }
     assert got == expected
 
 

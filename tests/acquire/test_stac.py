@@ -11,6 +11,7 @@ import rasterio
 
 from tilepipe.acquire.download import aoi_scene_stats
 from tilepipe.acquire.stac import (
+    MORE_BANDS,
     boa_offset_dn,
     find_items,
     item_tile,
@@ -66,7 +67,7 @@ def test_manifest_round_trips_with_unsigned_asset_hrefs(demo, tmp_path):
     assert [(r["tile"], r["date"]) for r in rows] == [(r.tile, r.date) for r in records]
     for row in rows:
         hrefs = json.loads(row["assets"])
-        assert set(hrefs) == {"B02", "B03", "B04", "B08", "SCL"}
+        assert set(hrefs) == {"B02", "B03", "B04", "B08", "SCL", *MORE_BANDS}
         assert not any("?" in h for h in hrefs.values())  # no query string, so no signature
 
 

@@ -16,12 +16,13 @@ from tilepipe.campaign.config import (
     cluster_problems,
     coerce_types,
     config_problems,
+    download_bands,
     load_schema,
     window_arg,
 )
 from tilepipe.core.settings import schema_path
 
-from ..byo import export_x4
+from ..byo import export_x4, script_three_class
 from ..conftest import REPO
 
 SCHEMA = load_schema(schema_path())
@@ -177,10 +178,26 @@ def test_a_window_the_superres_model_cannot_take_is_named_at_parse_time(tmp_path
     assert "model sr-x4 takes windows of exactly 16 px, got patch 64" in msg
 
 
-def test_a_band_s2_lacks_is_named_at_parse_time(tmp_path):
-    model = export_x4(tmp_path / "sr4.pt2", bands_in=["B04", "B03", "B02", "B8A"])
-    (msg,) = problems(superres__model=str(model), superres__patch=16)
-    assert "needs bands B8A (20 m) that s2.tif lacks" in msg
+def test_a_band_dr_lacks_is_named_at_parse_time(tmp_path):
+    """dr.tif holds the core four bands: a fields model on it cannot take a 20 m band."""
+    model = script_three_class(tmp_path / "ftw.pt", bands_in=["B04", "B03", "B02", "B11"])
+    (msg,) = problems(fields__model=str(model))
+    assert "needs bands B11 (20 m) that dr.tif lacks" in msg
+
+
+def test_download_fetches_the_further_bands_the_dr_model_takes(tmp_path):
+    bands = ["B04", "B03", "B02", "B08", "B8A", "B11"]
+    model = export_x4(tmp_path / "sr4.pt2", bands_in=bands)
+    config = {**DEMO_CONFIG, "superres": {**DEMO_CONFIG["superres"], "model": str(model)}}
+    assert download_bands(config) == ("B8A", "B11")
+    assert download_bands(DEMO_CONFIG) == ()
+
+
+def test_a_fields_model_on_s2_has_its_further_bands_downloaded_too(tmp_path):
+    model = script_three_class(tmp_path / "ftw.pt", bands_in=["B04", "B03", "B02", "B12"])
+    fields = {**DEMO_CONFIG["fields"], "model": str(model), "input": "s2"}
+    source = {**DEMO_CONFIG["source"], "bands": ["B05"]}
+    assert download_bands({**DEMO_CONFIG, "fields": fields, "source": source}) == ("B05", "B12")
 
 
 def test_a_malformed_sidecar_key_is_named_at_parse_time(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tilepipe.campaign.plan import (
+    assumptions,
     billing_units,
     configured_dr_scale,
     count_jobs,
@@ -158,3 +159,13 @@ def test_the_dr_scale_is_read_from_the_configured_models_sidecar(tmp_path):
 def test_the_plan_names_the_dr_scale_among_its_assumptions():
     result = _plan_json("--window", "full", "--tiles-count", "1")
     assert any("DR scale x10 (1 m dr.tif pixels" in a for a in result["assumptions"])
+
+
+def test_s2_storage_grows_with_the_further_bands_the_models_take():
+    config = {"tiles": ["33UXP"], "window": "full"}
+    scenes = [("33UXP", "2022-06-21")]
+    by = {n: {p.rule: p for p in plan(config, {}, scenes, more_bands=n)} for n in (0, 2)}
+    grown = by[2]["download"].storage_bytes - by[0]["download"].storage_bytes
+    assert grown == pytest.approx(2 * 2 * 10980**2)  # two more uint16 bands on the 10 m grid
+    notes = assumptions({}, config, "test", 10, ("B8A", "B11"))
+    assert "s2.tif bands: B02 B03 B04 B08 B8A B11" in " ".join(notes)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
+from tilepipe.acquire.stac import MORE_BANDS
 from tilepipe.catalog.collection import campaign_collection
 from tilepipe.catalog.fields import partition_path, read_campaign_fields, write_partition
 from tilepipe.catalog.item import COG, GEOTIFF, scene_item
@@ -179,7 +180,7 @@ def test_item_records_source_harmonisation_and_model(campaign):
     assert props["tilepipe:boa_offset_dn"] == 1000  # baseline 05.09: the offset removed
     assert props["tilepipe:offset_source"] == props["tilepipe:harmonisation_from"]
     assert "subtracted BOA_ADD_OFFSET 1000 DN" in props["tilepipe:harmonisation"]
-    assert set(props["tilepipe:source_assets"]) == {"B02", "B03", "B04", "B08", "SCL"}
+    assert set(props["tilepipe:source_assets"]) == {"B02", "B03", "B04", "B08", "SCL", *MORE_BANDS}
     dr = _item(campaign)["assets"]["dr"]
     weights = (REPO / "models/dr_demo.pt").read_bytes()
     assert dr["tilepipe:model_sha256"] == hashlib.sha256(weights).hexdigest()

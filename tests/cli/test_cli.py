@@ -307,3 +307,16 @@ def test_bad_input_exits_2_with_one_line_naming_tile_date_and_cause(demo, tmp_pa
     assert code == 2
     assert err[-1].startswith("tilepipe download: error: tile 33UXP, date 2030-01-01")
     assert not list(tmp_path.iterdir())
+
+
+def test_download_writes_the_further_bands_named_on_its_command_line_and_in_settings(
+    demo, tmp_path
+):
+    s2 = tmp_path / "s2.tif"
+    args = ["download", "--tile", "33UXP", "--date", "2022-06-21", "--manifest", demo["manifest"]]
+    args += ["--window", ",".join(map(str, demo["window"])), "--s2", str(s2)]
+    args += ["--scl", str(tmp_path / "scl.tif"), "--bands", "B8A,B11"]
+    args += ["--settings", json.dumps({"catalog": "x", "bands": ["B05"], "resampling": "nearest"})]
+    assert main(args) == 0
+    with rasterio.open(s2) as src:
+        assert src.descriptions == ("B02", "B03", "B04", "B08", "B05", "B8A", "B11")

@@ -12,6 +12,7 @@ import pystac
 import rasterio
 
 from tilepipe.demo.campaign import generate_campaign
+from tilepipe.demo.stac import MORE_BANDS
 from tilepipe.demo.world import CLASSES, SIGNATURES, render_scene
 from tilepipe.embeddings.tessera import cell_files, cell_name
 
@@ -23,12 +24,13 @@ def test_catalog_holds_every_tile_date_as_an_item_with_band_cogs(demo):
         (f"MGRS-{t}", d) for t in demo["tiles"] for d in demo["dates"]
     }
     for item in items:
-        assert set(item.assets) == {"B02", "B03", "B04", "B08", "SCL"}
-        with rasterio.open(item.assets["B04"].get_absolute_href()) as b04:
-            assert b04.res == (10.0, 10.0) and b04.dtypes[0] == "uint16"
-            assert b04.profile["tiled"] and b04.crs.to_epsg() == int(
-                item.properties["proj:code"][5:]
-            )
+        assert set(item.assets) == {"B02", "B03", "B04", "B08", "SCL", *MORE_BANDS}
+        for band, res in (("B04", 10.0), ("B11", 20.0), ("B01", 60.0)):  # as L2A publishes them
+            with rasterio.open(item.assets[band].get_absolute_href()) as asset:
+                assert asset.res == (res, res) and asset.dtypes[0] == "uint16"
+                assert asset.profile["tiled"] and asset.crs.to_epsg() == int(
+                    item.properties["proj:code"][5:]
+                )
         with rasterio.open(item.assets["SCL"].get_absolute_href()) as scl:
             assert scl.res == (20.0, 20.0) and scl.dtypes[0] == "uint8"
 

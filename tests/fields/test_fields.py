@@ -413,3 +413,27 @@ def test_a_two_date_field_model_is_refused_before_any_output(tmp_path, dr):
     with pytest.raises(ModelError, match="two-date field models are not run by the fields step"):
         run_fields(dr, tmp_path / "out" / "fields.gpkg", model_path=model, patch=32)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_field_model_on_s2_takes_a_20_m_band_download_added(tmp_path):
+    """Field where B11, the model's 4th input, is bright (left half); B08 is dark all over."""
+    size = 64
+    reflectance = np.full((5, size, size), 0.05, dtype=np.float32)
+    reflectance[4, :, : size // 2] = 0.4  # B11
+    dn = np.clip(np.rint(reflectance * 10000), 1, 65535).astype(np.uint16)
+    transform = Affine(10.0, 0, 600000.0, 0, -10.0, 5300000.0)
+    profile = gtiff_profile(
+        width=size, height=size, count=5, dtype="uint16", crs="EPSG:32633", transform=transform
+    )
+    s2 = tmp_path / "s2.tif"
+    with rasterio.open(s2, "w", **{**profile, "nodata": 0}) as dst:
+        dst.write(dn)
+        dst.descriptions = (*BANDS, "B11")
+        dst.update_tags(TILE="33UXP", DATE="2022-06-21", REFLECTANCE_SCALE="0.0001")
+    model = script_three_class(tmp_path / "ftw.pt", bands_in=["B04", "B03", "B02", "B11"])
+    out = tmp_path / "fields.gpkg"
+    run_fields(str(s2), out, model_path=model, patch=32, overlap=8, device="cpu")
+    _, geoms, _ = read_fields(out)
+    left = shapely.box(600000.0, 5300000.0 - size * 10, 600000.0 + size * 5, 5300000.0)
+    inside = shapely.area(shapely.intersection(geoms, left)).sum()
+    assert inside > 0.5 * left.area and shapely.area(geoms).sum() < 1.2 * inside

@@ -17,9 +17,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pyogrio
 import pytest
 import torch
 
+from tilepipe.acquire.download import download_scene
+from tilepipe.acquire.stac import read_manifest
 from tilepipe.core.errors import ModelError
 from tilepipe.models.ftw import checkpoint_sidecar
 from tilepipe.models.loading import load_model
@@ -138,7 +141,7 @@ def edited(src: Path, dst: Path, **hp) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ftw(tmp_path_factory) -> dict:
+def ftw(tmp_path_factory, demo) -> dict:
     """Two Lightning-written checkpoints (a released-shape two-window Unet on efficientnet-b3,
     a single-window one on efficientnet-b0) and what tilepipe did with each case in .venv-ftw."""
     if not FTW_PYTHON.is_file():
@@ -157,10 +160,18 @@ def ftw(tmp_path_factory) -> dict:
         "backbone": [*check, str(edited(b0, tmp / "b99.ckpt", backbone="efficientnet-b99"))],
         "contradiction": [*check, str(edited(b0, tmp / "eight.ckpt", in_channels=8))],
     }
+    # the fields step on a demo scene's s2.tif with the single-window checkpoint, no sidecar
+    row = next(r for r in read_manifest(demo["manifest"]) if r["date"] == "2022-06-21")
+    s2, scl = tmp / "s2.tif", tmp / "scl.tif"
+    download_scene(row, s2, scl, window=demo["window"])
+    scene = ["--tile", row["tile"], "--date", row["date"], "--image", str(s2), "--scl", str(scl)]
+    cases["fields"] = ["fields", *scene, "--out", str(tmp / "fields.gpkg"), "--model", str(b0)]
+    cases["fields"] += ["--patch", "32", "--overlap", "8", "--device", "cpu"]
     refs = {str(b3): str(tmp / "b3.npz"), str(b0): str(tmp / "b0.npz")}
     run = in_ftw_env("-c", DRIVER, json.dumps(cases), json.dumps(refs))
     assert run.returncode == 0, run.stderr[-3000:]
-    return {**json.loads(run.stdout.splitlines()[-1]), "b3": str(b3), "b0": str(b0)}
+    found = {**json.loads(run.stdout.splitlines()[-1]), "b3": str(b3), "b0": str(b0)}
+    return {**found, "fields.gpkg": tmp / "fields.gpkg"}
 
 
 def test_lightning_checkpoints_give_ftw_tools_logits(ftw):
@@ -195,3 +206,11 @@ def test_hyper_parameters_contradicting_the_state_dict_are_named(ftw):
     err = ftw["contradiction"]["err"]
     assert "in_channels 8, num_classes 3) contradict its state_dict" in err
     assert "encoder._conv_stem.weight: checkpoint (32, 4, 3, 3), network (32, 8, 3, 3)" in err
+
+
+def test_the_fields_step_runs_an_ftw_checkpoint_as_it_is_on_s2(ftw):
+    """issue 14: a single-window FTW checkpoint, no sidecar, delineates a demo scene's s2.tif."""
+    case = ftw["fields"]
+    assert case["rc"] == 0, case["err"]
+    meta = pyogrio.read_info(ftw["fields.gpkg"], layer="fields")["layer_metadata"]
+    assert meta["FIELDS_MODEL_ID"] == "ftw-b0" and meta["HEADS"] == "extent,boundary"

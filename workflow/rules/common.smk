@@ -12,6 +12,7 @@ from tilepipe.campaign.config import (
     apply_cluster_env,
     campaign_tiles,
     cluster_problems,
+    download_bands,
     window_arg,
 )
 from tilepipe.campaign.seasons import season_windows

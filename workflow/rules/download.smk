@@ -77,7 +77,9 @@ rule download:
         item=item_of,
         window=WINDOW,
         settings=settings("source"),
+        # the further bands the models reading s2.tif take: a new model's bands redownload
+        bands=",".join(download_bands(config)) or "''",
     shell:
         "tilepipe download --tile {wildcards.tile} --date {wildcards.date}"
         " --manifest {input.manifest} --window {params.window} --settings {params.settings:q}"
-        " --s2 {output.s2} --scl {output.scl} > {log} 2>&1"
+        " --bands {params.bands} --s2 {output.s2} --scl {output.scl} > {log} 2>&1"

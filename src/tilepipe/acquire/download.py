@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from tilepipe.acquire.sources import Source, is_remote, make_source
 from tilepipe.acquire.transfer import RetryPolicy, retry_read
 from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.grid import TileGrid, tile_grid
-from tilepipe.core.inputs import REFLECTANCE_BANDS
+from tilepipe.core.inputs import L2A_BANDS, REFLECTANCE_BANDS, s2_bands
 from tilepipe.core.raster import atomic_outputs, gtiff_profile, is_north_up, rewrite_as_cog
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,17 @@ def harmonise(dn: np.ndarray, offset_dn: int) -> np.ndarray:
 
 
 def read_window(
-    path: str, transform: Affine, width: int, height: int, crs: str, *, where: str
+    path: str,
+    transform: Affine,
+    width: int,
+    height: int,
+    crs: str,
+    *,
+    where: str,
+    resampling: Resampling = Resampling.nearest,
 ) -> np.ndarray:
-    """Read band 1 of a raster over a target 10 m window (nearest resampling, 0 outside)."""
+    """Read band 1 of a raster over a target 10 m window (a coarser band resampled by
+    ``resampling``, its nodata left out of the interpolation; 0 outside)."""
     with rasterio.open(path) as src:
         if src.crs is None or src.crs.to_string() != crs:
             raise InputError(f"{where}asset CRS {src.crs} differs from the tile's {crs}")
@@ -73,7 +81,7 @@ def read_window(
             1,
             window=Window(c0, r0, c1 - c0, r1 - r0),
             out_shape=(tr1 - tr0, tc1 - tc0),
-            resampling=Resampling.nearest,
+            resampling=resampling,
         )
         return out
 
@@ -88,6 +96,7 @@ def read_asset(
     where: str,
     source: Source | None = None,
     policy: RetryPolicy | None = None,
+    resampling: Resampling = Resampling.nearest,
 ) -> np.ndarray:
     """Read an asset href over a target window, signed, retried and re-signed as needed."""
     source = source or make_source({})
@@ -99,7 +108,9 @@ def read_asset(
     except ConfigError as exc:
         raise ConfigError(f"{where}{exc}") from None
     return retry_read(
-        lambda path: read_window(path, transform, width, height, crs, where=where),
+        lambda path: read_window(
+            path, transform, width, height, crs, where=where, resampling=resampling
+        ),
         lambda resign: source.read_path(href, resign=resign),
         policy=policy,
         where=where,
@@ -179,12 +190,18 @@ def check_written(path: Path, *, count: int, width: int, height: int, where: str
         raise InputError(f"{where}written raster does not read back: {exc}") from exc
 
 
-def _check_assets(hrefs: Mapping[str, str], tile: str, date: str) -> None:
+def _check_assets(hrefs: Mapping[str, str], bands: tuple[str, ...], tile: str, date: str):
     """Raise InputError unless the manifest row names an asset for every band and the SCL."""
-    for band in (*REFLECTANCE_BANDS, "SCL"):
+    for band in (*bands, "SCL"):
         if band not in hrefs:
             where = context(tile, date, f"<{band} missing>")
-            raise InputError(f"{where}band {band} has no asset in the manifest")
+            wanted = (
+                "" if band in REFLECTANCE_BANDS or band == "SCL" else ", which the config asks for"
+            )
+            raise InputError(
+                f"{where}band {band} ({L2A_BANDS.get(band, 20)} m{wanted}) has no asset in the "
+                f"manifest (the item's bands: {' '.join(sorted(hrefs))})"
+            )
 
 
 def _read_assets(
@@ -197,12 +214,16 @@ def _read_assets(
     source: Source,
     policy: RetryPolicy | None,
     connections: int,
+    bands: tuple[str, ...] = REFLECTANCE_BANDS,
+    resampling: Resampling = Resampling.bilinear,
 ) -> dict[str, np.ndarray]:
-    """The SCL and reflectance bands over the window, at most ``connections`` read at once."""
+    """The SCL and reflectance bands over the window, at most ``connections`` read at once;
+    the 20 m and 60 m bands resampled onto the 10 m grid by ``resampling``, the SCL by nearest."""
     transform, width, height = window
 
     def fetch(band: str) -> np.ndarray:
         where = f"{context(tile, date, hrefs[band])}asset {band}: "
+        coarse = band != "SCL" and L2A_BANDS[band] > 10
         return read_asset(
             hrefs[band],
             transform,
@@ -212,11 +233,12 @@ def _read_assets(
             where=where,
             source=source,
             policy=policy,
+            resampling=resampling if coarse else Resampling.nearest,
         )
 
-    bands = ("SCL", *REFLECTANCE_BANDS)
+    names = ("SCL", *bands)
     with ThreadPoolExecutor(max_workers=max(1, connections)) as pool:
-        return dict(zip(bands, pool.map(fetch, bands), strict=True))
+        return dict(zip(names, pool.map(fetch, names), strict=True))
 
 
 def _check_asset_dtypes(arrays: Mapping[str, np.ndarray], hrefs: Mapping[str, str], tile, date):
@@ -230,9 +252,11 @@ def _check_asset_dtypes(arrays: Mapping[str, np.ndarray], hrefs: Mapping[str, st
             )
 
 
-def _reflectance(arrays: Mapping[str, np.ndarray], offset: int, tile: str, date: str):
-    """The 4-band harmonised DN stack; a pixel missing in any band is nodata (0) in all."""
-    dn = np.stack([arrays[band] for band in REFLECTANCE_BANDS])
+def _reflectance(
+    arrays: Mapping[str, np.ndarray], bands: tuple[str, ...], offset: int, tile: str, date: str
+):
+    """The harmonised DN stack of ``bands``; a pixel missing in any band is nodata (0) in all."""
+    dn = np.stack([arrays[band] for band in bands])
     if not dn.any():
         raise InputError(f"{context(tile, date)}all reflectance pixels are nodata in the window")
     s2 = harmonise(dn, offset)
@@ -285,12 +309,17 @@ def _write_checked(
 
 
 def _write_scene(
-    dsts: tuple[str | Path, str | Path], s2: np.ndarray, scl: np.ndarray, profile: dict, tags
+    dsts: tuple[str | Path, str | Path],
+    s2: np.ndarray,
+    scl: np.ndarray,
+    profile: dict,
+    tags,
+    bands: tuple[str, ...] = REFLECTANCE_BANDS,
 ) -> None:
     """Write s2.tif and scl.tif together: both checked, then both renamed, or neither is."""
     tile, date = tags["TILE"], tags["DATE"]
     with atomic_outputs(*dsts) as (s2_tmp, scl_tmp):
-        _write_checked(s2_tmp, s2, profile, tags, REFLECTANCE_BANDS, context(tile, date, dsts[0]))
+        _write_checked(s2_tmp, s2, profile, tags, bands, context(tile, date, dsts[0]))
         profile = {**profile, "count": 1, "dtype": "uint8", "predictor": 2}
         where = context(tile, date, dsts[1])
         _write_checked(scl_tmp, scl, profile, tags, ("SCL",), where, Resampling.nearest)
@@ -306,12 +335,16 @@ def download_scene(
     policy: RetryPolicy | None = None,
     connections: int = 2,
     check: PixelCheck = DEFAULT_CHECK,
+    bands: Sequence[str] = (),
+    resampling: str = "bilinear",
 ) -> dict[str, object]:
     """Write ``s2.tif`` and ``scl.tif`` for one manifest row; return what was applied.
 
     ``window`` is (col_off, row_off, width, height) in the tile's 10 m pixels; None = full tile.
     At most ``connections`` assets are read at once. The row's offset must pass ``check``
-    against the pixels, or the scene fails (InputError) with nothing written.
+    against the pixels, or the scene fails (InputError) with nothing written. ``bands`` are
+    further L2A bands s2.tif carries after the core four (``s2_bands``), 20 m and 60 m ones
+    resampled onto the 10 m grid by ``resampling`` (a GDAL resampling name).
     """
     source = source or make_source({})
     tile, date = row["tile"], row["date"]
@@ -319,7 +352,8 @@ def download_scene(
     transform, width, height = target_window(grid, window)
     hrefs = json.loads(row["assets"])
     offset = int(row["boa_offset_dn"])
-    _check_assets(hrefs, tile, date)
+    names = s2_bands(bands)
+    _check_assets(hrefs, names, tile, date)
     arrays = _read_assets(
         hrefs,
         grid,
@@ -329,9 +363,11 @@ def download_scene(
         source=source,
         policy=policy,
         connections=connections,
+        bands=names,
+        resampling=Resampling[resampling],
     )
     _check_asset_dtypes(arrays, hrefs, tile, date)
-    s2 = _reflectance(arrays, offset, tile, date)
+    s2 = _reflectance(arrays, names, offset, tile, date)
     origin = row.get("offset_source") or "processing baseline"
     where = context(tile, date, hrefs["B02"])
     checked = check_harmonisation(arrays, offset, origin, where=where, check=check)
@@ -339,13 +375,13 @@ def download_scene(
     profile = gtiff_profile(
         width=width,
         height=height,
-        count=4,
+        count=len(names),
         dtype="uint16",
         crs=grid.crs,
         transform=transform,
         nodata=0,
     )
     scl = arrays["SCL"].astype(np.uint8)[None]
-    _write_scene((s2_dst, scl_dst), s2, scl, profile, tags)
+    _write_scene((s2_dst, scl_dst), s2, scl, profile, tags, names)
     log.info("%s%dx%d px, harmonisation: %s", context(tile, date), width, height, applied)
     return {"width": width, "height": height, "harmonisation": applied, "check": checked}

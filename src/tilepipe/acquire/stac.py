@@ -43,7 +43,19 @@ ASSET_KEYS = {
     "B04": ("B04", "red", "B04_10m"),
     "B08": ("B08", "nir", "B08_10m"),
     "SCL": ("SCL", "scl", "SCL_20m", "SCL-20m"),
+    # the other L2A bands, at their native resolution (CDSE also publishes resampled copies,
+    # "B05_60m", "B01_20m": never taken): written into s2.tif when a configured model takes them
+    "B01": ("B01", "coastal", "B01_60m"),
+    "B05": ("B05", "rededge1", "B05_20m"),
+    "B06": ("B06", "rededge2", "B06_20m"),
+    "B07": ("B07", "rededge3", "B07_20m"),
+    "B8A": ("B8A", "nir08", "B8A_20m"),
+    "B09": ("B09", "nir09", "B09_60m"),
+    "B11": ("B11", "swir16", "B11_20m"),
+    "B12": ("B12", "swir22", "B12_20m"),
 }
+#: The bands a manifest row may also name, when the item has them (ASSET_KEYS beyond the five).
+MORE_BANDS = tuple(b for b in ASSET_KEYS if b not in BAND_ASSETS)
 #: Earth Search's flag (collection sentinel-2-l2a) that the offset is already out of the COGs.
 BOA_APPLIED_FLAG = "earthsearch:boa_offset_applied"
 MANIFEST_COLUMNS = (
@@ -185,8 +197,9 @@ def absolute_href(item: pystac.Item, asset: pystac.Asset) -> str:
 
 
 def asset_hrefs(item: pystac.Item) -> dict[str, str]:
-    """Band id -> absolute, unsigned href of each of the five assets; InputError naming a
-    missing one and the keys that were looked for."""
+    """Band id -> absolute, unsigned href of each of the five assets, and of each further L2A
+    band the item publishes; InputError naming a missing one of the five and the keys that
+    were looked for."""
     hrefs = {}
     for band in BAND_ASSETS:
         asset = band_asset(item, band)
@@ -194,6 +207,10 @@ def asset_hrefs(item: pystac.Item) -> dict[str, str]:
             keys = ", ".join(ASSET_KEYS[band])
             raise InputError(f"item {item.id}: asset {band} is missing (looked for {keys})")
         hrefs[band] = absolute_href(item, asset)
+    for band in MORE_BANDS:
+        asset = band_asset(item, band)
+        if asset is not None:
+            hrefs[band] = absolute_href(item, asset)
     return hrefs
 
 

@@ -136,12 +136,7 @@ def config_problems(
             problems.append(f"config key 'tiles[{i}]': {exc}")
     problems += [f"config key '{key}': {msg}" for key, msg in beyond_schema_problems(config)]
     problems += _demo_window_problems(config)
-    models = [("fields.model", config.get("fields", {}).get("model"))]
-    if config.get("superres", {}).get("method", "model") == "model":
-        models.append(("superres.model", config["superres"].get("model")))
-    for key, model in models:
-        if model is None:
-            continue
+    for key, model in configured_models(config):
         weights = Path(base) / model
         missing = [p for p in (weights, weights.with_suffix(".json")) if not p.is_file()]
         problems += [f"config key '{key}': model file {p} does not exist" for p in missing]
@@ -150,9 +145,39 @@ def config_problems(
     return problems
 
 
+def configured_models(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(config key, model path) of each model the workflow runs."""
+    models = [("fields.model", config.get("fields", {}).get("model"))]
+    if config.get("superres", {}).get("method", "model") == "model":
+        models.append(("superres.model", config["superres"].get("model")))
+    return [(key, model) for key, model in models if model is not None]
+
+
+def download_bands(config: dict[str, Any], *, base: str | Path = ".") -> tuple[str, ...]:
+    """The further L2A bands download writes into s2.tif: ``source.bands`` and those the
+    models reading s2.tif take (the DR model; the fields model when ``fields.input`` is s2)."""
+    import json
+
+    from tilepipe.core.inputs import s2_bands
+
+    wanted = set((config.get("source") or {}).get("bands") or ())
+    on_s2 = {"superres.model", *(["fields.model"] if _fields_on_s2(config) else [])}
+    for key, model in configured_models(config):
+        sidecar = (Path(base) / model).with_suffix(".json")
+        if key in on_s2 and sidecar.is_file():
+            wanted |= set(json.loads(sidecar.read_text()).get("bands_in") or ())
+    return s2_bands(wanted)[4:]
+
+
+def _fields_on_s2(config: dict[str, Any]) -> bool:
+    """Whether the fields model reads s2.tif (else dr.tif, which holds the core four bands)."""
+    return (config.get("fields") or {}).get("input", "dr") == "s2"
+
+
 def model_problems(config: dict[str, Any], key: str, sidecar: Path) -> list[str]:
     """A configured model's sidecar against what its step gives it, at parse time: the keys
-    themselves, its bands against s2.tif's, its outputs, dates and scale, and the configured
+    themselves, a fields model's bands against dr.tif's (download writes into s2.tif the bands
+    the models reading it take), its outputs, dates and scale, and the configured
     window against its patch rule (the weights are checked when the step loads them)."""
     import json
 
@@ -166,7 +191,8 @@ def model_problems(config: dict[str, Any], key: str, sidecar: Path) -> list[str]
     where = f"config key '{key}': file {sidecar}: "
     try:
         sc = sc_mod.parse_sidecar(json.loads(sidecar.read_text()), where)
-        sc_mod.check_source_bands(sc, REFLECTANCE_BANDS, where, "s2.tif")
+        if section == "fields" and not _fields_on_s2(config):  # s2.tif gets the model's bands
+            sc_mod.check_source_bands(sc, REFLECTANCE_BANDS, where, "dr.tif")
         if section == "superres":
             sc_mod.check_sr_outputs(sc, REFLECTANCE_BANDS, where)
             wrong = f"a DR model takes one date, not {sc.dates}" if sc.dates != 1 else ""

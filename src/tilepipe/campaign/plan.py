@@ -76,6 +76,8 @@ STORAGE_PER_MPX = {
     "fields_partition": 2e6,  # a copy of the scene's fields.parquet
 }
 STORAGE_FIXED = {"quicklook": 3e6, "qc": 2e4, "stac_item": 2e4}
+#: s2.tif's bytes per Mpx of each further band download adds (uint16 on the 10 m grid).
+STORAGE_PER_BAND_MPX = 2e6
 #: The DR scale the defaults above are for (the demo model's x10: 1 m output).
 DEFAULT_DR_SCALE = 10
 #: Rules whose runtime and output grow with the DR output's pixels (fields when it reads dr).
@@ -272,9 +274,11 @@ def plan(
     scenes: list[tuple[str, str]],
     runtime: Mapping[str, Mapping[str, float]] | None = None,
     dr_scale: int = DEFAULT_DR_SCALE,
+    more_bands: int = 0,
 ) -> list[RulePlan]:
     """The campaign's plan, rule by rule; ``dr_scale`` (the DR model's) sizes superres and
-    fields on dr.tif by the DR output's pixels."""
+    fields on dr.tif by the DR output's pixels, ``more_bands`` (the further L2A bands the
+    models take) download's s2.tif."""
     runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
     cluster = profile.get("config", {}).get("cluster", config.get("cluster", {}))
     name = cluster.get("name", "local")
@@ -315,6 +319,8 @@ def plan(
             submissions = jobs
         storage = STORAGE_FIXED.get(rule, 0.0) * jobs
         storage += STORAGE_PER_MPX.get(rule, 0.0) * per_job_mpx * jobs
+        if rule == "download":
+            storage += STORAGE_PER_BAND_MPX * more_bands * per_job_mpx * jobs
         plans.append(
             RulePlan(
                 rule=rule,
@@ -337,13 +343,19 @@ def plan(
 
 
 def assumptions(
-    profile: Mapping, config: Mapping, scenes_from: str, dr_scale: int = DEFAULT_DR_SCALE
+    profile: Mapping,
+    config: Mapping,
+    scenes_from: str,
+    dr_scale: int = DEFAULT_DR_SCALE,
+    more_bands: tuple[str, ...] = (),
 ) -> list[str]:
     """What the figures of a plan rest on, in words."""
     cluster = profile.get("config", {}).get("cluster", {}).get("name", "local")
     pixel = 10 / dr_scale
+    bands = " ".join(("B02 B03 B04 B08", *more_bands))
     return [
         f"scenes: {scenes_from}",
+        f"s2.tif bands: {bands} (the further ones are those the models take, and source.bands)",
         f"DR scale x{dr_scale} ({pixel:g} m dr.tif pixels, from the superres model's sidecar): "
         "superres and fields on dr.tif sized by the DR output's pixels, (scale/10)² of the x10 "
         "defaults",

@@ -30,11 +30,20 @@ PARQUET = "application/vnd.apache.parquet"
 GEOPACKAGE = "application/geopackage+sqlite3"
 JSON = "application/json"
 #: Sentinel-2 band -> eo common name and centre wavelength (µm), for odc-stac's band aliases
+#: (the eo extension's common names and the centre wavelengths Earth Search's items publish)
 S2_BANDS = {
+    "B01": ("coastal", 0.443),
     "B02": ("blue", 0.49),
     "B03": ("green", 0.56),
     "B04": ("red", 0.665),
+    "B05": ("rededge", 0.704),
+    "B06": ("rededge", 0.74),
+    "B07": ("rededge", 0.783),
     "B08": ("nir", 0.842),
+    "B8A": ("nir08", 0.865),
+    "B09": ("nir09", 0.945),
+    "B11": ("swir16", 1.61),
+    "B12": ("swir22", 2.19),
 }
 #: the manifest columns an item records as provenance
 MANIFEST_KEYS = ("item_id", "collection", "baseline", "boa_offset_dn", "offset_source", "assets")

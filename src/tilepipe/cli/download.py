@@ -17,6 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--s2", required=True)
     p.add_argument("--scl", required=True)
+    p.add_argument(
+        "--bands",
+        default="",
+        help="further L2A bands for s2.tif, comma-separated (B05,B11), added to source.bands",
+    )
     add_settings(p, "source")
     p.set_defaults(func=run)
 
@@ -38,4 +43,6 @@ def run(args: argparse.Namespace) -> None:
         source=source,
         policy=policy_from(settings),
         connections=settings["job_connections"],
+        bands=[*settings["bands"], *(b for b in args.bands.split(",") if b.strip())],
+        resampling=settings["resampling"],
     )

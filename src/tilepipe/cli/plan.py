@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> None:
     import yaml
 
     from tilepipe.campaign import plan as planning
+    from tilepipe.campaign.config import download_bands
 
     config = yaml.safe_load(Path(args.configfile).read_text()) or {}
     profile = planning.load_profile(args.profile)
@@ -69,8 +70,9 @@ def run(args: argparse.Namespace) -> None:
     scenes, source = _scenes(args, config, year)
     runtime = config.get("plan", {}).get("runtime")
     dr_scale = planning.configured_dr_scale(config)
-    plans = planning.plan(config, profile, scenes, runtime, dr_scale=dr_scale)
-    notes = planning.assumptions(profile, config, source, dr_scale)
+    more = download_bands(config)
+    plans = planning.plan(config, profile, scenes, runtime, dr_scale, len(more))
+    notes = planning.assumptions(profile, config, source, dr_scale, more)
     if args.json:
         print(json.dumps({"rules": [p.__dict__ for p in plans], "assumptions": notes}, indent=1))
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import rasterio
@@ -19,8 +20,43 @@ from tilepipe.core.errors import ConfigError, InputError, context
 from tilepipe.core.grid import tile_grid
 from tilepipe.core.raster import is_north_up
 
-#: Band order of every tilepipe reflectance raster (s2.tif, dr.tif) and model.
+#: Sentinel-2 L2A bands, in the order s2.tif stores them after the core four, and their native
+#: pixel size (m); L2A has no B10. 20 m and 60 m bands are resampled onto the 10 m grid.
+L2A_BANDS: dict[str, int] = {
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B11": 20,
+    "B12": 20,
+}
+#: The core bands: every s2.tif starts with them, every dr.tif holds them, in this order.
 REFLECTANCE_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+#: s2.tif's band indexes (1-based) of the core bands: what QC compares dr.tif with.
+CORE_INDEXES: list[int] = list(range(1, len(REFLECTANCE_BANDS) + 1))
+
+
+def s2_bands(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """s2.tif's bands: the core four, then each further L2A band asked for, in L2A order."""
+    wanted = set(extra)
+    unknown = sorted(wanted - set(L2A_BANDS))
+    if unknown:
+        raise ConfigError(f"bands {unknown} are not Sentinel-2 L2A bands {list(L2A_BANDS)}")
+    return (*REFLECTANCE_BANDS, *(b for b in L2A_BANDS if b in wanted - set(REFLECTANCE_BANDS)))
+
+
+def band_names(src: rasterio.DatasetReader) -> tuple[str, ...]:
+    """A reflectance raster's bands by name: its descriptions, or the core four when unnamed."""
+    names = tuple(d or "" for d in src.descriptions)
+    return names if all(names) else REFLECTANCE_BANDS[: src.count]
+
+
 #: The ``REFLECTANCE_SCALE`` tag of reflectance stored as uint16 x 10⁴.
 REFLECTANCE_SCALE = 0.0001
 
@@ -34,10 +70,11 @@ class RasterKind:
     bands: tuple[str, ...] | None  # exact band names (when described); None: any count
     pixel_m: float | None  # pixel size on the tile's grid; None: any
     reflectance: bool = False  # uint16 x 10⁴ with the offset removed (scale tags checked)
+    more_bands: bool = False  # further L2A bands may follow ``bands`` (s2.tif's extra bands)
 
 
 S2 = RasterKind(
-    "s2.tif (uint16 reflectance x 10^4, 10 m)", ("uint16",), REFLECTANCE_BANDS, 10.0, True
+    "s2.tif (uint16 reflectance x 10^4, 10 m)", ("uint16",), REFLECTANCE_BANDS, 10.0, True, True
 )
 #: Pixel size of s2.tif (m): a dr.tif of scale k has pixels of S2_PIXEL_M / k.
 S2_PIXEL_M = 10.0
@@ -90,6 +127,15 @@ def _band_problems(src: rasterio.DatasetReader, kind: RasterKind) -> list[str]:
     if kind.bands is None:
         return []
     names = tuple(d or "" for d in src.descriptions)
+    if kind.more_bands and src.count > len(kind.bands):
+        core, more = names[: len(kind.bands)], names[len(kind.bands) :]
+        in_order = [b for b in L2A_BANDS if b in more and b not in kind.bands]
+        if core != kind.bands or list(more) != in_order:
+            return [
+                f"expected bands {list(kind.bands)}, then further L2A bands in the order "
+                f"{list(L2A_BANDS)}, found {list(names)}"
+            ]
+        return []
     if src.count != len(kind.bands):
         return [f"expected {len(kind.bands)} bands {list(kind.bands)}, found {src.count}"]
     if any(names) and names != kind.bands:

@@ -1,4 +1,5 @@
-"""The demo's static STAC catalog: L2A-like items with a COG per band and a 20 m SCL.
+"""The demo's static STAC catalog: L2A-like items with a COG per band (the four 10 m bands and,
+at 20 m and 60 m, the others) and a 20 m SCL.
 
 Items carry what real Earth Search / Planetary Computer items carry and the pipeline reads:
 the MGRS tile in every convention, the processing baseline (04.00 added a reflectance offset
@@ -26,6 +27,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
 from tilepipe.core.grid import tile_grid
+from tilepipe.core.inputs import L2A_BANDS
 from tilepipe.demo.cog import write_cog
 from tilepipe.demo.world import BANDS, Scene, scl_from_scene
 
@@ -46,20 +48,45 @@ def baseline_for(day: Date) -> str:
     return "05.09" if day >= BASELINE_OFFSET_DATE else "03.01"
 
 
+#: The demo's other L2A bands, each a fixed mix of the four it simulates (B02 B03 B04 B08),
+#: averaged to the band's native pixel size and published as the services publish them:
+#: synthetic values, there to carry 20 m and 60 m bands through search, download and models.
+#: Each mix sums to 1, so a digital number's baseline offset carries through unchanged.
+MORE_BANDS: dict[str, tuple[float, float, float, float]] = {
+    "B01": (0.9, 0.1, 0.0, 0.0),
+    "B05": (0.0, 0.1, 0.6, 0.3),
+    "B06": (0.0, 0.0, 0.3, 0.7),
+    "B07": (0.0, 0.0, 0.15, 0.85),
+    "B8A": (0.0, 0.0, 0.05, 0.95),
+    "B09": (0.0, 0.0, 0.65, 0.35),
+    "B11": (0.0, 0.2, 0.5, 0.3),
+    "B12": (0.0, 0.25, 0.7, 0.05),
+}
+#: Earth Search's asset key of each band (common names; real items, docs/sources.md).
+ES_KEYS = {
+    "B02": "blue",
+    "B03": "green",
+    "B04": "red",
+    "B08": "nir",
+    "SCL": "scl",
+    "B01": "coastal",
+    "B05": "rededge1",
+    "B06": "rededge2",
+    "B07": "rededge3",
+    "B8A": "nir08",
+    "B09": "nir09",
+    "B11": "swir16",
+    "B12": "swir22",
+}
+ALL_BANDS = (*BANDS, "SCL", *MORE_BANDS)
 #: Per flavour: the collection its items belong to, and the asset key of each band.
 FLAVOURS: dict[str, tuple[str, dict[str, str]]] = {
-    "demo": (COLLECTION, {b: b for b in (*BANDS, "SCL")}),
-    "earth_search": (
-        "sentinel-2-c1-l2a",
-        {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"},
-    ),
-    "earth_search_l2a": (
-        COLLECTION,
-        {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"},
-    ),
-    "planetary_computer": (COLLECTION, {b: b for b in (*BANDS, "SCL")}),
-    "planetary_computer_2021": (COLLECTION, {**{b: b for b in BANDS}, "SCL": "SCL-20m"}),
-    "cdse": (COLLECTION, {**{b: f"{b}_10m" for b in BANDS}, "SCL": "SCL_20m"}),
+    "demo": (COLLECTION, {b: b for b in ALL_BANDS}),
+    "earth_search": ("sentinel-2-c1-l2a", ES_KEYS),
+    "earth_search_l2a": (COLLECTION, ES_KEYS),
+    "planetary_computer": (COLLECTION, {b: b for b in ALL_BANDS}),
+    "planetary_computer_2021": (COLLECTION, {**{b: b for b in ALL_BANDS}, "SCL": "SCL-20m"}),
+    "cdse": (COLLECTION, {b: f"{b}_{L2A_BANDS.get(b, 20)}m" for b in ALL_BANDS}),
 }
 
 
@@ -123,11 +150,12 @@ def _cog_profile(crs: str, dtype: str, size: int, transform: Affine) -> dict:
 
 
 def _band_asset(href: Path, band: str, offset_dn: int, size: int, transform: Affine):
-    """The STAC asset of a 10 m reflectance band, with its scale and baseline offset."""
+    """The STAC asset of a reflectance band, with its pixel size, scale and baseline offset."""
+    res = L2A_BANDS[band]
     raster = {
         "nodata": 0,
         "data_type": "uint16",
-        "spatial_resolution": 10,
+        "spatial_resolution": res,
         "scale": 0.0001,
         "offset": -offset_dn / 10000,
     }
@@ -136,7 +164,7 @@ def _band_asset(href: Path, band: str, offset_dn: int, size: int, transform: Aff
         media_type=pystac.MediaType.COG,
         roles=["data", "reflectance"],
         extra_fields={
-            "gsd": 10,
+            "gsd": res,
             "eo:bands": [{"name": band}],
             "raster:bands": [raster],
             "proj:shape": [size, size],
@@ -174,7 +202,27 @@ def _write_assets(
     href = item_dir / "SCL.tif"
     write_cog(href, scl10[::2, ::2][None], _cog_profile(crs, "uint8", size // 2, t20))
     assets["SCL"] = _scl_asset(href, size // 2, t20)
+    for band, weights in MORE_BANDS.items():
+        k = L2A_BANDS[band] // 10
+        coarse = _block_mean(np.tensordot(np.asarray(weights), dn.astype(np.float64), 1), k)
+        coarse[_block_mean((dn == 0).any(axis=0).astype(np.float64), k) > 0.5] = 0
+        href, tk = item_dir / f"{band}.tif", transform @ Affine.scale(k)
+        side = coarse.shape[-1]
+        write_cog(
+            href, np.round(coarse).astype(np.uint16)[None], _cog_profile(crs, "uint16", side, tk)
+        )
+        assets[band] = _band_asset(href, band, offset_dn, side, tk)
     return assets
+
+
+def _block_mean(values: np.ndarray, k: int) -> np.ndarray:
+    """(size, size) -> the k x k block means on a grid of ceil(size / k) (edge blocks padded
+    with their edge), as a coarser band covers the same ground."""
+    if k == 1:
+        return values
+    n = -(-values.shape[0] // k)
+    padded = np.pad(values, ((0, n * k - values.shape[0]), (0, n * k - values.shape[1])), "edge")
+    return padded.reshape(n, k, n, k).mean(axis=(1, 3))
 
 
 def _footprint(crs: str, transform: Affine, size: int):

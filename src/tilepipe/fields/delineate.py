@@ -28,7 +28,7 @@ import torch
 
 from tilepipe.core.errors import ModelError, context
 from tilepipe.core.geoparquet import write_geoparquet
-from tilepipe.core.inputs import check_image
+from tilepipe.core.inputs import band_names, check_image
 from tilepipe.core.raster import atomic_outputs
 from tilepipe.core.scratch import temp_beside
 from tilepipe.engine.model import first_batch, probe_window
@@ -178,9 +178,15 @@ def fields_forward(net: torch.nn.Module, fmap: FieldMap, x: torch.Tensor) -> tor
     return fmap.probabilities(net(fmap.model_input(x))) * PROB_SCALE
 
 
-def field_map(model: LoadedModel, heads_at: list[int], source: str, where: str) -> FieldMap:
-    """The model's bands against the image's, its activation; SidecarError for a band the
-    image lacks, a DR scale or two dates."""
+def field_map(
+    model: LoadedModel,
+    heads_at: list[int],
+    source: str,
+    where: str,
+    available: tuple[str, ...] = BANDS,
+) -> FieldMap:
+    """The model's bands against the image's (``available``), its activation; SidecarError for
+    a band the image lacks, a DR scale or two dates."""
     sc = model.spec
     if sc.scale != 1:
         raise SidecarError(
@@ -191,7 +197,7 @@ def field_map(model: LoadedModel, heads_at: list[int], source: str, where: str) 
             f"{where}fields model {sc.id} takes {sc.dates} dates: two-date field models are "
             "not run by the fields step yet (it pairs no dates)"
         )
-    take = check_source_bands(sc, BANDS, where, source)
+    take = check_source_bands(sc, available, where, source)
     return FieldMap(sc.normalise, tuple(take), tuple(heads_at), sc.activation or "sigmoid")
 
 
@@ -211,13 +217,19 @@ def check_fields_first_batch(
 
 
 def load_fields_model(
-    model_path: str | os.PathLike, device: str, pixel_m: float, where: str, source: str = "image"
+    model_path: str | os.PathLike,
+    device: str,
+    pixel_m: float,
+    where: str,
+    source: str = "image",
+    available: tuple[str, ...] = BANDS,
 ) -> tuple[LoadedModel, list[str], Predict, FieldMap]:
-    """Load the fields model, check it suits the image; return it, its heads, predict and map."""
+    """Load the fields model, check it suits the image (its bands ``available``); return it,
+    its heads, predict and map."""
     dev = resolve_device(device)
     model = load_model(model_path, device=dev)
     heads, heads_at = model_heads(model, where)
-    fmap = field_map(model, heads_at, source, where)
+    fmap = field_map(model, heads_at, source, where, available)
     check_gsd(model.meta, pixel_m, where)
     predict = make_predict(partial(fields_forward, model.module, fmap), dev)
     return model, heads, predict, fmap
@@ -294,8 +306,10 @@ def run_fields(
     tile = tile or tags.get("TILE") or ""
     date = date or tags.get("DATE") or ""
     where = context(tile=tile, date=date, path=model_path)
+    with rasterio.open(image_path) as src:
+        available = band_names(src)
     model, heads, predict, fmap = load_fields_model(
-        model_path, device, pixel_m, where, image_path.name
+        model_path, device, pixel_m, where, image_path.name, available
     )
     check_fields_first_batch(model, fmap, image_path, patch, where)
     with scratch_raster(dst_path) as prob_path:

@@ -16,26 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tilepipe.core.errors import ModelError
+from tilepipe.core.inputs import L2A_BANDS
 
 if TYPE_CHECKING:  # torch is imported where a tensor is touched: config checks stay light
     import torch
 
-#: Sentinel-2 L2A bands and their native pixel size (m); L2A has no B10. 20 m and 60 m bands
-#: are resampled onto the 10 m grid when a source provides them.
-L2A_BANDS: dict[str, int] = {
-    "B01": 60,
-    "B02": 10,
-    "B03": 10,
-    "B04": 10,
-    "B05": 20,
-    "B06": 20,
-    "B07": 20,
-    "B08": 10,
-    "B8A": 20,
-    "B09": 60,
-    "B11": 20,
-    "B12": 20,
-}
 ACTIVATIONS = ("identity", "sigmoid", "softmax")
 #: Roles a field model's output channels can play, in the fields step's band order.
 ROLES = ("extent", "boundary", "distance")
@@ -292,11 +277,13 @@ def check_source_bands(sc: Sidecar, available: Sequence[str], where: str, source
 
 def check_sr_outputs(sc: Sidecar, wanted: Sequence[str], where: str) -> list[int]:
     """A DR model's output channel of each band of the dr.tif (``wanted``, in the dr.tif's
-    order); its outputs must be those bands, each also one of its inputs."""
-    if sorted(sc.bands_out) != sorted(wanted) or not set(sc.bands_out) <= set(sc.bands_in):
+    order); its outputs must hold those bands (further ones, a 10-band model's, are not
+    written), each output also one of its inputs."""
+    if not set(wanted) <= set(sc.bands_out) or not set(sc.bands_out) <= set(sc.bands_in):
         raise SidecarError(
             f"{where}model {sc.id}: a DR model's bands_out must be the dr.tif bands "
-            f"{list(wanted)} in any order, each also in bands_in; found {list(sc.bands_out)}"
+            f"{list(wanted)} in any order (further L2A bands may follow), each also in "
+            f"bands_in; found {list(sc.bands_out)}"
         )
     return [sc.bands_out.index(b) for b in wanted]
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
 
-from tilepipe.core.inputs import dr_scale
+from tilepipe.core.inputs import CORE_INDEXES, dr_scale
 from tilepipe.qc.checks import RANK, above, check
 from tilepipe.qc.superres import spatial_windows, spectral_angle
 
@@ -89,7 +89,7 @@ def _window_shift(s2, dr, win: Window) -> float | None:
     """
     from skimage.registration import phase_cross_correlation
 
-    lr = s2.read(window=win).astype(np.float64)
+    lr = s2.read(CORE_INDEXES, window=win).astype(np.float64)
     sr, free = degraded_window(dr, win, s2.height, s2.width)
     valid = np.all(lr != 0, axis=0) & free
     if valid.mean() < 0.9 or min(lr.shape[1:]) < 8:
@@ -124,7 +124,7 @@ def opensr_check(s2, dr, dr_ok: bool, stats: dict, thr: dict) -> dict:
         "reflectance": reflectance,
         "spectral": spectral,
         "spatial": spatial,
-        "pixels": stats["os_n"] // s2.count,
+        "pixels": stats["os_n"] // len(CORE_INDEXES),
         "windows": len(shifts),
     }
     where = "no window registered" if spatial is None else f"shift {spatial:.3f} px"

@@ -10,7 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from tilepipe.core.inputs import RasterKind, dr_scale, mismatch, on_grid
+from tilepipe.core.inputs import CORE_INDEXES, RasterKind, dr_scale, mismatch, on_grid
 from tilepipe.core.raster import is_north_up
 from tilepipe.qc.checks import above, check
 
@@ -102,8 +102,8 @@ def _dr_grid_problem(s2, dr) -> str:
             f"dr grid {dr.shape} {tuple(dr.transform)[:6]} is not s2's at 1/{k} pixel "
             f"{shape} {tuple(expected)[:6]} (DR scale {k})"
         )
-    if dr.count != s2.count:
-        return f"dr has {dr.count} bands, s2 has {s2.count}"
+    if dr.count != len(CORE_INDEXES):
+        return f"dr has {dr.count} bands, s2 has {len(CORE_INDEXES)} core bands"
     return ""
 
 

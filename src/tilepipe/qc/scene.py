@@ -16,7 +16,7 @@ import rasterio
 from rasterio.windows import Window
 
 from tilepipe.core.errors import InputError, context
-from tilepipe.core.inputs import DR, S2, SCL, dr_kind_of, mismatch
+from tilepipe.core.inputs import CORE_INDEXES, DR, S2, SCL, dr_kind_of, mismatch
 from tilepipe.core.settings import section_defaults
 from tilepipe.qc.checks import merge_thresholds, report
 from tilepipe.qc.fields import field_checks, fields_mask
@@ -58,10 +58,10 @@ def _scan(s2, scl, dr, rmin: float, rmax: float, mask_classes=()) -> dict:
     dr is compared with s2 only inside the area DR was computed for (``dr_area``).
     """
     stats = {"pixels": 0, "nodata": 0, "cloud": 0, "masked": 0, "values": 0, "out_of_range": 0}
-    stats |= new_dr_stats(s2.count) | new_opensr_stats()
+    stats |= new_dr_stats(len(CORE_INDEXES)) | new_opensr_stats()
     width, box = s2.width, dr_area(s2, dr)
     for r0, h in _strips(s2.height, _STRIP_ROWS):
-        data = s2.read(window=Window(0, r0, width, h))  # (B, h, W) uint16
+        data = s2.read(CORE_INDEXES, window=Window(0, r0, width, h))  # (4, h, W) uint16
         classes = None if scl is None else scl.read(1, window=Window(0, r0, width, h))
         valid = add_s2_strip(stats, data, classes, rmin, rmax, mask_classes)
         valid &= strip_inside(box, r0, h, width)

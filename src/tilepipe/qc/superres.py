@@ -14,7 +14,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from tilepipe.core.errors import InputError
-from tilepipe.core.inputs import dr_scale
+from tilepipe.core.inputs import CORE_INDEXES, dr_scale
 from tilepipe.engine.windows import Box, aoi_window
 from tilepipe.qc.checks import RANK, above, below, check
 
@@ -114,7 +114,7 @@ def dr_check(s2, dr_ok: bool, reasons: dict, stats: dict, thr: dict) -> dict:
         l1 = stats["dr_abs"] / n
         mse = stats["dr_sq"] / n
         psnr = np.minimum(10 * np.log10(1.0 / mse), PSNR_CAP)
-    bands = [s2.descriptions[b] or f"band{b + 1}" for b in range(s2.count)]
+    bands = [s2.descriptions[b] or f"band{b + 1}" for b in range(len(CORE_INDEXES))]
     worst_l1, worst_psnr = float(np.nanmax(l1)), float(np.nanmin(psnr))
     # Blocks holding dr nodata are skipped: judged on a few, the errors speak for little.
     compared = int(n.min()) / stats["dr_expected"]
@@ -194,7 +194,7 @@ def _window_shift(s2, dr, win: Window) -> np.ndarray | None:
     """(dy, dx) shift of dr against s2 in one window, or None without enough structure."""
     from skimage.registration import phase_cross_correlation
 
-    lr = s2.read(window=win).astype(np.float64)  # (B, h, w)
+    lr = s2.read(CORE_INDEXES, window=win).astype(np.float64)  # (4, h, w)
     h, w = lr.shape[1:]
     k = dr_scale(dr)
     hr = dr.read(window=Window(win.col_off * k, win.row_off * k, w * k, h * k))
