@@ -57,19 +57,40 @@ def export_x4(path: Path, **over) -> Path:
 
 class ThreeClass(nn.Module):
     """Background / field / boundary logits, a stand-in FTW model set by hand: a pixel is field
-    where B08 (its 4th input) is above ``cut`` in reflectance, background below it."""
+    where input ``nir`` (B08, the 4th; window B's B08, the 8th, of a two-date model) is above
+    ``cut`` in reflectance, background below it."""
 
-    def __init__(self, cut: float = 0.175, gain: float = 100.0) -> None:
+    def __init__(
+        self, cut: float = 0.175, gain: float = 100.0, channels: int = 4, nir: int = 3
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(4, 3, 1)
+        self.conv = nn.Conv2d(channels, 3, 1)
         with torch.no_grad():
             self.conv.weight.zero_()
-            self.conv.weight[0, 3] = -gain
-            self.conv.weight[1, 3] = gain
+            self.conv.weight[0, nir] = -gain
+            self.conv.weight[1, nir] = gain
             self.conv.bias.copy_(torch.tensor([gain * cut, -gain * cut, -20.0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+
+def script_two_date(path: Path, **over) -> Path:
+    """The two-date softmax field model as TorchScript (sidecar ``dates: 2``): field where
+    window B's B08 is bright, whatever window A shows."""
+    torch.jit.save(torch.jit.script(ThreeClass(channels=8, nir=7).eval()), str(path))
+    meta = {
+        "id": "ftw-two-date",
+        "architecture": TORCHSCRIPT,
+        "bands_in": RGBN,
+        "dates": 2,
+        "bands_out": ["background", "field", "boundary"],
+        "scale": 1,
+        "activation": "softmax",
+        "roles": {"extent": "field", "boundary": "boundary"},
+        "normalise": {"divide": 10000.0},
+    }
+    return write_sidecar(path, **{**meta, **over})
 
 
 def script_three_class(path: Path, **over) -> Path:

@@ -22,7 +22,7 @@ from tilepipe.campaign.config import (
 )
 from tilepipe.core.settings import schema_path
 
-from ..byo import export_x4, script_three_class
+from ..byo import export_x4, script_three_class, script_two_date
 from ..conftest import REPO
 
 SCHEMA = load_schema(schema_path())
@@ -209,3 +209,22 @@ def test_a_malformed_sidecar_key_is_named_at_parse_time(tmp_path):
 def test_a_dr_model_configured_as_the_fields_model_is_named_at_parse_time(tmp_path):
     (msg,) = problems(fields__model=str(export_x4(tmp_path / "sr4.pt2")))
     assert "config key 'fields.model'" in msg and "name each output's role" in msg
+
+
+def test_a_two_date_fields_model_without_pairing_is_named_at_parse_time(tmp_path):
+    model = script_two_date(tmp_path / "ftw2.pt")
+    (msg,) = problems(fields__model=str(model), fields__input="s2")
+    assert "takes two dates (window A, then B): set fields.pairing" in msg
+
+
+def test_a_two_date_fields_model_with_windows_is_valid(tmp_path):
+    model = script_two_date(tmp_path / "ftw2.pt")
+    windows = {"a": {"start": "01-01", "end": "03-31"}, "b": {"start": "06-01", "end": "07-31"}}
+    pairing = {"windows": windows}
+    assert problems(fields__model=str(model), fields__input="s2", fields__pairing=pairing) == []
+
+
+def test_pairing_for_a_one_date_model_is_named_at_parse_time():
+    pairing = {"pairs": [{"tile": "33UXP", "a": "2022-01-12", "b": "2022-06-21"}]}
+    (msg,) = problems(fields__pairing=pairing)
+    assert "takes one date, but fields.pairing is set" in msg

@@ -169,3 +169,12 @@ def test_s2_storage_grows_with_the_further_bands_the_models_take():
     assert grown == pytest.approx(2 * 2 * 10980**2)  # two more uint16 bands on the 10 m grid
     notes = assumptions({}, config, "test", 10, ("B8A", "B11"))
     assert "s2.tif bands: B02 B03 B04 B08 B8A B11" in " ".join(notes)
+
+
+def test_the_plan_says_how_a_two_date_model_pairs_the_scenes():
+    windows = {"a": {"start": "04-01", "end": "05-31"}, "b": {"start": "08-01", "end": "09-30"}}
+    config = {"tiles": ["33UXP"], "fields": {"pairing": {"windows": windows}}}
+    notes = " ".join(assumptions({}, config, "test"))
+    assert "a two-date model, each fields job also reads its partner's image" in notes
+    assert "windows a 04-01..05-31, b 08-01..09-30" in notes
+    assert "two-date" not in " ".join(assumptions({}, {"tiles": ["33UXP"]}, "test"))

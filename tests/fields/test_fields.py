@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pyogrio.raw
@@ -23,7 +24,7 @@ from tilepipe.fields.polygons import Params
 from tilepipe.models.loading import BANDS, save_model
 from tilepipe.models.nets import FieldNet, SRNet
 
-from ..byo import script_three_class
+from ..byo import script_three_class, script_two_date
 from ..core.test_scratch import killed_writer_leaves
 from ..scripted import Poisoned, broken_forwards, fields_meta, save_scripted
 
@@ -408,10 +409,47 @@ def test_a_field_model_for_1_m_refuses_a_scale_4_dr(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_two_date_field_model_is_refused_before_any_output(tmp_path, dr):
-    model = script_three_class(tmp_path / "ftw.pt", dates=2)
-    with pytest.raises(ModelError, match="two-date field models are not run by the fields step"):
-        run_fields(dr, tmp_path / "out" / "fields.gpkg", model_path=model, patch=32)
+def _s2_of(path: Path, date: str, b08: float, size: int = 64, x0: float = 600000.0) -> str:
+    """A 10 m s2.tif of one date: flat visible bands, B08 at ``b08`` reflectance."""
+    reflectance = np.full((4, size, size), 0.05, dtype=np.float32)
+    reflectance[3] = b08
+    image = write_image(path, reflectance, Affine(10.0, 0, x0, 0, -10.0, 5300000.0))
+    with rasterio.open(image, "r+") as dst:
+        dst.update_tags(DATE=date, REFLECTANCE_SCALE="0.0001")
+    return image
+
+
+def test_a_two_date_model_without_a_partner_is_refused_naming_why(tmp_path):
+    scene = _s2_of(tmp_path / "s2.tif", "2022-06-21", 0.4)
+    model = script_two_date(tmp_path / "ftw2.pt")
+    why = "tile 33UXP has no scene of 2022 in window a (04-01..05-31)"
+    with pytest.raises(ModelError, match=r"takes 2 dates, but the scene has no partner date: "):
+        run_fields(scene, tmp_path / "out" / "f.gpkg", model_path=model, patch=32, unpaired=why)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("window", "fields"), [("b", True), ("a", False)])
+def test_a_two_date_model_takes_window_a_then_window_b(tmp_path, window, fields):
+    """The model sees field where window B's B08 is bright: the partner's, when it is in B."""
+    scene = _s2_of(tmp_path / "s2.tif", "2022-04-20", 0.05)
+    partner = _s2_of(tmp_path / "partner.tif", "2022-08-30", 0.4)
+    model = script_two_date(tmp_path / "ftw2.pt")
+    out = tmp_path / "fields.gpkg"
+    args = {"model_path": model, "patch": 32, "overlap": 8, "device": "cpu"}
+    run_fields(scene, out, partner=partner, partner_window=window, **args)
+    _, geoms, _ = read_fields(out)
+    assert (shapely.area(geoms).sum() > 0.5 * 640 * 640) == fields
+    meta = pyogrio.read_info(out, layer="fields")["layer_metadata"]
+    dates = ["2022-04-20", "2022-08-30"] if window == "b" else ["2022-08-30", "2022-04-20"]
+    assert meta["FIELDS_DATES"] == ",".join(dates) and meta["SOURCE"] == "s2.tif"
+
+
+def test_a_partner_on_another_grid_is_an_input_error(tmp_path):
+    scene = _s2_of(tmp_path / "s2.tif", "2022-04-20", 0.05)
+    partner = _s2_of(tmp_path / "partner.tif", "2022-08-30", 0.4, x0=600010.0)
+    model = script_two_date(tmp_path / "ftw2.pt")
+    with pytest.raises(InputError, match=r"partner image is not on the scene's grid"):
+        run_fields(scene, tmp_path / "out" / "f.gpkg", model_path=model, partner=partner)
     assert not (tmp_path / "out").exists()
 
 

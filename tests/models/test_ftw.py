@@ -167,11 +167,18 @@ def ftw(tmp_path_factory, demo) -> dict:
     scene = ["--tile", row["tile"], "--date", row["date"], "--image", str(s2), "--scl", str(scl)]
     cases["fields"] = ["fields", *scene, "--out", str(tmp / "fields.gpkg"), "--model", str(b0)]
     cases["fields"] += ["--patch", "32", "--overlap", "8", "--device", "cpu"]
+    # the released shape, two windows: the same tile's January scene as window A's partner
+    first = next(r for r in read_manifest(demo["manifest"]) if r["date"] == "2022-01-12")
+    partner = tmp / "s2_a.tif"
+    download_scene(first, partner, tmp / "scl_a.tif", window=demo["window"])
+    cases["fields_pair"] = ["fields", *scene, "--out", str(tmp / "pair.gpkg"), "--model", str(b3)]
+    cases["fields_pair"] += ["--partner", str(partner), "--partner-window", "a"]
+    cases["fields_pair"] += ["--patch", "32", "--overlap", "8", "--device", "cpu"]
     refs = {str(b3): str(tmp / "b3.npz"), str(b0): str(tmp / "b0.npz")}
     run = in_ftw_env("-c", DRIVER, json.dumps(cases), json.dumps(refs))
     assert run.returncode == 0, run.stderr[-3000:]
     found = {**json.loads(run.stdout.splitlines()[-1]), "b3": str(b3), "b0": str(b0)}
-    return {**found, "fields.gpkg": tmp / "fields.gpkg"}
+    return {**found, "fields.gpkg": tmp / "fields.gpkg", "pair.gpkg": tmp / "pair.gpkg"}
 
 
 def test_lightning_checkpoints_give_ftw_tools_logits(ftw):
@@ -214,3 +221,11 @@ def test_the_fields_step_runs_an_ftw_checkpoint_as_it_is_on_s2(ftw):
     assert case["rc"] == 0, case["err"]
     meta = pyogrio.read_info(ftw["fields.gpkg"], layer="fields")["layer_metadata"]
     assert meta["FIELDS_MODEL_ID"] == "ftw-b0" and meta["HEADS"] == "extent,boundary"
+
+
+def test_the_fields_step_runs_a_two_window_ftw_checkpoint_with_its_partner(ftw):
+    """issue 14: the released shape (8 channels) on window A's scene, then window B's."""
+    case = ftw["fields_pair"]
+    assert case["rc"] == 0, case["err"]
+    meta = pyogrio.read_info(ftw["pair.gpkg"], layer="fields")["layer_metadata"]
+    assert meta["FIELDS_DATES"] == "2022-01-12,2022-06-21" and meta["FIELDS_MODEL_ID"] == "ftw-b3"

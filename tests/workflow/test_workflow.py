@@ -311,6 +311,40 @@ def test_rerun_finds_nothing_to_do(campaign):
     assert "Nothing to be done" in run.stdout + run.stderr
 
 
+def _dry_run_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of each job a dry-run lists."""
+    jobs = []
+    for block in text.split("\n\n"):
+        lines = block.strip().splitlines()
+        if not lines or lines[0].split(" ")[0] not in ("rule", "localrule"):
+            continue
+        rule = lines[0].split(" ")[1].rstrip(":")
+        found = [ln.split("wildcards:", 1)[1] for ln in lines if "wildcards:" in ln]
+        pairs = (kv.strip().split("=", 1) for kv in (found[0].split(",") if found else []))
+        jobs.append((rule, dict(pairs)))
+    return jobs
+
+
+def test_a_changed_date_redoes_only_the_season_fusions_it_feeds(campaign):
+    """issue 16: one date's probabilities change: its tile's season is fused again (and what
+    reads it), the other tile's season and every scene step are left alone."""
+    prob = _scene(campaign, "33UXP", "2022-06-21") / "fields_prob.tif"
+    kept = prob.with_name("fields_prob.kept")
+    shutil.copy2(prob, kept)
+    try:
+        with rasterio.open(prob, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as changed:  # new bytes
+            changed.update_tags(CHANGED="1")
+        run = _snakemake(campaign, "--dry-run")
+    finally:
+        shutil.move(kept, prob)  # the same bytes and times again: nothing to redo
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = _dry_run_jobs(run.stdout + "\n\n" + run.stderr)
+    season = [wildcards for rule, wildcards in jobs if rule.startswith("season_")]
+    assert season and all(w.get("tile") == "33UXP" for w in season), jobs
+    scene_rules = {"download", "superres", "fields", "qc", "classify", "embeddings"}
+    assert not [rule for rule, _ in jobs if rule in scene_rules], jobs
+
+
 def test_report_shows_qc_summary_and_quicklooks(campaign):
     run = _snakemake(campaign, "--report", "report.html")
     assert run.returncode == 0, run.stderr[-3000:]

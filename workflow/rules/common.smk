@@ -2,6 +2,7 @@
 import functools
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from tilepipe.campaign.config import (
     campaign_tiles,
     cluster_problems,
     download_bands,
+    fields_dates,
     window_arg,
 )
+from tilepipe.campaign.pairs import partners, unpaired_reason
 from tilepipe.campaign.seasons import season_windows
 from tilepipe.campaign.locks import (
     RUN_ENV,
@@ -148,6 +151,36 @@ def manifest():
     """The scene manifest (available once the search checkpoint has run)."""
     path = checkpoints.search_scenes.get().output.manifest
     return _read_manifest(path, Path(path).stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _partners(path, mtime):
+    rows = _read_manifest(path, mtime).to_dict("records")
+    return partners(rows, config["fields"]["pairing"])
+
+
+def partner_of(wildcards):
+    """A two-date fields model's partner of a scene (fields.pairing), or None."""
+    path = checkpoints.search_scenes.get().output.manifest
+    found = _partners(path, Path(path).stat().st_mtime)
+    return found.get((wildcards.tile, wildcards.date))
+
+
+def fields_partner(wildcards):
+    """The partner scene's image of a two-date model, none without a partner."""
+    partner = partner_of(wildcards)
+    if not partner:
+        return []
+    return f"{SCENE}/{FIELDS_IMAGE}".format(tile=wildcards.tile, date=partner.date)
+
+
+def pair_flags(wildcards, input):
+    """--partner and its window, or why the scene has none (its fields job then fails)."""
+    partner = partner_of(wildcards)
+    if partner:
+        return f"--partner {input.partner} --partner-window {partner.window}"
+    why = unpaired_reason(wildcards.tile, wildcards.date, FD["pairing"])
+    return f"--unpaired {shlex.quote(why)}"
 
 
 def scenes():

@@ -7,10 +7,16 @@ FIELDS_PARQUET = {"parquet": f"{SCENE}/fields.parquet"} if FD["geoparquet"] else
 FIELDS_PROB = (
     {"prob": f"{SCENE}/fields_prob.tif"} if config["season"]["enabled"] else {}
 )
+# a two-date model (FTW's released ones) also reads each scene's partner (fields.pairing)
+TWO_DATE = fields_dates(config) == 2
+
+
+FIELDS_PAIR = {"partner": fields_partner} if TWO_DATE else {}
 
 
 rule fields:
     input:
+        **FIELDS_PAIR,
         image=f"{SCENE}/{FIELDS_IMAGE}",
         scl=f"{SCENE}/scl.tif",
         model=repo_path(FD["model"]),
@@ -35,8 +41,9 @@ rule fields:
         prob=lambda wildcards, output: (
             f"--prob-out {output.prob}" if "prob" in output.keys() else ""
         ),
+        pair=pair_flags if TWO_DATE else "",
     shell:
         "tilepipe fields --tile {wildcards.tile} --date {wildcards.date}"
         " --image {input.image} --scl {input.scl} --out {output.fields} {params.parquet}"
-        " {params.prob} --model {input.model}"
+        " {params.prob} {params.pair} --model {input.model}"
         " --settings {params.settings:q} > {log} 2>&1"

@@ -169,9 +169,41 @@ def download_bands(config: dict[str, Any], *, base: str | Path = ".") -> tuple[s
     return s2_bands(wanted)[4:]
 
 
+def fields_dates(config: dict[str, Any], *, base: str | Path = ".") -> int:
+    """How many dates the configured fields model takes (its sidecar's ``dates``; 1 unread)."""
+    import json
+
+    model = (config.get("fields") or {}).get("model")
+    sidecar = (Path(base) / model).with_suffix(".json") if model else None
+    if sidecar is None or not sidecar.is_file():
+        return 1
+    try:
+        return int(json.loads(sidecar.read_text()).get("dates", 1))
+    except (OSError, ValueError):
+        return 1
+
+
 def _fields_on_s2(config: dict[str, Any]) -> bool:
     """Whether the fields model reads s2.tif (else dr.tif, which holds the core four bands)."""
     return (config.get("fields") or {}).get("input", "dr") == "s2"
+
+
+def _pairing_problem(pairing: dict[str, Any], dates: int) -> str:
+    """What is wrong with ``fields.pairing`` for a field model of ``dates`` dates ("" if not)."""
+    from tilepipe.campaign.pairs import window_problems
+
+    paired = bool(pairing.get("windows") or pairing.get("pairs"))
+    if dates == 2 and not paired:
+        return (
+            "takes two dates (window A, then B): set fields.pairing (`windows` a and b, or "
+            "`pairs`) to say which scene each is delineated with"
+        )
+    if dates == 1 and paired:
+        return "takes one date, but fields.pairing is set: remove it, or use a two-date model"
+    if dates > 2:
+        return f"takes {dates} dates: the fields step pairs two"
+    problems = window_problems(pairing)
+    return f"fields.pairing: {'; '.join(problems)}" if problems else ""
 
 
 def model_problems(config: dict[str, Any], key: str, sidecar: Path) -> list[str]:
@@ -199,8 +231,7 @@ def model_problems(config: dict[str, Any], key: str, sidecar: Path) -> list[str]
         else:
             sc_mod.field_roles(sc, where)
             wrong = f"a field model has scale 1, not {sc.scale}" if sc.scale != 1 else ""
-            if sc.dates != 1:
-                wrong = f"two-date field models are not run by the fields step yet ({sc.dates})"
+            wrong = wrong or _pairing_problem(settings.get("pairing") or {}, sc.dates)
         if wrong:
             raise sc_mod.SidecarError(f"{where}model {sc.id}: {wrong}")
         sc_mod.check_window(

@@ -342,6 +342,20 @@ def plan(
     return plans
 
 
+def pairing_note(config: Mapping) -> list[str]:
+    """How a two-date fields model's scenes are paired (``fields.pairing``), if it is set."""
+    pairing = (config.get("fields") or {}).get("pairing") or {}
+    windows, pairs = pairing.get("windows"), pairing.get("pairs") or []
+    if windows:
+        spans = ", ".join(f"{w} {windows[w]['start']}..{windows[w]['end']}" for w in ("a", "b"))
+        how = f"windows {spans}: each scene with the clearest of its tile and year in the other"
+    elif pairs:
+        how = f"{len(pairs)} explicit pairs; a scene in none fails its fields job"
+    else:
+        return []
+    return [f"fields: a two-date model, each fields job also reads its partner's image ({how})"]
+
+
 def assumptions(
     profile: Mapping,
     config: Mapping,
@@ -356,6 +370,7 @@ def assumptions(
     return [
         f"scenes: {scenes_from}",
         f"s2.tif bands: {bands} (the further ones are those the models take, and source.bands)",
+        *pairing_note(config),
         f"DR scale x{dr_scale} ({pixel:g} m dr.tif pixels, from the superres model's sidecar): "
         "superres and fields on dr.tif sized by the DR output's pixels, (scale/10)² of the x10 "
         "defaults",

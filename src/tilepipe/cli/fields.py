@@ -44,6 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also keep the probability raster (uint8 extent/boundary) here, for the season",
     )
+    p.add_argument(
+        "--partner",
+        default=None,
+        help="a two-date model's other date: the same kind of image (fields.pairing)",
+    )
+    p.add_argument(
+        "--partner-window",
+        choices=("a", "b"),
+        default="b",
+        help="the window the partner is in (the scene is in the other)",
+    )
+    p.add_argument("--unpaired", default="", help="why the scene has no partner, for the error")
     add_settings(p, "fields", KEYS)
     p.set_defaults(func=run)
 
@@ -77,6 +89,9 @@ def run(args: argparse.Namespace) -> None:
         mask_classes=tuple(settings["mask_classes"]),
         mask_buffer=settings["mask_buffer"],
         prob_out=args.prob_out,
+        partner=args.partner,
+        partner_window=args.partner_window,
+        unpaired=args.unpaired,
         **engine_kwargs(settings, args),
     )
     log.info("%d fields -> %s", n, args.out)

@@ -188,3 +188,40 @@ def read_tags(path: str | os.PathLike) -> dict[str, str]:
     """Return the dataset-level tags of a raster."""
     with rasterio.open(path) as src:
         return src.tags()
+
+
+def stack_vrt(paths: list[str | os.PathLike], dst: str | os.PathLike) -> Path:
+    """Write a GDAL VRT at ``dst`` holding every band of ``paths`` in turn (all on one grid:
+    same size, transform, CRS and dtype): two dates' images as one raster for a two-date
+    model, without copying pixels. The VRT takes the first image's tags and nodata."""
+    from xml.etree import ElementTree as ET
+
+    with contextlib.ExitStack() as stack:
+        srcs = [stack.enter_context(rasterio.open(p)) for p in paths]
+        first = srcs[0]
+        root = ET.Element("VRTDataset", rasterXSize=str(first.width), rasterYSize=str(first.height))
+        ET.SubElement(root, "SRS").text = first.crs.to_wkt() if first.crs else ""
+        ET.SubElement(root, "GeoTransform").text = ", ".join(
+            repr(v) for v in first.transform.to_gdal()
+        )
+        meta = ET.SubElement(root, "Metadata")
+        for key, value in first.tags().items():
+            ET.SubElement(meta, "MDI", key=key).text = value
+        n = 0
+        for path, src in zip(paths, srcs, strict=True):
+            for i in range(1, src.count + 1):
+                n += 1
+                dtype = {"uint16": "UInt16", "uint8": "Byte", "float32": "Float32"}[
+                    src.dtypes[i - 1]
+                ]
+                band = ET.SubElement(root, "VRTRasterBand", dataType=dtype, band=str(n))
+                if src.nodata is not None:
+                    ET.SubElement(band, "NoDataValue").text = repr(float(src.nodata))
+                ET.SubElement(band, "Description").text = src.descriptions[i - 1] or ""
+                source = ET.SubElement(band, "SimpleSource")
+                name = ET.SubElement(source, "SourceFilename", relativeToVRT="0")
+                name.text = str(Path(path).resolve())
+                ET.SubElement(source, "SourceBand").text = str(i)
+    dst = Path(dst)
+    ET.ElementTree(root).write(dst, encoding="unicode")
+    return dst

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -26,10 +27,10 @@ import rasterio
 import shapely
 import torch
 
-from tilepipe.core.errors import ModelError, context
+from tilepipe.core.errors import ConfigError, InputError, ModelError, context
 from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.inputs import band_names, check_image
-from tilepipe.core.raster import atomic_outputs
+from tilepipe.core.raster import atomic_outputs, read_tags, stack_vrt
 from tilepipe.core.scratch import temp_beside
 from tilepipe.engine.model import first_batch, probe_window
 from tilepipe.engine.progress import progress_logger
@@ -184,20 +185,26 @@ def field_map(
     source: str,
     where: str,
     available: tuple[str, ...] = BANDS,
+    dates: int = 1,
+    unpaired: str = "",
 ) -> FieldMap:
-    """The model's bands against the image's (``available``), its activation; SidecarError for
-    a band the image lacks, a DR scale or two dates."""
+    """The model's bands against the image's (``available``, per date: the image holds
+    ``dates`` dates' bands in turn), its activation; SidecarError for a band the image lacks,
+    a DR scale, or a model's dates the image does not hold (``unpaired``: why no partner)."""
     sc = model.spec
     if sc.scale != 1:
         raise SidecarError(
             f"{where}fields model {sc.id}: scale is {sc.scale}, a field model needs 1"
         )
-    if sc.dates != 1:
-        raise SidecarError(
-            f"{where}fields model {sc.id} takes {sc.dates} dates: two-date field models are "
-            "not run by the fields step yet (it pairs no dates)"
+    if sc.dates != dates:
+        why = (
+            f"the scene has no partner date: {unpaired or 'none was given (fields.pairing)'}"
+            if sc.dates == 2 and dates == 1
+            else f"the image holds {dates}"
         )
-    take = check_source_bands(sc, available, where, source)
+        raise SidecarError(f"{where}fields model {sc.id} takes {sc.dates} dates, but {why}")
+    one = check_source_bands(sc, available, where, source)
+    take = [i + d * len(available) for d in range(dates) for i in one]
     return FieldMap(sc.normalise, tuple(take), tuple(heads_at), sc.activation or "sigmoid")
 
 
@@ -223,13 +230,15 @@ def load_fields_model(
     where: str,
     source: str = "image",
     available: tuple[str, ...] = BANDS,
+    dates: int = 1,
+    unpaired: str = "",
 ) -> tuple[LoadedModel, list[str], Predict, FieldMap]:
-    """Load the fields model, check it suits the image (its bands ``available``); return it,
-    its heads, predict and map."""
+    """Load the fields model, check it suits the image (its bands ``available`` for each of
+    its ``dates``); return it, its heads, predict and map."""
     dev = resolve_device(device)
     model = load_model(model_path, device=dev)
     heads, heads_at = model_heads(model, where)
-    fmap = field_map(model, heads_at, source, where, available)
+    fmap = field_map(model, heads_at, source, where, available, dates, unpaired)
     check_gsd(model.meta, pixel_m, where)
     predict = make_predict(partial(fields_forward, model.module, fmap), dev)
     return model, heads, predict, fmap
@@ -291,13 +300,18 @@ def run_fields(
     mask_classes: tuple[int, ...] = (),
     mask_buffer: int = 0,
     prob_out: str | os.PathLike | None = None,
+    partner: str | os.PathLike | None = None,
+    partner_window: str = "b",
+    unpaired: str = "",
 ) -> int:
     """Delineate fields on ``image_path`` (dr.tif or s2.tif) into ``dst_path``; return how many.
 
     With ``scl_path``, pixels whose SCL class is in ``mask_classes`` (grown by
     ``mask_buffer`` SCL pixels) seed no field and give each field its ``masked_share``.
     ``prob_out`` keeps the probability raster (for the season fusion), published with the
-    fields.
+    fields. A two-date model takes ``partner`` (the same kind of image of another date, in
+    window ``partner_window``: ``a`` or ``b``) beside the scene; ``unpaired`` says why a scene
+    has none.
     """
     params = params or Params()
     check_params(params)
@@ -308,9 +322,90 @@ def run_fields(
     where = context(tile=tile, date=date, path=model_path)
     with rasterio.open(image_path) as src:
         available = band_names(src)
-    model, heads, predict, fmap = load_fields_model(
-        model_path, device, pixel_m, where, image_path.name, available
-    )
+    with contextlib.ExitStack() as stack:
+        images = [image_path]
+        if partner is not None:
+            images = pair_images(image_path, Path(partner), partner_window, tile, date)
+        dates = [read_tags(p).get("DATE", "") for p in images]
+        model, heads, predict, fmap = load_fields_model(
+            model_path, device, pixel_m, where, image_path.name, available, len(images), unpaired
+        )
+        source = images[0]
+        if len(images) > 1:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tilepipe-pair-")))
+            source = stack_vrt(images, tmp / "pair.vrt")
+            log.info("fields %s %s: window A %s, window B %s", tile, date, *dates)
+        return _delineate_image(
+            source,
+            dst_path,
+            model=model,
+            heads=heads,
+            predict=predict,
+            fmap=fmap,
+            params=params,
+            patch=patch,
+            overlap=overlap,
+            batch=batch,
+            tile=tile,
+            date=date,
+            where=where,
+            parquet_path=parquet_path,
+            scl_path=scl_path,
+            mask_classes=mask_classes,
+            mask_buffer=mask_buffer,
+            prob_out=prob_out,
+            metadata={"SOURCE": image_path.name, "FIELDS_DATES": ",".join(dates)},
+        )
+
+
+def pair_images(
+    image: Path, partner: Path, partner_window: str, tile: str, date: str
+) -> list[Path]:
+    """[window A's image, window B's] of a scene and its partner; InputError unless the partner
+    is an image of the same kind on the same grid."""
+    check_input(partner, tile, None)
+    with rasterio.open(image) as a, rasterio.open(partner) as b:
+        same = (a.width, a.height, a.transform, a.crs, a.descriptions) == (
+            b.width,
+            b.height,
+            b.transform,
+            b.crs,
+            b.descriptions,
+        )
+    if not same:
+        raise InputError(
+            f"{context(tile, date, partner)}the partner image is not on the scene's grid with "
+            f"its bands ({image.name}): a two-date model needs both dates alike"
+        )
+    if partner_window not in ("a", "b"):
+        raise ConfigError(f"partner window must be 'a' or 'b', not {partner_window!r}")
+    return [image, partner] if partner_window == "b" else [partner, image]
+
+
+def _delineate_image(
+    image_path: Path,
+    dst_path: Path,
+    *,
+    model: LoadedModel,
+    heads: list[str],
+    predict: Predict,
+    fmap: FieldMap,
+    params: Params,
+    patch: int,
+    overlap: int,
+    batch: int,
+    tile: str,
+    date: str,
+    where: str,
+    parquet_path: str | os.PathLike | None,
+    scl_path: str | os.PathLike | None,
+    mask_classes: tuple[int, ...],
+    mask_buffer: int,
+    prob_out: str | os.PathLike | None,
+    metadata: dict[str, str],
+) -> int:
+    """The model's probabilities on ``image_path`` (the scene, or its two dates' stack), then
+    the polygons: fields.gpkg (and the GeoParquet, the probabilities) published together."""
     check_fields_first_batch(model, fmap, image_path, patch, where)
     with scratch_raster(dst_path) as prob_path:
         stats = run_tiled(
@@ -344,7 +439,10 @@ def run_fields(
             crs=table.crs,
             tile=tile,
             date=date,
-            metadata=fields_metadata(model, heads, params, image_path, classes, mask_buffer),
+            metadata={
+                **fields_metadata(model, heads, params, image_path, classes, mask_buffer),
+                **metadata,
+            },
             parquet_path=parquet_path,
             copies={prob_out: prob_path} if prob_out is not None else None,
         )
