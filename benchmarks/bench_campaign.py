@@ -97,6 +97,8 @@ def run_slurm(
         log = dr.with_suffix(".log")
         wrap = " ".join(superres_args(s2, dr)) + f" 2> {log}"
         cmd = ["sbatch", "--parsable", "--partition", partition, "--account", account]
+        # one at a time (singleton): jobs side by side on a small node would share its cores
+        cmd += ["--job-name", "bench_campaign", "--dependency", "singleton"]
         cmd += ["--cpus-per-task", "2", "--mem", "4000", "--wrap", wrap]
         job = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
         jobs.append((job.split(";")[0], log))
