@@ -312,13 +312,14 @@ def test_rerun_finds_nothing_to_do(campaign):
 
 
 def _dry_run_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, wildcards) of each job a dry-run lists."""
+    """(rule, wildcards) of each job a dry-run lists (a block: its time, then `rule NAME:`)."""
     jobs = []
     for block in text.split("\n\n"):
         lines = block.strip().splitlines()
-        if not lines or lines[0].split(" ")[0] not in ("rule", "localrule"):
+        heads = [ln for ln in lines if ln.split(" ")[0] in ("rule", "localrule")]
+        if not heads:
             continue
-        rule = lines[0].split(" ")[1].rstrip(":")
+        rule = heads[0].split(" ")[1].rstrip(":")
         found = [ln.split("wildcards:", 1)[1] for ln in lines if "wildcards:" in ln]
         pairs = (kv.strip().split("=", 1) for kv in (found[0].split(",") if found else []))
         jobs.append((rule, dict(pairs)))
