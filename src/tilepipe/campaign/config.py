@@ -156,31 +156,30 @@ def configured_models(config: dict[str, Any]) -> list[tuple[str, str]]:
 def download_bands(config: dict[str, Any], *, base: str | Path = ".") -> tuple[str, ...]:
     """The further L2A bands download writes into s2.tif: ``source.bands`` and those the
     models reading s2.tif take (the DR model; the fields model when ``fields.input`` is s2)."""
-    import json
-
     from tilepipe.core.inputs import s2_bands
 
     wanted = set((config.get("source") or {}).get("bands") or ())
     on_s2 = {"superres.model", *(["fields.model"] if _fields_on_s2(config) else [])}
     for key, model in configured_models(config):
-        sidecar = (Path(base) / model).with_suffix(".json")
-        if key in on_s2 and sidecar.is_file():
-            wanted |= set(json.loads(sidecar.read_text()).get("bands_in") or ())
+        if key in on_s2:
+            wanted |= set(_sidecar_of(base, model).get("bands_in") or ())
     return s2_bands(wanted)[4:]
 
 
 def fields_dates(config: dict[str, Any], *, base: str | Path = ".") -> int:
     """How many dates the configured fields model takes (its sidecar's ``dates``; 1 unread)."""
+    model = (config.get("fields") or {}).get("model")
+    return int(_sidecar_of(base, model).get("dates", 1)) if model else 1
+
+
+def _sidecar_of(base: str | Path, model: str) -> dict[str, Any]:
+    """A model's sidecar as JSON, {} when missing or unreadable (config_problems names that)."""
     import json
 
-    model = (config.get("fields") or {}).get("model")
-    sidecar = (Path(base) / model).with_suffix(".json") if model else None
-    if sidecar is None or not sidecar.is_file():
-        return 1
     try:
-        return int(json.loads(sidecar.read_text()).get("dates", 1))
+        return json.loads((Path(base) / model).with_suffix(".json").read_text())
     except (OSError, ValueError):
-        return 1
+        return {}
 
 
 def _fields_on_s2(config: dict[str, Any]) -> bool:

@@ -30,7 +30,7 @@ import torch
 from tilepipe.core.errors import ConfigError, InputError, ModelError, context
 from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.inputs import band_names, check_image
-from tilepipe.core.raster import atomic_outputs, read_tags, stack_vrt
+from tilepipe.core.raster import atomic_outputs, stack_vrt
 from tilepipe.core.scratch import temp_beside
 from tilepipe.engine.model import first_batch, probe_window
 from tilepipe.engine.progress import progress_logger
@@ -322,48 +322,67 @@ def run_fields(
     where = context(tile=tile, date=date, path=model_path)
     with rasterio.open(image_path) as src:
         available = band_names(src)
-    with contextlib.ExitStack() as stack:
-        images = [image_path]
-        if partner is not None:
-            images = pair_images(image_path, Path(partner), partner_window, tile, date)
-        dates = [read_tags(p).get("DATE", "") for p in images]
-        model, heads, predict, fmap = load_fields_model(
-            model_path, device, pixel_m, where, image_path.name, available, len(images), unpaired
-        )
-        source = images[0]
-        if len(images) > 1:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tilepipe-pair-")))
-            source = stack_vrt(images, tmp / "pair.vrt")
-            log.info("fields %s %s: window A %s, window B %s", tile, date, *dates)
-        return _delineate_image(
-            source,
-            dst_path,
-            model=model,
-            heads=heads,
-            predict=predict,
-            fmap=fmap,
-            params=params,
-            patch=patch,
-            overlap=overlap,
-            batch=batch,
-            tile=tile,
-            date=date,
-            where=where,
-            parquet_path=parquet_path,
-            scl_path=scl_path,
-            mask_classes=mask_classes,
-            mask_buffer=mask_buffer,
-            prob_out=prob_out,
-            metadata={"SOURCE": image_path.name, "FIELDS_DATES": ",".join(dates)},
-        )
+    images, dates = [image_path], [date]
+    if partner is not None:
+        images, dates = pair_images(image_path, Path(partner), partner_window, tile, date)
+    model, heads, predict, fmap = load_fields_model(
+        model_path, device, pixel_m, where, image_path.name, available, len(images), unpaired
+    )
+    if len(images) > 1:
+        log.info("fields %s %s: window A %s, window B %s", tile, date, *dates)
+    with stacked(images) as source:
+        check_fields_first_batch(model, fmap, source, patch, where)
+        with scratch_raster(dst_path) as prob_path:
+            stats = run_tiled(
+                source,
+                prob_path,
+                predict,
+                scale=1,
+                out_bands=len(heads),
+                out_dtype="uint8",
+                patch=patch,
+                overlap=overlap,
+                batch=batch,
+                nodata_out=PROB_NODATA,
+                src_nodata=0,
+                band_descriptions=heads,
+                progress=progress_logger(log, f"fields {tile} {date}"),
+                model_name=model.model_id,
+                where=where,
+            )
+            log.info("fields %s %s: probabilities in %.1f s", tile, date, stats["seconds"])
+            with rasterio.open(prob_path) as prob:
+                fine = prob.transform
+            classes = tuple(mask_classes) if scl_path is not None else ()
+            with open_mask(
+                scl_path, classes, fine, tile=tile, date=date, buffer=mask_buffer
+            ) as mask:
+                table = delineate(prob_path, params, tile=tile, date=date, mask=mask)
+            log.info("fields %s %s: %s", tile, date, table.stats)
+            write_fields(
+                dst_path,
+                table.geoms,
+                table.columns,
+                crs=table.crs,
+                tile=tile,
+                date=date,
+                metadata={
+                    **fields_metadata(model, heads, params, image_path, classes, mask_buffer),
+                    "FIELDS_DATES": ",".join(dates),
+                },
+                parquet_path=parquet_path,
+                copies={prob_out: prob_path} if prob_out is not None else None,
+            )
+    log.info("fields %s %s: %d polygons", tile, date, len(table.geoms))
+    return len(table.geoms)
 
 
 def pair_images(
     image: Path, partner: Path, partner_window: str, tile: str, date: str
-) -> list[Path]:
+) -> tuple[list[Path], list[str]]:
     """[window A's image, window B's] of a scene and its partner; InputError unless the partner
-    is an image of the same kind on the same grid."""
-    check_input(partner, tile, None)
+    is an image of the same kind on the same grid; and their dates, in the same order."""
+    partner_date = check_input(partner, tile, None)[0].get("DATE", "")
     with rasterio.open(image) as a, rasterio.open(partner) as b:
         same = (a.width, a.height, a.transform, a.crs, a.descriptions) == (
             b.width,
@@ -379,72 +398,17 @@ def pair_images(
         )
     if partner_window not in ("a", "b"):
         raise ConfigError(f"partner window must be 'a' or 'b', not {partner_window!r}")
-    return [image, partner] if partner_window == "b" else [partner, image]
+    if partner_window == "b":
+        return [image, partner], [date, partner_date]
+    return [partner, image], [partner_date, date]
 
 
-def _delineate_image(
-    image_path: Path,
-    dst_path: Path,
-    *,
-    model: LoadedModel,
-    heads: list[str],
-    predict: Predict,
-    fmap: FieldMap,
-    params: Params,
-    patch: int,
-    overlap: int,
-    batch: int,
-    tile: str,
-    date: str,
-    where: str,
-    parquet_path: str | os.PathLike | None,
-    scl_path: str | os.PathLike | None,
-    mask_classes: tuple[int, ...],
-    mask_buffer: int,
-    prob_out: str | os.PathLike | None,
-    metadata: dict[str, str],
-) -> int:
-    """The model's probabilities on ``image_path`` (the scene, or its two dates' stack), then
-    the polygons: fields.gpkg (and the GeoParquet, the probabilities) published together."""
-    check_fields_first_batch(model, fmap, image_path, patch, where)
-    with scratch_raster(dst_path) as prob_path:
-        stats = run_tiled(
-            image_path,
-            prob_path,
-            predict,
-            scale=1,
-            out_bands=len(heads),
-            out_dtype="uint8",
-            patch=patch,
-            overlap=overlap,
-            batch=batch,
-            nodata_out=PROB_NODATA,
-            src_nodata=0,
-            band_descriptions=heads,
-            progress=progress_logger(log, f"fields {tile} {date}"),
-            model_name=model.model_id,
-            where=where,
-        )
-        log.info("fields %s %s: probabilities in %.1f s", tile, date, stats["seconds"])
-        with rasterio.open(prob_path) as prob:
-            fine = prob.transform
-        classes = tuple(mask_classes) if scl_path is not None else ()
-        with open_mask(scl_path, classes, fine, tile=tile, date=date, buffer=mask_buffer) as mask:
-            table = delineate(prob_path, params, tile=tile, date=date, mask=mask)
-        log.info("fields %s %s: %s", tile, date, table.stats)
-        write_fields(
-            dst_path,
-            table.geoms,
-            table.columns,
-            crs=table.crs,
-            tile=tile,
-            date=date,
-            metadata={
-                **fields_metadata(model, heads, params, image_path, classes, mask_buffer),
-                **metadata,
-            },
-            parquet_path=parquet_path,
-            copies={prob_out: prob_path} if prob_out is not None else None,
-        )
-    log.info("fields %s %s: %d polygons", tile, date, len(table.geoms))
-    return len(table.geoms)
+@contextlib.contextmanager
+def stacked(images: list[Path]) -> Iterator[Path]:
+    """The image itself, or two dates' images as one temporary VRT (window A's bands, then
+    window B's) for as long as the block runs."""
+    if len(images) == 1:
+        yield images[0]
+        return
+    with tempfile.TemporaryDirectory(prefix="tilepipe-pair-") as tmp:
+        yield stack_vrt(images, Path(tmp) / "pair.vrt")
