@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -78,32 +79,72 @@ def engine_seconds(stderr: str) -> float:
     return float(json.loads(line.split("superres done: ", 1)[1])["seconds"])
 
 
-def run_local(scenes: list[tuple[Path, Path]]) -> list[tuple[float, float]]:
-    """(billed s, engine s) of each scene run as its own process, one after another."""
+def worker_env(layout: str, name: str) -> dict[str, str]:
+    """The environment of a scene's command: the warm layout names one worker for the run."""
+    env = {k: v for k, v in os.environ.items() if k != "TILEPIPE_WORKER"}
+    if layout == "warm":
+        env.update(TILEPIPE_WORKER=name, TILEPIPE_WORKER_IDLE="30")
+    return env
+
+
+def run_local(scenes: list[tuple[Path, Path]], layout: str) -> list[tuple[float, float]]:
+    """(billed s, engine s) of each scene's command, one after another: its own process
+    (``old``) or a thin client of one warm worker (``warm``, whose start the first pays)."""
+    env = worker_env(layout, f"bench-{os.getpid()}-{time.monotonic_ns()}")
     results = []
     for s2, dr in scenes:
         started = time.perf_counter()
-        run = subprocess.run(superres_args(s2, dr), capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            superres_args(s2, dr), capture_output=True, text=True, check=True, env=env
+        )
         results.append((time.perf_counter() - started, engine_seconds(run.stderr)))
     return results
 
 
+def sbatch(wrap: str, partition: str, account: str, out_dir: Path) -> str:
+    """Submit ``wrap`` as one job (singleton: one at a time, as the node has few cores)."""
+    cmd = ["sbatch", "--parsable", "--partition", partition, "--account", account]
+    cmd += ["--job-name", "bench_campaign", "--dependency", "singleton"]
+    cmd += ["--output", str(out_dir / "slurm-%j.out")]
+    cmd += ["--cpus-per-task", "2", "--mem", "4000", "--wrap", wrap]
+    job = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    return job.split(";")[0]
+
+
 def run_slurm(
-    scenes: list[tuple[Path, Path]], partition: str, account: str
-) -> list[tuple[float, float]]:
-    """(billed s, engine s) of each scene as its own sbatch job: sacct's ElapsedRaw."""
-    jobs = []
-    for s2, dr in scenes:
-        log = dr.with_suffix(".log")
-        wrap = " ".join(superres_args(s2, dr)) + f" 2> {log}"
-        cmd = ["sbatch", "--parsable", "--partition", partition, "--account", account]
-        # one at a time (singleton): jobs side by side on a small node would share its cores
-        cmd += ["--job-name", "bench_campaign", "--dependency", "singleton"]
-        cmd += ["--cpus-per-task", "2", "--mem", "4000", "--wrap", wrap]
-        job = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-        jobs.append((job.split(";")[0], log))
-    elapsed = wait_for_jobs([job for job, _ in jobs])
-    return [(elapsed[job], engine_seconds(log.read_text())) for job, log in jobs]
+    scenes: list[tuple[Path, Path]], partition: str, account: str, layout: str
+) -> tuple[list[tuple[float, float]], float]:
+    """(billed s, engine s) per scene on Slurm and the job's own share: each scene its own job,
+    billed its ``ElapsedRaw`` (``old``); or all of them in one job, each a thin client of the
+    job's warm worker (``warm``), each billed its command's wall time and the job the rest of
+    its ``ElapsedRaw`` (Slurm's start and end, the worker's start)."""
+    logs = [dr.with_suffix(".log") for _, dr in scenes]
+    commands = [
+        " ".join(superres_args(s2, dr)) + f" 2> {log}"
+        for (s2, dr), log in zip(scenes, logs, strict=True)
+    ]
+    out_dir = scenes[0][1].parent
+    if layout == "old":
+        jobs = [
+            sbatch(f"unset TILEPIPE_WORKER; {c}", partition, account, out_dir) for c in commands
+        ]
+        elapsed = wait_for_jobs(jobs)
+        pairs = zip(jobs, logs, strict=True)
+        return [(elapsed[j], engine_seconds(log.read_text())) for j, log in pairs], 0.0
+    name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+    timed = [
+        f"s=$(date +%s.%N); {c}; echo $s $(date +%s.%N) > {log}.wall"
+        for c, log in zip(commands, logs, strict=True)
+    ]
+    wrap = f"export TILEPIPE_WORKER={name} TILEPIPE_WORKER_IDLE=5; " + "; ".join(timed)
+    job = sbatch(wrap, partition, account, out_dir)
+    elapsed = wait_for_jobs([job])[job]
+    walls = []
+    for log in logs:
+        start, end = map(float, Path(f"{log}.wall").read_text().split())
+        walls.append(end - start)
+    results = [(w, engine_seconds(log.read_text())) for w, log in zip(walls, logs, strict=True)]
+    return results, max(elapsed - sum(walls), 0.0)
 
 
 def wait_for_jobs(jobs: list[str], timeout_s: float = 3600) -> dict[str, float]:
@@ -127,12 +168,47 @@ def wait_for_jobs(jobs: list[str], timeout_s: float = 3600) -> dict[str, float]:
     raise SystemExit(f"jobs {jobs} still running after {timeout_s} s")
 
 
+def summarise(
+    results: list[tuple[float, float]], job_s: float, batch: int, layout: str
+) -> dict[str, float]:
+    """The figures of one layout: totals and their ratio as measured; ``steady``, the ratio of
+    the scenes after the first (the worker started, the machine warm); ``job``, the seconds
+    paid once per job (Slurm's start and end; the worker's start, the first scene's excess
+    over the steady median); ``at_batch``, the ratio a job of ``batch`` scenes would have."""
+    billed = sum(b for b, _ in results) + job_s
+    engine = sum(e for _, e in results)
+    rest = results[1:] or results
+    per_scene = statistics.median(b for b, _ in rest)
+    steady = sum(e for _, e in rest) / sum(b for b, _ in rest)
+    once = job_s + (max(results[0][0] - per_scene, 0.0) if layout == "warm" else 0.0)
+    mean_engine = engine / len(results)
+    at_batch = mean_engine / (per_scene + once / batch) if layout == "warm" else engine / billed
+    return {
+        "billed": billed,
+        "engine": engine,
+        "ratio": engine / billed,
+        "steady": steady,
+        "job": once,
+        "at_batch": at_batch,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[100, 200, 500])
     parser.add_argument("--scenes", type=int, default=4, help="scenes per size")
     parser.add_argument("--repeats", type=int, default=3, help="runs per fixed-cost step")
     parser.add_argument("--executor", choices=["local", "slurm"], default="local")
+    parser.add_argument(
+        "--layout",
+        nargs="+",
+        choices=["old", "warm"],
+        default=["old", "warm"],
+        help="old: a process (and on Slurm a job) per scene; warm: one warm worker, thin clients",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=200, help="scenes per GPU job the warm layout projects to"
+    )
     parser.add_argument("--partition", default="accel")
     parser.add_argument("--account", default="tilepipe-ci")
     args = parser.parse_args()
@@ -142,23 +218,34 @@ def main() -> None:
     for name, seconds in steps.items():
         print(f"  {name:<12} {seconds:6.2f}")
     print(f"  {'total':<12} {sum(steps.values()):6.2f}")
-    print(f"== one job per scene, executor {args.executor}, model {MODEL.name}, CPU")
-    print(f"{'input':>8} {'output':>10} {'scenes':>7} {'billed s':>9} {'engine s':>9} {'ratio':>6}")
+    print(f"== superres per scene, executor {args.executor}, model {MODEL.name}, CPU")
+    print(
+        f"{'layout':>6} {'input':>7} {'scenes':>6} {'billed s':>9} {'engine s':>9} {'ratio':>6}"
+        f" {'steady':>7} {'job s':>6} {f'@{args.batch}/job':>9}"
+    )
+    ratios: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_campaign_", dir="/tmp") as tmp:
         for size in args.sizes:
             s2 = make_input(Path(tmp) / f"s2_{size}.tif", size)
-            scenes = [(s2, Path(tmp) / f"dr_{size}_{i}.tif") for i in range(args.scenes)]
-            if args.executor == "slurm":
-                results = run_slurm(scenes, args.partition, args.account)
-            else:
-                results = run_local(scenes)
-            billed = sum(b for b, _ in results)
-            engine = sum(e for _, e in results)
-            out = f"{size * 10}²"
-            print(
-                f"{size:>7}² {out:>10} {len(results):>7} {billed:>9.1f} {engine:>9.1f} "
-                f"{engine / billed:>6.2f}"
-            )
+            for layout in args.layout:
+                scenes = [
+                    (s2, Path(tmp) / f"dr_{size}_{layout}_{i}.tif") for i in range(args.scenes)
+                ]
+                if args.executor == "slurm":
+                    results, job_s = run_slurm(scenes, args.partition, args.account, layout)
+                else:
+                    results, job_s = run_local(scenes, layout), 0.0
+                row = summarise(results, job_s, args.batch, layout)
+                ratios[layout, size] = row["at_batch"]
+                print(
+                    f"{layout:>6} {size:>6}² {len(results):>6} {row['billed']:>9.1f}"
+                    f" {row['engine']:>9.1f} {row['ratio']:>6.2f} {row['steady']:>7.2f}"
+                    f" {row['job']:>6.1f} {row['at_batch']:>9.2f}"
+                )
+    if {"old", "warm"} <= set(args.layout):
+        for size in args.sizes:
+            gain = ratios["warm", size] / ratios["old", size]
+            print(f"  {size}²: engine share of billed time, warm over old: {gain:.2f}x")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ onstart:
     apply_cluster_env(CLUSTER["env"], create_dirs=True)
     # Slurm runs only, before the first submission: the plugin's job arrays lose no job
     install_slurm_array_fix(executor, logger)
+    if POOL:
+        start_worker_pool()
 
 
 # the demo generator and the final target are cheap: never a cluster job
@@ -286,3 +288,37 @@ def final_outputs(wildcards):
             if config["classify"]["class_raster"]
         ),
     ]
+
+
+# -- GPU workers (config `workers`): superres and fields handed to warm GPU workers -----------
+WORKERS = config["workers"]
+POOL = WORKERS["count"] > 0
+SPOOL = Path(WORKERS["spool"]).resolve()
+if POOL:
+    # the GPU steps' `tilepipe` hands its step to the pool's workers (tilepipe.worker): set
+    # here, not as a param, so that turning the pool on or off reruns nothing
+    os.environ.update(
+        TILEPIPE_WORKER=f"spool:{SPOOL}", TILEPIPE_WORKER_WAIT=str(WORKERS["wait_s"])
+    )
+
+    # a scene's GPU step is then a thin client on this host: no GPU job of its own
+    localrules:
+        superres,
+        fields,
+
+
+def start_worker_pool():
+    """Onstart, with a pool: the thread that starts GPU workers when scenes ask for them."""
+    from tilepipe.worker.starter import Starter
+
+    template = WORKERS["start"].replace("{image}", CONTAINERS["gpu"] or "")
+    starter = Starter(
+        SPOOL,
+        WORKERS["count"],
+        WORKERS["idle_s"],
+        template,
+        WORKERS["wait_s"],
+        say=logger.info,
+    )
+    starter.start()
+    return starter

@@ -34,6 +34,7 @@ from tilepipe.cli import (
     status,
     superres,
     train,
+    worker,
 )
 from tilepipe.core.errors import Terminated, TilepipeError, context
 
@@ -54,7 +55,7 @@ STEPS = (
     report,
     catalog,
 )
-TOOLS = (status, plan, model)
+TOOLS = (status, plan, model, worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,10 +16,13 @@ Everything that can be wrong with a model is checked by :func:`load_model` befor
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import json
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +194,37 @@ def save_model(module: nn.Module, path: str | os.PathLike, meta: dict) -> dict:
     return meta
 
 
+#: models a warm worker keeps loaded, by what identifies them (see :func:`model_cache`)
+_CACHE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("model_cache", default=None)
+log = logging.getLogger("tilepipe")
+
+
+@contextlib.contextmanager
+def model_cache() -> Iterator[dict]:
+    """Within this block, :func:`load_model` hands back a model it already loaded from unchanged
+    files (same path, size and mtime of weights and sidecar, same device): a warm worker loads
+    each model once, not once per scene."""
+    cache: dict = {}
+    token = _CACHE.set(cache)
+    try:
+        yield cache
+    finally:
+        _CACHE.reset(token)
+
+
+def _files_key(path: Path) -> tuple:
+    """What says a model file and its sidecar are unchanged: path, size and mtime of each."""
+    stats = []
+    for f in (path, sidecar_path(path)):
+        try:
+            st = f.stat()
+        except OSError:
+            stats.append(None)
+        else:
+            stats.append((st.st_size, st.st_mtime_ns))
+    return (str(path.resolve()), *stats)
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -199,7 +233,29 @@ def load_model(
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
     """Load and check a registered model; any mismatch or damage raises ModelError up front."""
-    path = Path(path)
+    cache = _CACHE.get()
+    if cache is None:
+        return _load_model(Path(path), expect_bands, expect_scale, device)
+    key = (
+        _files_key(Path(path)),
+        tuple(expect_bands or ()),
+        expect_scale,
+        str(device),
+    )
+    if key not in cache:
+        cache[key] = _load_model(Path(path), expect_bands, expect_scale, device)
+    else:
+        log.info("model %s: already loaded in this worker (files unchanged)", path)
+    return cache[key]
+
+
+def _load_model(
+    path: Path,
+    expect_bands: Sequence[str] | None,
+    expect_scale: int | None,
+    device: str | torch.device,
+) -> LoadedModel:
+    """:func:`load_model` without the cache."""
     where = context(path=path)
     meta_path = sidecar_path(path)
     if not path.is_file():

@@ -1,0 +1,103 @@
+"""A pool of GPU workers (config ``workers``): scenes' jobs hand their step to workers that a
+starter (a thread of the Snakemake process) starts when scenes ask, found through a spool.
+
+Real processes and real TCP over loopback: the starter thread here, the ``tilepipe`` command as
+the scene's client, the worker it is served by, real superres with the demo model on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tilepipe.worker import spool as pool
+from tilepipe.worker.starter import Starter
+
+from .conftest import TILEPIPE, env_without_worker, superres_argv
+
+
+@pytest.fixture
+def spool(tmp_path) -> Path:
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def starter(spool):
+    """The starter of a local pool of one worker (idle 3 s), stopped after the test."""
+    thread = Starter(spool, 1, 3.0, "", 60.0, say=lambda _: None, poll=0.1)
+    thread.start()
+    yield thread
+    thread.stopped.set()
+    deadline = time.monotonic() + 30
+    while pool.live_workers(spool) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the worker idles out
+
+
+def _client(argv: list[str], spool: Path, wait: str = "120") -> subprocess.CompletedProcess:
+    env = env_without_worker(TILEPIPE_WORKER=f"spool:{spool}", TILEPIPE_WORKER_WAIT=wait)
+    return subprocess.run([TILEPIPE, *argv], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_scene_is_run_by_a_worker_the_starter_started_and_gets_the_same_file(
+    starter, spool, scene, tmp_path
+):
+    run = _client(superres_argv(scene, str(tmp_path / "pool.tif")), spool)
+    alone = subprocess.run(
+        [TILEPIPE, *superres_argv(scene, str(tmp_path / "alone.tif"))],
+        env=env_without_worker(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == alone.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "pool.tif").read_bytes() == (tmp_path / "alone.tif").read_bytes()
+    assert len(pool.live_workers(spool)) == 1
+
+
+def test_the_next_scene_finds_the_worker_warm(starter, spool, scene, tmp_path):
+    _client(superres_argv(scene, str(tmp_path / "a.tif")), spool)
+    second = _client(superres_argv(scene, str(tmp_path / "b.tif")), spool)
+    assert "already loaded in this worker" in second.stderr
+
+
+def test_a_request_without_the_spools_token_is_refused(starter, spool, scene, tmp_path):
+    _client(superres_argv(scene, str(tmp_path / "a.tif")), spool)  # a worker is up
+    worker = pool.live_workers(spool)[0]
+    argv = superres_argv(scene, str(tmp_path / "intruder.tif"))
+    with socket.create_connection((worker["host"], worker["port"]), timeout=10) as sock:
+        sock.sendall(json.dumps({"argv": argv, "cwd": os.getcwd(), "token": "x"}).encode() + b"\n")
+        assert sock.makefile("rb").read() == b""  # closed, no answer
+    assert not (tmp_path / "intruder.tif").exists()
+
+
+def test_the_token_is_readable_by_its_owner_only(spool):
+    pool.ensure_token(spool)
+    assert (spool / "token").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_registration_without_a_recent_heartbeat_is_no_live_worker(spool):
+    path = pool.register(spool, "w1", "localhost", 1)
+    assert [w["name"] for w in pool.live_workers(spool)] == ["w1"]
+    old = time.time() - pool.STALE_S - 1
+    os.utime(path, (old, old))
+    assert pool.live_workers(spool) == []
+
+
+def test_a_start_command_that_fails_fails_the_waiting_scene_with_its_cause(spool, scene, tmp_path):
+    thread = Starter(spool, 1, 3.0, "exit 3", 60.0, say=lambda _: None, poll=0.1)
+    thread.start()
+    try:
+        run = _client(superres_argv(scene, str(tmp_path / "a.tif")), spool)
+    finally:
+        thread.stopped.set()
+    assert run.returncode == 1
+    assert "could not be started" in run.stderr and "exit 3" in run.stderr
+
+
+def test_a_scene_with_no_worker_and_no_starter_fails_after_its_wait(spool, scene, tmp_path):
+    run = _client(superres_argv(scene, str(tmp_path / "a.tif")), spool, wait="2")
+    assert run.returncode == 1
+    assert "no GPU worker" in run.stderr and "tilepipe worker --spool" in run.stderr
