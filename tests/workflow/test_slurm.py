@@ -75,6 +75,8 @@ BROKEN = ("31UFS", "2022-06-21")
 BROKEN_ASSET = "demo_data/stac/sentinel-2-l2a/S2B_31UFS_20220621_0_L2A/B04.tif"
 FAKE_SECRET = "fake-secret-7f3a9c"
 SEP = "<#>"  # sacct's field separator here: submit lines may hold `|`
+#: The job name the profiles give a pool's GPU workers (workers.start).
+WORKER_JOB = "tilepipe-worker"
 #: Hard limit for one campaign run: a lost job must not hang CI.
 RUN_TIMEOUT_S = 600
 
@@ -243,7 +245,7 @@ def _overrides(
 
 def _sacct(work: Path, since: datetime) -> list[dict]:
     fields = ("JobID", "Account", "Partition", "AllocTRES", "Timelimit", "State", "Comment")
-    fields += ("WorkDir", "Submit", "SubmitLine")
+    fields += ("WorkDir", "Submit", "SubmitLine", "JobName", "ElapsedRaw")
     since_arg = f"{since:%Y-%m-%dT%H:%M:%S}"
     query = ["sacct", "-a", "-X", "-n", "-P", "--delimiter", SEP, "-S", since_arg]
     out = subprocess.run(
@@ -259,8 +261,11 @@ def _sacct(work: Path, since: datetime) -> list[dict]:
     return sorted(ours, key=lambda j: int(j["JobID"].split("_")[0]))
 
 
-def run_campaign(name: str, work: Path, prepare=None, config=DEMO_OVERRIDES) -> Campaign:
-    """Copy the workflow into `work`, run `snakemake --profile profiles/<name>` through Slurm."""
+def run_campaign(
+    name: str, work: Path, prepare=None, config=DEMO_OVERRIDES, configfiles: tuple[str, ...] = ()
+) -> Campaign:
+    """Copy the workflow into `work`, run `snakemake --profile profiles/<name>` through Slurm
+    (with `configfiles` after the workflow's own, as a user adds a campaign's settings)."""
     for item in ("Snakefile", "workflow", "config", "profiles", "models", "envs"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
@@ -269,6 +274,8 @@ def run_campaign(name: str, work: Path, prepare=None, config=DEMO_OVERRIDES) -> 
     prof = profile(name)
     env = _env(work)
     args, dirs = _overrides(prof, work, env, config)
+    if configfiles:
+        args += ["--configfile", "config/config.yaml", *configfiles]
     since = datetime.now() - timedelta(minutes=1)
     guard = ["timeout", "-k", "30", str(RUN_TIMEOUT_S)]  # a lost job must not hang CI
     run = subprocess.run(
@@ -300,6 +307,20 @@ def saga(cluster, tmp_path_factory) -> Campaign:
 def lumi(cluster, tmp_path_factory) -> Campaign:
     """The demo campaign run through Slurm with profiles/lumi, one scene's input corrupt."""
     return run_campaign("lumi", tmp_path_factory.mktemp("lumi"), prepare=_break_one_scene)
+
+
+def _pool_config(work: Path) -> None:
+    """A campaign config that turns on a pool of one GPU worker, started as saga starts them
+    (a configfile: the profile's `config:` is replaced by the test's `--config`)."""
+    workers = {**profile("saga")["workflow_config"]["workers"], "count": 1, "idle_s": 10}
+    (work / "pool.yaml").write_text(yaml.safe_dump({"workers": workers}))
+
+
+@pytest.fixture(scope="module")
+def pool(cluster, tmp_path_factory) -> Campaign:
+    """The demo campaign through Slurm with profiles/saga and a pool of one GPU worker."""
+    work = tmp_path_factory.mktemp("pool")
+    return run_campaign("saga", work, prepare=_pool_config, configfiles=("pool.yaml",))
 
 
 @pytest.fixture(params=["saga", "lumi"])
@@ -349,9 +370,12 @@ def task_wildcards(campaign: Campaign, job: dict) -> str:
 
 
 def by_name(campaign: Campaign, prof: dict) -> dict[tuple[str, str], list[dict]]:
-    """sacct jobs per (rule or group job, wildcards), in submission order (= attempts)."""
+    """sacct jobs per (rule or group job, wildcards), in submission order (= attempts); the
+    GPU workers of a pool are not Snakemake's jobs (see worker_jobs)."""
     out: dict[tuple[str, str], list[dict]] = {}
     for job in campaign.jobs:
+        if job["JobName"] == WORKER_JOB:
+            continue
         name, _, wildcards = job_rules(job, prof)
         if "_" in job["JobID"]:  # all tasks of an array share the first task's comment
             wildcards = task_wildcards(campaign, job)
@@ -565,3 +589,44 @@ def test_no_credential_reaches_a_job_script_or_a_slurm_log(campaign):
             assert FAKE_SECRET.encode() not in path.read_bytes(), path
     for path in (campaign.work / "logs").rglob("*.log"):
         assert FAKE_SECRET not in path.read_text(errors="replace"), path
+
+
+def worker_jobs(campaign: Campaign) -> list[dict]:
+    return [j for j in campaign.jobs if j["JobName"] == WORKER_JOB]
+
+
+def test_with_a_worker_pool_no_gpu_step_is_a_slurm_job_of_its_own(pool):
+    assert pool.run.returncode == 0, pool.explain()
+    prof = profile("saga")
+    ran = {
+        r for (name, _), jobs in by_name(pool, prof).items() for r in job_rules(jobs[0], prof)[1]
+    }
+    assert not ran & GPU_RULES, sorted(ran)
+    for tile, date in SCENES:
+        log = (pool.work / "logs" / "superres" / tile / f"{date}.log").read_text()
+        assert "superres done" in log, log[-2000:]  # the worker's output, relayed to the job
+        assert (pool.work / "results" / tile / date / "fields.gpkg").exists()
+
+
+def test_the_pool_workers_ran_as_gpu_jobs_of_the_profiles_partition(pool):
+    workers = worker_jobs(pool)
+    assert workers, [j["JobName"] for j in pool.jobs]
+    for job in workers:
+        assert job["Partition"] == "a100", job
+        assert tres(job["AllocTRES"]).get("gres/gpu") == "1", job
+        assert job["State"] == "COMPLETED", job  # each exited when idle, not killed
+
+
+def test_the_pool_ran_fewer_gpu_jobs_than_the_campaign_has_gpu_steps(pool):
+    """And prints what they were billed against the engine's seconds (not a speed limit)."""
+    billed = sum(int(j["ElapsedRaw"]) for j in worker_jobs(pool))
+    engine = 0.0
+    for rule in GPU_RULES:
+        for log in (pool.work / "logs" / rule).rglob("*.log"):
+            text = log.read_text()
+            engine += sum(
+                float(s) for s in re.findall(r'superres done: .*?"seconds": ([0-9.]+)', text)
+            )
+            engine += sum(float(s) for s in re.findall(r"probabilities in ([0-9.]+) s", text))
+    print(f"pool: {len(worker_jobs(pool))} GPU job(s), {billed} s billed, {engine:.1f} s engine")
+    assert len(worker_jobs(pool)) < len(SCENES) * len(GPU_RULES)

@@ -311,7 +311,9 @@ def start_worker_pool():
     """Onstart, with a pool: the thread that starts GPU workers when scenes ask for them."""
     from tilepipe.worker.starter import Starter
 
-    template = WORKERS["start"].replace("{image}", CONTAINERS["gpu"] or "")
+    image = CONTAINERS["gpu"]
+    in_image = WORKERS["container"].replace("{image}", image) if image else ""
+    template = WORKERS["start"].replace("{container}", in_image)
     starter = Starter(
         SPOOL,
         WORKERS["count"],

@@ -86,12 +86,21 @@ def peer_uid(conn: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
-def stop_when_gone(busy: threading.Event):
-    """The handler of GONE: stop the scene in progress, whose client is no longer there to take
-    the result (a late word, after the scene ended, is ignored)."""
+class InProgress:
+    """Which request is running, and whose client went away (the watchers' word to the serving
+    thread): a late word, about a request that has ended, must not stop the next one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: int | None = None
+        self.gone: int | None = None
+
+
+def stop_when_gone(state: InProgress):
+    """The handler of GONE: stop the request in progress if its client is no longer there."""
 
     def handler(signum: int, frame: object) -> None:
-        if busy.is_set():
+        if state.running is not None and state.gone == state.running:
             raise Terminated(
                 "the job's client went away (cancelled or timed out); resume state kept"
             )
@@ -118,23 +127,27 @@ def as_fresh_process(request: dict, conn: socket.socket) -> Iterator[None]:
         os.chdir(cwd)
 
 
-def watch(conn: socket.socket, busy: threading.Event, main_thread: int) -> None:
-    """Wait for the client's end of ``conn`` to close; if the request is still running, stop it."""
+def watch(conn: socket.socket, state: InProgress, request_id: int, main_thread: int) -> None:
+    """Wait for the client's end of ``conn`` to close; if its request still runs, stop it."""
     try:
         while conn.recv(4096):
             pass
     except OSError:
         pass
-    if busy.is_set():
-        signal.pthread_kill(main_thread, GONE)
+    with state.lock:
+        if state.running == request_id:
+            state.gone = request_id
+            signal.pthread_kill(main_thread, GONE)
 
 
-def run_request(request: dict, conn: socket.socket, busy: threading.Event) -> int:
+def run_request(request: dict, conn: socket.socket, state: InProgress, request_id: int) -> int:
     """Run one ``tilepipe <argv>`` in this process; its exit status (crashes print theirs)."""
     from tilepipe.cli import main
 
-    watcher = threading.Thread(target=watch, args=(conn, busy, threading.get_ident()), daemon=True)
-    busy.set()
+    state.running = request_id
+    watcher = threading.Thread(
+        target=watch, args=(conn, state, request_id, threading.get_ident()), daemon=True
+    )
     watcher.start()
     try:
         with as_fresh_process(request, conn):
@@ -149,12 +162,15 @@ def run_request(request: dict, conn: socket.socket, busy: threading.Event) -> in
                 traceback.print_exc()
                 return 1
     finally:
-        busy.clear()
+        with state.lock:
+            state.running = None
         for handler in logging.getLogger().handlers:
             handler.filters.clear()  # each request's main() adds its own redacting filter
 
 
-def serve_one(conn: socket.socket, busy: threading.Event, token: str | None) -> int | None:
+def serve_one(
+    conn: socket.socket, state: InProgress, request_id: int, token: str | None
+) -> int | None:
     """Answer one connection: the step's exit status, or None when it was refused (another
     user's process; on TCP, a request without the spool's token)."""
     with conn:
@@ -173,7 +189,7 @@ def serve_one(conn: socket.socket, busy: threading.Event, token: str | None) -> 
             log.warning("refused a request without the spool's token")
             return None
         started = time.perf_counter()
-        status = run_request(request, conn, busy)
+        status = run_request(request, conn, state, request_id)
         log.info(
             "%s exit %d in %.2f s",
             " ".join(request["argv"][:5]),
@@ -243,9 +259,9 @@ def serve(name: str, idle: float, spool: Path | None = None) -> int:
         name, os.getpid(), where, time.perf_counter() - started,
     )  # fmt: skip
     sock.settimeout(idle)
-    busy = threading.Event()
-    signal.signal(GONE, stop_when_gone(busy))
-    served = 0
+    state = InProgress()
+    signal.signal(GONE, stop_when_gone(state))
+    served = connections = 0
     try:
         with sock, model_cache():
             while True:
@@ -254,7 +270,8 @@ def serve(name: str, idle: float, spool: Path | None = None) -> int:
                 except TimeoutError:
                     break
                 conn.settimeout(None)
-                status = serve_one(conn, busy, token)
+                connections += 1  # each request its own id: a watcher's word names one
+                status = serve_one(conn, state, connections, token)
                 served += status is not None
     finally:
         stop.set()
