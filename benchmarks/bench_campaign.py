@@ -1,25 +1,27 @@
-"""What a campaign of small scenes pays for: billed job-seconds against the engine's seconds.
+"""What a campaign of small scenes pays for: billed GPU-job seconds against the engine's seconds.
 
-    python benchmarks/bench_campaign.py --sizes 100 200 500 --scenes 4
-    python benchmarks/bench_campaign.py --sizes 200 --scenes 8 --executor slurm --partition accel
+    python benchmarks/bench_campaign.py --sizes 100 200 500 --scenes 10
+    python benchmarks/bench_campaign.py --sizes 200 --scenes 20 --executor slurm --partition a100
 
-The layout measured is today's (issue 17, "before"): one job per scene, each its own
-``tilepipe superres`` process that starts an interpreter, imports torch, loads the model and
-initialises the device before the engine runs. Per input size it prints:
+Two layouts of the superres step (issue 17), each on the same demo scenes, one after another:
 
-- the fixed cost, step by step, each in fresh processes (median of ``--repeats``): interpreter
-  start (``python -c pass``), importing tilepipe's superres step and torch, loading the model
-  onto the device (``load_dr``);
-- per scene: the billed seconds (local: the process's wall time; Slurm: ``sacct``'s
-  ``ElapsedRaw`` of the job, its own start-up and epilogue included), the engine's own
-  seconds (``superres done`` stats, ``seconds``), and their ratio, the share of the billed time
-  that does the work.
+- ``old``: a process per scene, and on Slurm an ``sbatch`` job per scene, as the profiles
+  submit a GPU step: each starts an interpreter, imports torch, loads the model and sets up the
+  device before the engine runs; billed: the process's wall time, or ``sacct``'s ``ElapsedRaw``
+  of its job (Slurm's start and end included);
+- ``pool``: a pool of one GPU worker (config ``workers``), started by the workflow's own starter
+  (:class:`tilepipe.worker.starter.Starter`): locally a background process, on Slurm an
+  ``sbatch`` job; each scene is a thin ``tilepipe superres`` client on this machine, as the
+  workflow's scene jobs are then. Billed: the worker's lifetime (``ElapsedRaw`` on Slurm), its
+  start, the scenes and its ``--idle`` tail included.
 
-With ``--executor slurm`` every scene is an ``sbatch`` job on the cluster of
-``tests/slurm/slurm-up.sh`` (or any cluster: ``--partition``, ``--account``), as the workflow's
-profiles submit them; the script waits for the jobs and reads ``sacct``. Inputs are demo
-scenes (``bench_engine.make_input``), the model ``models/dr_demo.pt``; all under a temporary
-directory, removed afterwards.
+Per layout and input size it prints the billed and engine seconds and their ratio as measured;
+``steady``, the ratio over the scenes after the first (the worker up, the machine warm); ``job``,
+what a job pays once (start-up, the idle tail); and ``@N/job``, the ratio of a job serving
+``--batch`` scenes (what a campaign of 10,000 scenes over a few workers gets). Before that, the
+fixed cost of one ``old`` process, step by step (median of ``--repeats`` fresh processes).
+Inputs are demo scenes (``bench_engine.make_input``), the model ``models/dr_demo.pt``, on the
+CPU; all under a temporary directory, removed afterwards.
 """
 
 from __future__ import annotations
@@ -27,16 +29,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_engine import MODEL, make_input
 
+from tilepipe.worker import spool as pool
+from tilepipe.worker.starter import Starter
+
 TILEPIPE = Path(sys.executable).parent / "tilepipe"
+IDLE_S = 5.0  # the pool worker's idle tail in this benchmark (the workflow's default is 60)
 #: each fixed-cost step as a program, cumulative: interpreter, + imports, + model on the device
 STEPS = {
     "interpreter": "pass",
@@ -79,26 +87,29 @@ def engine_seconds(stderr: str) -> float:
     return float(json.loads(line.split("superres done: ", 1)[1])["seconds"])
 
 
-def worker_env(layout: str, name: str) -> dict[str, str]:
-    """The environment of a scene's command: the warm layout names one worker for the run."""
-    env = {k: v for k, v in os.environ.items() if k != "TILEPIPE_WORKER"}
-    if layout == "warm":
-        env.update(TILEPIPE_WORKER=name, TILEPIPE_WORKER_IDLE="30")
-    return env
+def plain_env(**extra: str) -> dict[str, str]:
+    """This environment without a worker, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TILEPIPE_WORKER")}
+    return {**env, **extra}
 
 
-def run_local(scenes: list[tuple[Path, Path]], layout: str) -> list[tuple[float, float]]:
-    """(billed s, engine s) of each scene's command, one after another: its own process
-    (``old``) or a thin client of one warm worker (``warm``, whose start the first pays)."""
-    env = worker_env(layout, f"bench-{os.getpid()}-{time.monotonic_ns()}")
-    results = []
-    for s2, dr in scenes:
-        started = time.perf_counter()
-        run = subprocess.run(
-            superres_args(s2, dr), capture_output=True, text=True, check=True, env=env
-        )
-        results.append((time.perf_counter() - started, engine_seconds(run.stderr)))
-    return results
+def run_one(s2: Path, dr: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall s, engine s) of one scene's command."""
+    started = time.perf_counter()
+    run = subprocess.run(superres_args(s2, dr), capture_output=True, text=True, env=env)
+    if run.returncode:
+        raise SystemExit(f"scene {dr.name} failed:\n{run.stderr[-3000:]}")
+    return time.perf_counter() - started, engine_seconds(run.stderr)
+
+
+def run_scenes(
+    scenes: list[tuple[Path, Path]], env: dict[str, str], clients: int = 1
+) -> list[tuple[float, float]]:
+    """(wall s, engine s) of each scene's command, ``clients`` at a time (the workflow runs
+    several scene jobs at once: with a pool, the next scene waits at the worker while the
+    current one runs, so the worker never idles between scenes)."""
+    with ThreadPoolExecutor(max_workers=clients) as run:
+        return list(run.map(lambda scene: run_one(*scene, env), scenes))
 
 
 def sbatch(wrap: str, partition: str, account: str, out_dir: Path) -> str:
@@ -109,42 +120,6 @@ def sbatch(wrap: str, partition: str, account: str, out_dir: Path) -> str:
     cmd += ["--cpus-per-task", "2", "--mem", "4000", "--wrap", wrap]
     job = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
     return job.split(";")[0]
-
-
-def run_slurm(
-    scenes: list[tuple[Path, Path]], partition: str, account: str, layout: str
-) -> tuple[list[tuple[float, float]], float]:
-    """(billed s, engine s) per scene on Slurm and the job's own share: each scene its own job,
-    billed its ``ElapsedRaw`` (``old``); or all of them in one job, each a thin client of the
-    job's warm worker (``warm``), each billed its command's wall time and the job the rest of
-    its ``ElapsedRaw`` (Slurm's start and end, the worker's start)."""
-    logs = [dr.with_suffix(".log") for _, dr in scenes]
-    commands = [
-        " ".join(superres_args(s2, dr)) + f" 2> {log}"
-        for (s2, dr), log in zip(scenes, logs, strict=True)
-    ]
-    out_dir = scenes[0][1].parent
-    if layout == "old":
-        jobs = [
-            sbatch(f"unset TILEPIPE_WORKER; {c}", partition, account, out_dir) for c in commands
-        ]
-        elapsed = wait_for_jobs(jobs)
-        pairs = zip(jobs, logs, strict=True)
-        return [(elapsed[j], engine_seconds(log.read_text())) for j, log in pairs], 0.0
-    name = f"bench-{os.getpid()}-{time.monotonic_ns()}"
-    timed = [
-        f"s=$(date +%s.%N); {c}; echo $s $(date +%s.%N) > {log}.wall"
-        for c, log in zip(commands, logs, strict=True)
-    ]
-    wrap = f"export TILEPIPE_WORKER={name} TILEPIPE_WORKER_IDLE=5; " + "; ".join(timed)
-    job = sbatch(wrap, partition, account, out_dir)
-    elapsed = wait_for_jobs([job])[job]
-    walls = []
-    for log in logs:
-        start, end = map(float, Path(f"{log}.wall").read_text().split())
-        walls.append(end - start)
-    results = [(w, engine_seconds(log.read_text())) for w, log in zip(walls, logs, strict=True)]
-    return results, max(elapsed - sum(walls), 0.0)
 
 
 def wait_for_jobs(jobs: list[str], timeout_s: float = 3600) -> dict[str, float]:
@@ -168,50 +143,94 @@ def wait_for_jobs(jobs: list[str], timeout_s: float = 3600) -> dict[str, float]:
     raise SystemExit(f"jobs {jobs} still running after {timeout_s} s")
 
 
-def summarise(
-    results: list[tuple[float, float]], job_s: float, batch: int, layout: str
-) -> dict[str, float]:
-    """The figures of one layout: totals and their ratio as measured; ``steady``, the ratio of
-    the scenes after the first (the worker started, the machine warm); ``job``, the seconds
-    paid once per job (Slurm's start and end; the worker's start, the first scene's excess
-    over the steady median); ``at_batch``, the ratio a job of ``batch`` scenes would have."""
+def run_old(scenes: list[tuple[Path, Path]], executor: str, partition: str, account: str):
+    """Each scene its own process (local) or its own job (Slurm): (billed, engine) per scene."""
+    if executor == "local":
+        return run_scenes(scenes, plain_env()), 0.0
+    logs = [dr.with_suffix(".log") for _, dr in scenes]
+    jobs = [
+        sbatch(f"unset TILEPIPE_WORKER; {' '.join(superres_args(s2, dr))} 2> {log}",
+               partition, account, scenes[0][1].parent)
+        for (s2, dr), log in zip(scenes, logs, strict=True)
+    ]  # fmt: skip
+    elapsed = wait_for_jobs(jobs)
+    pairs = zip(jobs, logs, strict=True)
+    return [(elapsed[j], engine_seconds(log.read_text())) for j, log in pairs], 0.0
+
+
+def worker_seconds(spool: Path) -> list[float]:
+    """The seconds the workers spent on each scene (their log's ``exit 0 in X s``)."""
+    text = "".join(p.read_text() for p in (spool / "logs").glob("*.log"))
+    return [float(s) for s in re.findall(r" exit 0 in ([0-9.]+) s", text)]
+
+
+def run_pool(scenes: list[tuple[Path, Path]], executor: str, partition: str, account: str):
+    """The scenes as thin clients of a pool of one worker the starter starts: (per-scene
+    billed, engine) and what the worker's job paid beyond its scenes (start, idle tail)."""
+    spool = scenes[0][1].parent / "spool"
+    template = ""
+    if executor == "slurm":
+        template = (
+            f"sbatch --parsable --account={account} --partition={partition} --gpus=1"
+            " --cpus-per-task=2 --mem=4000 --job-name=tilepipe-worker"
+            " --output={spool}/logs/worker-%j.log --wrap '{worker}'"
+        )
+    starter = Starter(spool, 1, IDLE_S, template, 3600.0, say=lambda _: None, poll=0.1)
+    starter.start()
+    began = time.perf_counter()
+    try:
+        results = run_scenes(scenes, plain_env(TILEPIPE_WORKER=f"spool:{spool}"), clients=2)
+    finally:
+        starter.stopped.set()
+    deadline = time.monotonic() + 120
+    while pool.live_workers(spool) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the worker's idle tail, which is billed too
+    if executor == "slurm":
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "--name", "tilepipe-worker", "-S", "now-2hours",
+             "-o", "JobID,WorkDir"], capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        jobs = [r.split("|")[0] for r in out.splitlines() if r]
+        logs = {p.stem.removeprefix("worker-") for p in (spool / "logs").glob("worker-*.log")}
+        billed = sum(wait_for_jobs([j for j in jobs if j in logs]).values())
+    else:
+        billed = time.perf_counter() - began
+    per_scene = worker_seconds(spool)
+    billed_scenes = [(s, e) for s, (_, e) in zip(per_scene, results, strict=True)]
+    return billed_scenes, max(billed - sum(per_scene), 0.0)
+
+
+def summarise(results: list[tuple[float, float]], job_s: float, batch: int) -> dict[str, float]:
+    """The figures of one layout (see the module's docstring)."""
     billed = sum(b for b, _ in results) + job_s
     engine = sum(e for _, e in results)
     rest = results[1:] or results
     per_scene = statistics.median(b for b, _ in rest)
-    steady = sum(e for _, e in rest) / sum(b for b, _ in rest)
-    once = job_s + (max(results[0][0] - per_scene, 0.0) if layout == "warm" else 0.0)
+    once = job_s + max(results[0][0] - per_scene, 0.0)
     mean_engine = engine / len(results)
-    at_batch = mean_engine / (per_scene + once / batch) if layout == "warm" else engine / billed
     return {
         "billed": billed,
         "engine": engine,
         "ratio": engine / billed,
-        "steady": steady,
+        "steady": sum(e for _, e in rest) / sum(b for b, _ in rest),
         "job": once,
-        "at_batch": at_batch,
+        "at_batch": mean_engine / (per_scene + once / batch) if job_s else engine / billed,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[100, 200, 500])
-    parser.add_argument("--scenes", type=int, default=4, help="scenes per size")
+    parser.add_argument("--scenes", type=int, default=10, help="scenes per size and layout")
     parser.add_argument("--repeats", type=int, default=3, help="runs per fixed-cost step")
     parser.add_argument("--executor", choices=["local", "slurm"], default="local")
-    parser.add_argument(
-        "--layout",
-        nargs="+",
-        choices=["old", "warm"],
-        default=["old", "warm"],
-        help="old: a process (and on Slurm a job) per scene; warm: one warm worker, thin clients",
-    )
-    parser.add_argument(
-        "--batch", type=int, default=200, help="scenes per GPU job the warm layout projects to"
-    )
-    parser.add_argument("--partition", default="accel")
+    parser.add_argument("--layout", nargs="+", choices=["old", "pool"], default=["old", "pool"])
+    parser.add_argument("--batch", type=int, default=2500, help="scenes per worker, projected")
+    parser.add_argument("--partition", default="a100")
     parser.add_argument("--account", default="tilepipe-ci")
     args = parser.parse_args()
+    # a worker job runs `tilepipe` from PATH (sbatch passes this environment), as the workflow's
+    os.environ["PATH"] = f"{TILEPIPE.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     steps = fixed_costs(args.repeats)
     print("== fixed cost of one superres process (median wall s, each step alone)")
@@ -221,31 +240,29 @@ def main() -> None:
     print(f"== superres per scene, executor {args.executor}, model {MODEL.name}, CPU")
     print(
         f"{'layout':>6} {'input':>7} {'scenes':>6} {'billed s':>9} {'engine s':>9} {'ratio':>6}"
-        f" {'steady':>7} {'job s':>6} {f'@{args.batch}/job':>9}"
+        f" {'steady':>7} {'job s':>6} {f'@{args.batch}/job':>10}"
     )
     ratios: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_campaign_", dir="/tmp") as tmp:
         for size in args.sizes:
             s2 = make_input(Path(tmp) / f"s2_{size}.tif", size)
             for layout in args.layout:
-                scenes = [
-                    (s2, Path(tmp) / f"dr_{size}_{layout}_{i}.tif") for i in range(args.scenes)
-                ]
-                if args.executor == "slurm":
-                    results, job_s = run_slurm(scenes, args.partition, args.account, layout)
-                else:
-                    results, job_s = run_local(scenes, layout), 0.0
-                row = summarise(results, job_s, args.batch, layout)
+                out = Path(tmp) / f"{size}_{layout}"
+                out.mkdir()
+                scenes = [(s2, out / f"dr_{i}.tif") for i in range(args.scenes)]
+                run = run_old if layout == "old" else run_pool
+                results, job_s = run(scenes, args.executor, args.partition, args.account)
+                row = summarise(results, job_s, args.batch)
                 ratios[layout, size] = row["at_batch"]
                 print(
                     f"{layout:>6} {size:>6}² {len(results):>6} {row['billed']:>9.1f}"
                     f" {row['engine']:>9.1f} {row['ratio']:>6.2f} {row['steady']:>7.2f}"
-                    f" {row['job']:>6.1f} {row['at_batch']:>9.2f}"
+                    f" {row['job']:>6.1f} {row['at_batch']:>10.2f}"
                 )
-    if {"old", "warm"} <= set(args.layout):
+    if {"old", "pool"} <= set(args.layout):
         for size in args.sizes:
-            gain = ratios["warm", size] / ratios["old", size]
-            print(f"  {size}²: engine share of billed time, warm over old: {gain:.2f}x")
+            gain = ratios["pool", size] / ratios["old", size]
+            print(f"  {size}²: engine share of the billed time, pool over old: {gain:.2f}x")
 
 
 if __name__ == "__main__":

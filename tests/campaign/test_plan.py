@@ -178,3 +178,50 @@ def test_the_plan_says_how_a_two_date_model_pairs_the_scenes():
     assert "a two-date model, each fields job also reads its partner's image" in notes
     assert "windows a 04-01..05-31, b 08-01..09-30" in notes
     assert "two-date" not in " ".join(assumptions({}, {"tiles": ["33UXP"]}, "test"))
+
+
+def _layouts(result: dict) -> dict[str, dict]:
+    return {lay["layout"].split(" of ")[0]: lay for lay in result["gpu_layouts"]}
+
+
+def test_the_plan_shows_the_gpu_steps_fixed_and_engine_time_in_both_layouts():
+    result = _plan_json(
+        "--profile", "profiles/lumi", "--tiles-count", "1000", "--dates-per-tile", "10",
+        "--window", "200,200",
+    )  # fmt: skip
+    old, pool = _layouts(result)["a GPU job per scene"], _layouts(result)["pool"]
+    assert old["gpu_jobs"] == 20_000 and pool["gpu_jobs"] == 4  # superres and fields per scene
+    assert old["engine_s"] == pool["engine_s"]  # the same work, billed differently
+    assert pool["gpu_hours"] < old["gpu_hours"] / 10
+    assert pool["engine_share"] > 0.5 > old["engine_share"]
+    assert pool["billing"] < old["billing"]
+
+
+def test_on_full_tiles_the_pool_bills_what_a_job_per_scene_does_but_its_idle_tails():
+    result = _plan_json("--profile", "profiles/saga", "--window", "full", "--tiles-count", "4")
+    old, pool = _layouts(result)["a GPU job per scene"], _layouts(result)["pool"]
+    idle_h = pool["gpu_jobs"] * 60 / 3600  # workers.idle_s's default, once per worker
+    assert pool["gpu_hours"] <= old["gpu_hours"] + idle_h
+
+
+def test_with_a_pool_the_gpu_steps_are_local_clients_and_the_workers_the_gpu_jobs(tmp_path):
+    config = yaml_config(tmp_path, {"workers": {"count": 3}})
+    result = _plan_json(
+        "--profile", "profiles/saga", "--configfile", str(config), "--tiles-count", "10",
+        "--dates-per-tile", "4", "--window", "200,200",
+    )  # fmt: skip
+    rules = _rules(result)
+    assert rules["superres"]["where"] == rules["fields"]["where"] == "local"
+    assert rules["superres"]["gpus"] == rules["fields"]["gpus"] == 0
+    assert rules["gpu_worker"]["jobs"] == 3 and rules["gpu_worker"]["gpus"] == 1
+    assert rules["gpu_worker"]["partition"] == "a100"
+
+
+def yaml_config(tmp_path: Path, extra: dict) -> Path:
+    """The workflow's config with ``extra`` merged in, as a campaign's configfile."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump({**config, **extra}))
+    return path

@@ -86,13 +86,18 @@ def test_a_registration_without_a_recent_heartbeat_is_no_live_worker(spool):
     assert pool.live_workers(spool) == []
 
 
-def test_a_start_command_that_fails_fails_the_waiting_scene_with_its_cause(spool, scene, tmp_path):
-    thread = Starter(spool, 1, 3.0, "exit 3", 60.0, say=lambda _: None, poll=0.1)
+def _with_starter(thread: Starter, argv: list[str], spool: Path) -> subprocess.CompletedProcess:
+    """One scene's client while ``thread`` watches the spool."""
     thread.start()
     try:
-        run = _client(superres_argv(scene, str(tmp_path / "a.tif")), spool)
+        return _client(argv, spool)
     finally:
         thread.stopped.set()
+
+
+def test_a_start_command_that_fails_fails_the_waiting_scene_with_its_cause(spool, scene, tmp_path):
+    thread = Starter(spool, 1, 3.0, "exit 3", 60.0, say=lambda _: None, poll=0.1)
+    run = _with_starter(thread, superres_argv(scene, str(tmp_path / "a.tif")), spool)
     assert run.returncode == 1
     assert "could not be started" in run.stderr and "exit 3" in run.stderr
 
@@ -100,4 +105,12 @@ def test_a_start_command_that_fails_fails_the_waiting_scene_with_its_cause(spool
 def test_a_scene_with_no_worker_and_no_starter_fails_after_its_wait(spool, scene, tmp_path):
     run = _client(superres_argv(scene, str(tmp_path / "a.tif")), spool, wait="2")
     assert run.returncode == 1
-    assert "no GPU worker" in run.stderr and "tilepipe worker --spool" in run.stderr
+    assert "no GPU worker" in run.stderr and "tilepipe-worker --spool" in run.stderr
+
+
+def test_a_worker_that_dies_before_it_registers_fails_the_waiting_scene(spool, scene, tmp_path):
+    thread = Starter(spool, 1, 3.0, "", 60.0, say=lambda _: None, poll=0.1)
+    thread.template, thread.local = "exit 0", True  # a worker that ends at once, quietly
+    run = _with_starter(thread, superres_argv(scene, str(tmp_path / "a.tif")), spool)
+    assert run.returncode == 1
+    assert "before it registered" in run.stderr

@@ -40,8 +40,12 @@ NETWORK_RULES = frozenset({"search_scenes", "download", "embeddings"})
 DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "search_scenes": {"base_s": 30, "per_mpx_s": 0.0},
     "download": {"base_s": 20, "per_mpx_s": 1.5},
-    "superres": {"base_s": 60, "per_mpx_s": 5.3},
-    "fields": {"base_s": 60, "per_mpx_s": 8.5},
+    # base_s of a GPU job: measured on the CI's Slurm (docs/benchmarks.md, "A campaign of small
+    # scenes"), CPU, no container: Slurm's start and end, the plugin's Snakemake in the job,
+    # interpreter, imports, model load, the step's checks. Not in it: a container's start and
+    # the GPU's initialisation, unmeasured here (no GPU, no Apptainer); add them in plan.runtime
+    "superres": {"base_s": 8, "per_mpx_s": 5.3},
+    "fields": {"base_s": 8, "per_mpx_s": 8.5},
     "qc": {"base_s": 10, "per_mpx_s": 5.0},
     "quicklook": {"base_s": 5, "per_mpx_s": 2.0},
     "embeddings": {"base_s": 30, "per_mpx_s": 2.0},
@@ -59,6 +63,15 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "stac_collection": {"base_s": 5, "per_mpx_s": 0.0},
     "all": {"base_s": 0, "per_mpx_s": 0.0},
 }
+
+#: A pool of GPU workers (config ``workers``): what a worker pays once (its job's start,
+#: interpreter, imports; its idle tail is ``workers.idle_s``) and what each scene pays beyond
+#: the engine (handing its command line over, the step's checks, writing); measured like
+#: base_s above (benchmarks/bench_campaign.py --executor slurm, docs/benchmarks.md).
+POOL_COSTS = {"start_s": 4.0, "per_scene_s": 0.1}
+#: Workers the plan compares with when the config has none (workers.count 0).
+PLAN_WORKERS = 4
+GPU_RULES = ("superres", "fields")
 
 #: Bytes written per Mpx of 10 m window, uncompressed upper bounds (DEFLATE usually halves
 #: rasters): s2 4 × uint16 (+ SCL 1 byte); DR 100 × the pixels × 4 × uint16 at the demo's x10
@@ -299,17 +312,28 @@ def plan(
         and bool(config.get("fields", {}).get("geoparquet", True)),
         _seasons(config),
     )
+    workers = int((config.get("workers", {}) or {}).get("count", 0) or 0)
+    if workers:  # the GPU steps are thin local clients; the workers are the GPU jobs
+        counts = {**counts, "gpu_worker": workers}
     plans = []
     for rule, jobs in counts.items():
         local = not on_slurm or rule in ALWAYS_LOCAL or (network_local and rule in NETWORK_RULES)
+        local = local or (workers > 0 and rule in GPU_RULES)
         model = runtime.get(rule, {"base_s": 60, "per_mpx_s": 0})
         per_job_mpx = mpx if rule in (*SCENE_RULES, "embeddings", "class_raster") else 0.0
         per_job_mpx *= dr_factor(rule, dr_scale, fields_on_dr)
         hours = jobs * (model["base_s"] + model["per_mpx_s"] * per_job_mpx) / 3600
-        gpus = 0 if local else rule_gpus(profile, rule)
-        cpus = int(_resource(profile, rule, "cpus_per_task", 1) or 1)
-        mem = float(_resource(profile, rule, "mem_mb", 0) or 0)
-        partition = "" if local else str(_resource(profile, rule, "slurm_partition", ""))
+        if workers and rule in GPU_RULES:  # a client: hands its step over, waits for it
+            engine_s = model["per_mpx_s"] * per_job_mpx
+            hours = jobs * (POOL_COSTS["per_scene_s"] + engine_s) / 3600
+        if rule == "gpu_worker":  # the scenes' GPU steps, once per worker its start and idle
+            lay = gpu_layouts(config, profile, len(scenes), runtime, dr_scale)[1]
+            hours = lay.gpu_hours / max(lay.gpus_per_job, 1)
+        gpus = 0 if local else rule_gpus(profile, "superres" if rule == "gpu_worker" else rule)
+        like = "superres" if rule == "gpu_worker" else rule  # a worker asks what superres does
+        cpus = int(_resource(profile, like, "cpus_per_task", 1) or 1)
+        mem = float(_resource(profile, like, "mem_mb", 0) or 0)
+        partition = "" if local else str(_resource(profile, like, "slurm_partition", ""))
         arrayed = not local and ("all" in arrayed_rules or rule in arrayed_rules) and jobs > 1
         if local:
             submissions = 0
@@ -330,7 +354,7 @@ def plan(
                 gpus=gpus,
                 cpus=cpus,
                 mem_mb=int(mem),
-                runtime_limit_min=int(_resource(profile, rule, "runtime", 0) or 0),
+                runtime_limit_min=int(_resource(profile, like, "runtime", 0) or 0),
                 arrayed=arrayed,
                 submissions=submissions,
                 hours=hours,
@@ -340,6 +364,99 @@ def plan(
             )
         )
     return plans
+
+
+@dataclass
+class GpuLayout:
+    """The GPU steps' billed time in one layout: a GPU job per scene, or a pool of workers."""
+
+    layout: str
+    gpu_jobs: int
+    fixed_s: float  # paid once per GPU job (a job per scene) or per worker (the pool)
+    engine_s: float  # the engine's seconds, all scenes and GPU steps together
+    overhead_s: float  # per-scene seconds beyond the engine (the pool's hand-off)
+    gpu_hours: float
+    billing: float | None
+    gpus_per_job: int = 1
+
+    @property
+    def engine_share(self) -> float:
+        """The share of the billed GPU time that is the engine's."""
+        billed = self.gpu_hours * 3600 / max(self.gpus_per_job, 1)
+        return self.engine_s / billed if billed else 0.0
+
+
+def gpu_layouts(
+    config: Mapping,
+    profile: Mapping,
+    scenes: int,
+    runtime: Mapping[str, Mapping[str, float]] | None = None,
+    dr_scale: int = DEFAULT_DR_SCALE,
+) -> list[GpuLayout]:
+    """superres and fields billed as a GPU job per scene, and as a pool of workers
+    (``workers.count``, or PLAN_WORKERS when the config has none)."""
+    runtime = {**DEFAULT_RUNTIME, **(runtime or {})}
+    mpx = window_mpx(config.get("window"))
+    fields_on_dr = (config.get("fields", {}) or {}).get("input", "dr") == "dr"
+    cluster = profile.get("config", {}).get("cluster", config.get("cluster", {}))
+    name = cluster.get("name", "local")
+    gpus = max(rule_gpus(profile, "superres"), 1)
+    cpus = int(_resource(profile, "superres", "cpus_per_task", 1) or 1)
+    mem = float(_resource(profile, "superres", "mem_mb", 0) or 0)
+    partition = str(_resource(profile, "superres", "slurm_partition", ""))
+    engine = sum(
+        scenes * runtime[r]["per_mpx_s"] * mpx * dr_factor(r, dr_scale, fields_on_dr)
+        for r in GPU_RULES
+    )
+    fixed = sum(runtime[r]["base_s"] for r in GPU_RULES) / len(GPU_RULES)
+    jobs = scenes * len(GPU_RULES)
+    workers_cfg = config.get("workers", {}) or {}
+    workers = int(workers_cfg.get("count", 0) or 0) or PLAN_WORKERS
+    idle = float(workers_cfg.get("idle_s", 60))
+    pool_fixed = POOL_COSTS["start_s"] + idle
+    overhead = jobs * POOL_COSTS["per_scene_s"]
+
+    def billed(hours: float) -> float | None:
+        return (
+            None
+            if profile.get("executor") != "slurm"
+            else billing_units(name, partition, gpus, cpus, mem, hours)
+        )
+
+    old_h = (jobs * fixed + engine) / 3600
+    pool_h = (workers * pool_fixed + engine + overhead) / 3600
+    return [
+        GpuLayout(
+            "a GPU job per scene", jobs, fixed, engine, 0.0, old_h * gpus, billed(old_h), gpus
+        ),
+        GpuLayout(
+            f"pool of {workers} workers", workers, pool_fixed, engine, overhead, pool_h * gpus,
+            billed(pool_h), gpus,
+        ),
+    ]  # fmt: skip
+
+
+def format_layouts(layouts: list[GpuLayout], current: int) -> str:
+    """The GPU layouts side by side: fixed and engine time, GPU-hours, units, engine share."""
+    head = (
+        f"{'GPU steps (superres, fields)':<28}{'GPU jobs':>9}{'fixed s/job':>12}"
+        f"{'engine h':>9}{'other h':>8}{'GPU-h':>9}{'units':>9}{'engine share':>13}"
+    )
+    lines = [head]
+    for lay in layouts:
+        units = "-" if lay.billing is None else f"{lay.billing:.1f}"
+        fixed_h = lay.gpu_jobs * lay.fixed_s / 3600
+        lines.append(
+            f"{lay.layout:<28}{lay.gpu_jobs:>9}{lay.fixed_s:>12.1f}{lay.engine_s / 3600:>9.2f}"
+            f"{fixed_h + lay.overhead_s / 3600:>8.2f}{lay.gpu_hours:>9.2f}{units:>9}"
+            f"{lay.engine_share:>13.0%}"
+        )
+    lines.append(
+        "  (this config: "
+        + ("a GPU job per scene" if not current else f"a pool of {current}")
+        + "; a pool: config workers.count, docs/engine.md#gpu-workers)"
+    )
+    return "\n".join(lines)
 
 
 def pairing_note(config: Mapping) -> list[str]:

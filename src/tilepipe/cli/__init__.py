@@ -34,7 +34,6 @@ from tilepipe.cli import (
     status,
     superres,
     train,
-    worker,
 )
 from tilepipe.core.errors import Terminated, TilepipeError, context
 
@@ -55,7 +54,7 @@ STEPS = (
     report,
     catalog,
 )
-TOOLS = (status, plan, model, worker)
+TOOLS = (status, plan, model)
 
 
 def build_parser() -> argparse.ArgumentParser:

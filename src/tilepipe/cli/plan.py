@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> None:
     more = download_bands(config)
     plans = planning.plan(config, profile, scenes, runtime, dr_scale, len(more))
     notes = planning.assumptions(profile, config, source, dr_scale, more)
+    layouts = planning.gpu_layouts(config, profile, len(scenes), runtime, dr_scale)
+    workers = int((config.get("workers") or {}).get("count", 0) or 0)
     if args.json:
-        print(json.dumps({"rules": [p.__dict__ for p in plans], "assumptions": notes}, indent=1))
+        out = {"rules": [p.__dict__ for p in plans], "assumptions": notes}
+        out["gpu_layouts"] = [{**lay.__dict__, "engine_share": lay.engine_share} for lay in layouts]
+        print(json.dumps(out, indent=1))
     else:
         print(planning.format_plan(plans, notes))
+        print(planning.format_layouts(layouts, workers))

@@ -133,7 +133,7 @@ def connect_pool(spool: Path, environ: dict[str, str]) -> socket.socket:
         time.sleep(0.2)
     raise RuntimeError(
         f"no GPU worker of {spool} answered within {wait:.0f} s (the workflow starts them;"
-        f" by hand: tilepipe worker --spool {spool})"
+        f" by hand: tilepipe-worker --spool {spool})"
     )
 
 

@@ -5,7 +5,7 @@ Two ways to reach it:
 
 - ``python -m tilepipe.worker.server --name N``: on one machine, an abstract Unix socket
   (only the same user's processes are served, checked with SO_PEERCRED);
-- ``tilepipe worker --spool DIR``: a pool worker, on a GPU node, listening on TCP and
+- ``tilepipe-worker --spool DIR``: a pool worker, on a GPU node, listening on TCP and
   registered in the spool of :mod:`.spool` (clients prove themselves with the spool's
   token); the clients are the scenes' jobs on the host that runs Snakemake.
 
@@ -230,7 +230,7 @@ def serve(name: str, idle: float, spool: Path | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=CurrentStderr(),
     )
-    for handler in logging.getLogger().handlers:  # `tilepipe worker` set up logging already
+    for handler in logging.getLogger().handlers:  # a caller that set up logging already
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
             handler.setStream(CurrentStderr())
     token = None
@@ -282,13 +282,28 @@ def serve(name: str, idle: float, spool: Path | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tilepipe.worker.server --name N [--idle S]``."""
+    """``tilepipe-worker --spool DIR [--idle S]`` (a pool's worker on a GPU node), or
+    ``--name N`` without a spool (one machine's worker on an abstract socket)."""
     parser = argparse.ArgumentParser(prog="tilepipe-worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--name", required=True, help="the worker's name (its socket address)")
-    parser.add_argument("--idle", type=float, default=120.0, help="exit after this many idle s")
-    parser.add_argument("--spool", type=Path, default=None, help="a pool worker's spool (TCP)")
+    parser.add_argument("--spool", type=Path, default=None, help="the pool's spool directory")
+    parser.add_argument("--name", default=None, help="the worker's name (default: host-pid)")
+    parser.add_argument("--idle", type=float, default=60.0, help="exit after this many idle s")
     args = parser.parse_args(argv)
-    return serve(args.name, args.idle, args.spool)
+    if args.spool is None and args.name is None:
+        parser.error("give --spool (a pool's worker) or --name (one machine's)")
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return serve(name, args.idle, args.spool.resolve() if args.spool else None)
+    except Terminated:
+        return 128 + signal.SIGTERM  # the job's end: Slurm's SIGTERM between scenes
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM between scenes ends the worker (in a scene, the step's own handler stops it)."""
+    raise Terminated("SIGTERM")
 
 
 if __name__ == "__main__":

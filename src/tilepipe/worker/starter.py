@@ -11,6 +11,7 @@ follows the campaign: none while downloads run, ``count`` while scenes come, non
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,35 +23,62 @@ from tilepipe.worker import spool as pool
 
 def worker_command(spool: Path, idle: float, program: list[str]) -> str:
     """The command line of one pool worker (what ``workers.start`` runs as {worker})."""
-    return shlex.join([*program, "worker", "--spool", str(spool), "--idle", f"{idle:g}"])
+    return shlex.join([*program, "--spool", str(spool), "--idle", f"{idle:g}"])
 
 
 def start_command(spool: Path, idle: float, template: str) -> str:
     """The shell command that starts one worker: the template filled in; with no template,
-    the worker itself, with this interpreter (its ``tilepipe`` is this one)."""
+    the worker itself, with this interpreter."""
     if not template.strip():
-        return worker_command(spool, idle, [sys.executable, "-m", "tilepipe.cli"])
-    return template.format(worker=worker_command(spool, idle, ["tilepipe"]), spool=spool)
+        return worker_command(spool, idle, [sys.executable, "-m", "tilepipe.worker.server"])
+    return template.format(worker=worker_command(spool, idle, ["tilepipe-worker"]), spool=spool)
 
 
-def start_workers(spool: Path, command: str, count: int, local: bool) -> list[subprocess.Popen]:
-    """Run the start command ``count`` times; a submission that fails raises RuntimeError."""
+def start_workers(
+    spool: Path, command: str, count: int, local: bool
+) -> tuple[list[subprocess.Popen], list[str]]:
+    """Run the start command ``count`` times: the local workers' processes, and the Slurm job
+    ids a submission printed (``sbatch --parsable``); a submission that fails raises."""
     logs = spool / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    started = []
+    started, jobs = [], []
     for _ in range(count):
-        with open(logs / "start.log", "ab") as log:
-            proc = subprocess.Popen(
-                command, shell=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,
-            )  # fmt: skip
         if local:
-            started.append(proc)
-        elif proc.wait() != 0:  # a submission returns at once
+            with open(logs / "start.log", "ab") as log:
+                started.append(
+                    subprocess.Popen(
+                        command,
+                        shell=True,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                    )
+                )
+            continue
+        run = subprocess.run(command, shell=True, capture_output=True, text=True)
+        with open(logs / "start.log", "a") as log:
+            log.write(run.stdout + run.stderr)
+        if run.returncode != 0:
             raise RuntimeError(
-                f"`{command}` failed (exit {proc.returncode}); its output: {logs / 'start.log'}"
+                f"`{command}` failed (exit {run.returncode}): {run.stderr.strip()[-500:]}"
             )
-    return started
+        job = run.stdout.strip().split(";")[0]
+        if job.isdigit():
+            jobs.append(job)
+    return started, jobs
+
+
+def jobs_alive(jobs: list[str]) -> bool | None:
+    """Whether any of the Slurm jobs is still queued or running (None: cannot tell)."""
+    if not jobs or not shutil.which("squeue"):
+        return None
+    run = subprocess.run(
+        ["squeue", "-h", "-o", "%i", "-j", ",".join(jobs)], capture_output=True, text=True
+    )
+    if run.returncode != 0 and "Invalid job id" not in run.stderr:
+        return None
+    return bool(run.stdout.split())
 
 
 class Starter(threading.Thread):
@@ -72,21 +100,34 @@ class Starter(threading.Thread):
         self.local = not template.strip()
         self.stopped = threading.Event()
         self.children: list[subprocess.Popen] = []
+        self.jobs: list[str] = []
 
     def step(self) -> None:
         """One look at the spool."""
-        if not pool.wanted(self.spool) or pool.live_workers(self.spool):
+        if pool.live_workers(self.spool):
+            self.children, self.jobs = [], []  # they came up: nothing more to watch
             return
-        if self.children and all(p.poll() not in (None, 0) for p in self.children):
+        if not pool.wanted(self.spool):
+            return
+        if self.children and all(p.poll() is not None for p in self.children):
             self.children = []
-            pool.fail_start(self.spool, f"the local worker exited; see {self.spool / 'logs'}")
+            pool.fail_start(
+                self.spool, f"the worker exited before it registered; see {self.spool / 'logs'}"
+            )
+            return
+        if self.jobs and jobs_alive(self.jobs) is False:
+            ended, self.jobs = ", ".join(self.jobs), []
+            pool.fail_start(
+                self.spool,
+                f"the worker job(s) {ended} ended before registering; see {self.spool / 'logs'}",
+            )
             return
         if not pool.claim_start(self.spool, stale_after_s=self.wait):
             return
         command = start_command(self.spool, self.idle, self.template)
         self.say(f"tilepipe: starting {self.count} GPU worker(s): {command}")
         try:
-            self.children = start_workers(self.spool, command, self.count, self.local)
+            self.children, self.jobs = start_workers(self.spool, command, self.count, self.local)
         except RuntimeError as exc:
             pool.fail_start(self.spool, str(exc))
             self.say(f"tilepipe: cannot start GPU workers: {exc}")
