@@ -114,3 +114,12 @@ def test_a_worker_that_dies_before_it_registers_fails_the_waiting_scene(spool, s
     run = _with_starter(thread, superres_argv(scene, str(tmp_path / "a.tif")), spool)
     assert run.returncode == 1
     assert "before it registered" in run.stderr
+
+
+def test_scenes_that_start_together_get_the_same_whole_token(spool):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as run:
+        tokens = set(run.map(lambda _: pool.ensure_token(spool), range(32)))
+    assert len(tokens) == 1 and len(tokens.pop()) == 32
+    assert sorted(p.name for p in spool.iterdir()) == ["token"]

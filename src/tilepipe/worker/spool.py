@@ -20,15 +20,21 @@ STALE_S = 30.0  # a registration untouched this long is a dead worker's
 
 
 def ensure_token(spool: Path) -> str:
-    """The spool's secret, created (readable by its owner only) when it has none."""
+    """The spool's secret, created (readable by its owner only) when it has none: written to a
+    temporary and linked into place, so that no one ever reads a token half-written."""
     path = spool / "token"
-    spool.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(16))
+    if not path.exists():
+        spool.mkdir(parents=True, exist_ok=True)
+        tmp = spool / f".token-{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(16))
+        try:
+            os.link(tmp, path)  # atomic, and fails if another process was first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 
