@@ -22,7 +22,6 @@ from ..conftest import REPO
 pytestmark = pytest.mark.workflow
 
 SCENES = [(t, d) for t in ("33UXP", "31UFS") for d in ("2022-01-12", "2022-06-21")]
-TARGETS = [f"results/{t}/{d}/fields.gpkg" for t, d in SCENES]
 
 
 def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
@@ -45,14 +44,14 @@ def pooled(tmp_path_factory) -> Path:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     _pool(work, 1)
-    run = _snakemake(work, *TARGETS)
+    run = _snakemake(work)  # the whole campaign: a rerun of it must find nothing to do
     assert run.returncode == 0, run.stderr[-4000:]
     return work
 
 
 def test_snakemake_started_a_worker_when_the_first_scene_asked(pooled):
     start = (pooled / ".tilepipe" / "workers" / "logs" / "start.log").read_text()
-    assert "ready in" in start and "requests served" in start
+    assert "ready in" in start
 
 
 def test_every_scene_s_gpu_steps_ran_in_the_worker_and_logged_as_their_own(pooled):
@@ -80,7 +79,7 @@ def test_a_scene_run_alone_writes_the_dr_the_pool_wrote(pooled, tmp_path):
 def test_turning_the_pool_off_reruns_nothing(pooled):
     _pool(pooled, 0)
     try:
-        run = _snakemake(pooled, "-n", *TARGETS)
+        run = _snakemake(pooled, "-n")
     finally:
         _pool(pooled, 1)
     assert run.returncode == 0, run.stderr[-3000:]
