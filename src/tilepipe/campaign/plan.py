@@ -40,12 +40,14 @@ NETWORK_RULES = frozenset({"search_scenes", "download", "embeddings"})
 DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "search_scenes": {"base_s": 30, "per_mpx_s": 0.0},
     "download": {"base_s": 20, "per_mpx_s": 1.5},
-    # base_s of a GPU job: measured on the CI's Slurm (docs/benchmarks.md, "A campaign of small
-    # scenes"), CPU, no container: Slurm's start and end, the plugin's Snakemake in the job,
-    # interpreter, imports, model load, the step's checks. Not in it: a container's start and
-    # the GPU's initialisation, unmeasured here (no GPU, no Apptainer); add them in plan.runtime
-    "superres": {"base_s": 8, "per_mpx_s": 5.3},
-    "fields": {"base_s": 8, "per_mpx_s": 8.5},
+    # base_s of a GPU job: billed minus engine seconds of the demo campaign's jobs on the CI's
+    # Slurm through the plugin (`python benchmarks/bench_gpu_jobs.py WORKDIR` after
+    # `pytest tests/workflow/test_slurm.py -k saga_runs`, commit 1545c61, docs/benchmarks.md):
+    # Slurm's start and end and the plugin's Snakemake in the job (10-12 s), interpreter,
+    # imports, model load and the step's checks (2-4 s). Not in it: a container's start and the
+    # GPU's initialisation, unmeasured here (no GPU, no Apptainer): add them in plan.runtime
+    "superres": {"base_s": 13, "per_mpx_s": 5.3},
+    "fields": {"base_s": 17, "per_mpx_s": 8.5},
     "qc": {"base_s": 10, "per_mpx_s": 5.0},
     "quicklook": {"base_s": 5, "per_mpx_s": 2.0},
     "embeddings": {"base_s": 30, "per_mpx_s": 2.0},
@@ -68,7 +70,7 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
 #: interpreter, imports; its idle tail is ``workers.idle_s``) and what each scene pays beyond
 #: the engine (handing its command line over, the step's checks, writing); measured like
 #: base_s above (benchmarks/bench_campaign.py --executor slurm, docs/benchmarks.md).
-POOL_COSTS = {"start_s": 4.0, "per_scene_s": 0.1}
+POOL_COSTS = {"start_s": 4.0, "per_scene_s": 0.07}
 #: Workers the plan compares with when the config has none (workers.count 0).
 PLAN_WORKERS = 4
 GPU_RULES = ("superres", "fields")
