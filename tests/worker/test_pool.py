@@ -123,3 +123,29 @@ def test_scenes_that_start_together_get_the_same_whole_token(spool):
         tokens = set(run.map(lambda _: pool.ensure_token(spool), range(32)))
     assert len(tokens) == 1 and len(tokens.pop()) == 32
     assert sorted(p.name for p in spool.iterdir()) == ["token"]
+
+
+def test_a_worker_stopped_by_sigterm_mid_scene_exits_and_the_retry_resumes_on_a_new_one(
+    starter, spool, tmp_path
+):
+    import signal
+
+    from .conftest import write_scene
+
+    big = write_scene(tmp_path / "big.tif", 320)
+    out = tmp_path / "big_dr.tif"
+    env = env_without_worker(TILEPIPE_WORKER=f"spool:{spool}", TILEPIPE_WORKER_WAIT="120")
+    client = subprocess.Popen([TILEPIPE, *superres_argv(big, str(out))], env=env,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in client.stderr:
+        if "14/49 windows" in line:
+            break  # two rows of windows are in the journal
+    worker = pool.live_workers(spool)[0]
+    os.kill(worker["pid"], signal.SIGTERM)  # as Slurm does at the time limit
+    client.wait(timeout=120)
+    assert client.returncode == 128 + signal.SIGTERM  # the job's status: Slurm requeues it
+    assert not out.exists()
+    retry = _client(superres_argv(big, str(out)), spool)  # the retry starts a new worker
+    assert retry.returncode == 0, retry.stderr[-2000:]
+    assert "resuming after" in retry.stderr
+    assert pool.live_workers(spool)[0]["pid"] != worker["pid"]

@@ -273,6 +273,11 @@ def serve(name: str, idle: float, spool: Path | None = None) -> int:
                 connections += 1  # each request its own id: a watcher's word names one
                 status = serve_one(conn, state, connections, token)
                 served += status is not None
+                if status == 128 + signal.SIGTERM and state.gone != connections:
+                    # the worker itself was told to stop (Slurm's time limit or preemption):
+                    # the scene kept its journal, its job's retry resumes it on a new worker
+                    log.info("worker %s: SIGTERM during a scene, exiting", name)
+                    break
     finally:
         stop.set()
         if entry is not None:
