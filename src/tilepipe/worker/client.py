@@ -114,6 +114,7 @@ def connect_pool(spool: Path, environ: dict[str, str]) -> socket.socket:
     began = time.time()
     deadline = time.monotonic() + wait
     said = time.monotonic()
+    pause = 0.2
     while time.monotonic() < deadline:
         workers = pool.live_workers(spool)
         random.shuffle(workers)
@@ -122,15 +123,16 @@ def connect_pool(spool: Path, environ: dict[str, str]) -> socket.socket:
                 return socket.create_connection((worker["host"], worker["port"]), timeout=10)
             except OSError:
                 continue  # gone since its last heartbeat
-        if not workers:
-            pool.want(spool)
+        if not workers and not pool.wanted(spool, within=5.0):
+            pool.want(spool)  # a touch at most every 5 s per scene: a shared file system
             failed = pool.start_failure(spool, since=began)
             if failed:
                 raise RuntimeError(f"the GPU workers could not be started: {failed}")
         if time.monotonic() - said > 60:
             print(f"tilepipe: waiting for a GPU worker of {spool}", file=sys.stderr)
             said = time.monotonic()
-        time.sleep(0.2)
+        time.sleep(pause)
+        pause = min(pause * 1.5, 2.0)  # many scenes may wait through a Slurm queue: poll less
     raise RuntimeError(
         f"no GPU worker of {spool} answered within {wait:.0f} s (the workflow starts them;"
         f" by hand: tilepipe-worker --spool {spool})"

@@ -105,11 +105,10 @@ def want(spool: Path) -> None:
     path.touch()
 
 
-def wanted(spool: Path, now: float | None = None) -> bool:
-    """Whether some scene asked for a worker within the last STALE_S seconds."""
-    now = time.time() if now is None else now
+def wanted(spool: Path, within: float = STALE_S) -> bool:
+    """Whether some scene asked for a worker within the last ``within`` seconds."""
     try:
-        return now - (spool / "wanted").stat().st_mtime < STALE_S
+        return time.time() - (spool / "wanted").stat().st_mtime < within
     except FileNotFoundError:
         return False
 
