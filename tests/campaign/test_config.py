@@ -18,6 +18,7 @@ from tilepipe.campaign.config import (
     config_problems,
     download_bands,
     load_schema,
+    tile_window_arg,
     window_arg,
 )
 from tilepipe.core.settings import schema_path
@@ -70,8 +71,37 @@ def test_missing_model_file_is_named():
 
 
 def test_a_window_outside_the_generated_demo_is_named():
-    (msg,) = problems(window="full")
-    assert "config key 'window'" in msg and "5000..5160" in msg
+    msgs = problems(window="full")  # 34UBU keeps its own window (`windows`)
+    assert [m.split("covers ")[1][:5] for m in msgs] == ["33UXP", "31UFS"]
+    assert all("config key 'window'" in m and "5000..5160" in m for m in msgs)
+
+
+def test_a_tiles_own_window_outside_the_generated_demo_is_named():
+    (msg,) = problems(windows={"34UBU": {"col_off": 0, "row_off": 0, "width": 96, "height": 96}})
+    assert "config key 'windows.34UBU'" in msg and "546..642" in msg
+
+
+def test_a_window_for_a_tile_not_in_the_campaign_is_ignored():
+    # a campaign may keep one table of windows and run a subset of its tiles
+    windows = {
+        **DEMO_CONFIG["windows"],
+        "32UPU": {"col_off": 0, "row_off": 0, "width": 96, "height": 96},
+    }
+    assert problems(windows=windows) == []
+
+
+def test_a_neighbour_tile_of_the_demo_needs_its_source():
+    msgs = problems(tiles=["31UFS", "34UBU"])
+    assert any("34UBU sees 33UXP's world" in m for m in msgs)
+
+
+def test_a_tile_with_its_own_window_gets_it_as_its_cli_argument():
+    config = {
+        "window": "full",
+        "windows": {"34UBU": {"col_off": 1, "row_off": 2, "width": 30, "height": 40}},
+    }
+    assert tile_window_arg(config, "34UBU") == "1,2,30,40"
+    assert tile_window_arg(config, "33UXP") == "full"
 
 
 def test_bicubic_needs_no_superres_model():

@@ -111,6 +111,7 @@ def test_plan_job_counts_match_a_snakemake_dry_run(tmp_path):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     demo = [
         "demo={generate: true, out: demo_data, size: 64, seed: 0}",
+        "tiles=[33UXP, 31UFS]",
         "window={col_off: 5000, row_off: 5000, width: 64, height: 64}",
     ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

@@ -38,8 +38,28 @@ def test_status_shows_each_tile_season_with_its_dates_and_state(tmp_path):
     done.parent.mkdir(parents=True)
     done.write_bytes(b"x")
     seasons = season_windows([], "2022-01-01", "2023-12-31")
-    states = season_status(tmp_path, SCENES, seasons)
+    states = [s for s in season_status(tmp_path, SCENES, seasons) if s.tile != "campaign"]
     assert [(s.tile, s.season, s.state, s.step, s.dates) for s in states] == [
         ("31UFS", "2023", "pending", "season_fields", ["2023-06-21"]),
         ("33UXP", "2022", "pending", "season_classify", ["2022-01-12", "2022-06-21"]),
+    ]
+
+
+def test_plan_counts_one_campaign_layer_per_season():
+    seasons = season_windows([], "2022-01-01", "2023-12-31")
+    counts = count_jobs(SCENES, ["33UXP", "31UFS"], 2022, demo=False, seasons=seasons)
+    assert counts["campaign_fields"] == 2  # seasons 2022 and 2023
+
+
+def test_status_shows_each_seasons_campaign_layer_with_its_tiles(tmp_path):
+    scenes = [*SCENES, ("34UBU", "2022-06-21")]
+    for name in ("fields.gpkg", "dedupe.json"):
+        done = tmp_path / "results/campaign/season/2023" / name
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_bytes(b"x")
+    seasons = season_windows([], "2022-01-01", "2023-12-31")
+    states = [s for s in season_status(tmp_path, scenes, seasons) if s.tile == "campaign"]
+    assert [(s.season, s.state, s.step, s.tiles) for s in states] == [
+        ("2022", "pending", "campaign_fields", ["33UXP", "34UBU"]),
+        ("2023", "done", "", ["31UFS"]),
     ]

@@ -10,10 +10,12 @@ import pyarrow.parquet as pq
 import pyogrio
 import pystac
 import rasterio
+import shapely
 
+from tilepipe.core.grid import tile_grid
 from tilepipe.demo.campaign import generate_campaign
 from tilepipe.demo.stac import MORE_BANDS
-from tilepipe.demo.world import CLASSES, SIGNATURES, render_scene
+from tilepipe.demo.world import CLASSES, SIGNATURES, demo_scene, demo_window, render_scene
 from tilepipe.embeddings.tessera import cell_files, cell_name
 
 
@@ -101,3 +103,38 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
         rasterio.open(Path(b["catalog"]).parent / name) as y,
     ):
         assert np.array_equal(x.read(), y.read())
+
+
+def test_a_neighbour_window_lies_inside_its_sources_ground_across_the_zone_edge():
+    from pyproj import Transformer
+    from shapely import box
+
+    s_tr, s_w, s_h = demo_window("33UXP", 160)
+    n_tr, n_w, n_h = demo_window("34UBU", 160)
+    outline = box(s_tr.c, s_tr.f - 10 * s_h, s_tr.c + 10 * s_w, s_tr.f)
+    to_33 = Transformer.from_crs(tile_grid("34UBU").crs, tile_grid("33UXP").crs, always_xy=True)
+    xs, ys = to_33.transform(
+        [n_tr.c, n_tr.c + 10 * n_w, n_tr.c, n_tr.c + 10 * n_w],
+        [n_tr.f, n_tr.f, n_tr.f - 10 * n_h, n_tr.f - 10 * n_h],
+    )
+    assert (n_w, n_h) == (96, 96)  # NEIGHBOUR_SHARE of the source's side
+    assert all(outline.contains(shapely.Point(x, y)) for x, y in zip(xs, ys, strict=True))
+
+
+def test_a_neighbour_sees_its_sources_fields_and_clouds_on_the_same_ground():
+    from pyproj import Transformer
+
+    own = demo_scene("33UXP", 160, 0)
+    seen = demo_scene("34UBU", 160, 0)
+    s_tr, _, _ = demo_window("33UXP", 160)
+    n_tr, _, _ = demo_window("34UBU", 160)
+    to_33 = Transformer.from_crs(tile_grid("34UBU").crs, tile_grid("33UXP").crs, always_xy=True)
+    rows, cols = np.mgrid[5:96:10, 5:96:10]  # 10 m pixel centres of the neighbour
+    x, y = to_33.transform(*(n_tr * (cols + 0.5, rows + 0.5)))
+    c33, r33 = (np.floor(v).astype(int) for v in ~s_tr * (x, y))
+    assert np.array_equal(seen.cloud_lr[rows, cols], own.cloud_lr[r33, c33])
+    fine_r, fine_c = rows * 10 + 5, cols * 10 + 5
+    x, y = to_33.transform(*((n_tr * rasterio.Affine.scale(0.1)) * (fine_c + 0.5, fine_r + 0.5)))
+    fc, fr = (np.floor(v).astype(int) for v in ~(s_tr * rasterio.Affine.scale(0.1)) * (x, y))
+    assert np.array_equal(seen.field_ids_hr[fine_r, fine_c], own.field_ids_hr[fr, fc])
+    assert seen.field_class.items() <= own.field_class.items()

@@ -39,7 +39,9 @@ def _campaign(work: Path, pairing: dict) -> Path:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     script_two_date(work / "models/ftw_two_date.pt")
     fields = {"model": "models/ftw_two_date.pt", "input": "s2", "pairing": pairing}
-    (work / "pairs.yaml").write_text(yaml.safe_dump({"fields": fields}))
+    (work / "pairs.yaml").write_text(
+        yaml.safe_dump({"tiles": ["33UXP", "31UFS"], "fields": fields})
+    )
     return work
 
 

@@ -34,7 +34,8 @@ def _snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _pool(work: Path, count: int) -> None:
-    (work / "pool.yaml").write_text(yaml.safe_dump({"workers": {"count": count, "idle_s": 5}}))
+    pool = {"tiles": ["33UXP", "31UFS"], "workers": {"count": count, "idle_s": 5}}
+    (work / "pool.yaml").write_text(yaml.safe_dump(pool))
 
 
 @pytest.fixture(scope="module")

@@ -48,6 +48,7 @@ TILES = ("33UXP", "31UFS")
 DATES = ("2022-01-12", "2022-06-21")
 CONFIG = (
     "demo={generate: true, out: demo_data, size: 64, seed: 0}",
+    "tiles=[33UXP, 31UFS]",
     "window={col_off: 5000, row_off: 5000, width: 64, height: 64}",
 )
 BROKEN = ("31UFS", "2022-06-21")

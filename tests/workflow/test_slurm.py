@@ -64,6 +64,7 @@ DATES = ("2022-01-12", "2022-06-21")
 SCENES = [(t, d) for t in TILES for d in DATES]
 DEMO_OVERRIDES = (
     "demo={generate: true, out: demo_data, size: 64, seed: 0}",
+    "tiles=[33UXP, 31UFS]",
     "window={col_off: 5000, row_off: 5000, width: 64, height: 64}",
 )
 GPU_RULES = {"superres", "fields"}

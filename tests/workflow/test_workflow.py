@@ -25,7 +25,7 @@ from rasterio.features import rasterize
 from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.grid import tile_grid
 from tilepipe.core.settings import section_defaults
-from tilepipe.demo.world import CLASSES, render_scene, tile_seed
+from tilepipe.demo.world import CLASSES, demo_scene, demo_window
 from tilepipe.fields.metrics import instance_scores
 
 from ..cog import assert_valid_cog
@@ -34,7 +34,7 @@ from ..validators import assert_distributable, fiboa_validate
 
 pytestmark = pytest.mark.workflow
 
-TILES = ("33UXP", "31UFS")
+TILES = ("33UXP", "31UFS", "34UBU")  # 34UBU sees 33UXP's ground across the zone edge
 DATES = ("2022-01-12", "2022-06-21")
 SIZE = 160
 SCENES = [(t, d) for t in TILES for d in DATES]
@@ -85,7 +85,7 @@ def test_manifest_lists_every_tile_date(campaign):
 
 @pytest.mark.parametrize(("tile", "date"), SCENES)
 def test_s2_is_harmonised_reflectance_on_the_tile_grid(campaign, tile, date):
-    transform, width, height = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
+    transform, width, height = demo_window(tile, SIZE)
     with rasterio.open(_scene(campaign, tile, date) / "s2.tif") as src:
         assert src.crs.to_epsg() == tile_grid(tile).epsg
         assert src.transform == transform and (src.width, src.height) == (width, height)
@@ -146,8 +146,8 @@ def test_fields_match_the_demo_truth(campaign, tile, date):
     assert np.allclose(areas, shapely.area(geoms), rtol=1e-6)
     assert ((scores >= 0) & (scores <= 1)).all()
     # field pixels found vs the demo's truth, on clear pixels (clouds hide fields)
-    transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
-    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, DATES.index(date))
+    transform, _, _ = demo_window(tile, SIZE)
+    truth = demo_scene(tile, SIZE, DATES.index(date))
     hr_transform = transform @ rasterio.Affine.scale(0.1)
     found = rasterize(geoms, out_shape=truth.field_ids_hr.shape, transform=hr_transform) > 0
     clear = ~np.kron(truth.cloud_lr | truth.shadow_lr, np.ones((10, 10), dtype=bool))
@@ -211,7 +211,7 @@ def _masked_1m(scene: Path) -> np.ndarray:
 def test_demo_scl_marks_the_clouds_and_shadows_of_the_scene(campaign, tile, date):
     with rasterio.open(_scene(campaign, tile, date) / "scl.tif") as src:
         scl = src.read(1)
-    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, DATES.index(date))
+    truth = demo_scene(tile, SIZE, DATES.index(date))
     # the SCL asset is 20 m (nearest from 10 m, like L2A's): a few cloud-edge pixels differ,
     # and clouds on the scene's edge may be no data (0): all masked
     classes = section_defaults("fields")["mask_classes"]
@@ -221,7 +221,7 @@ def test_demo_scl_marks_the_clouds_and_shadows_of_the_scene(campaign, tile, date
 @pytest.mark.parametrize(("tile", "date"), SCENES)
 def test_no_demo_field_lies_under_masked_pixels_beyond_the_max_share(campaign, tile, date):
     scene = _scene(campaign, tile, date)
-    transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
+    transform, _, _ = demo_window(tile, SIZE)
     masked = _masked_1m(scene)
     labels = _labels(scene / "fields.gpkg", masked.shape, transform @ rasterio.Affine.scale(0.1))
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
@@ -249,8 +249,8 @@ def test_season_layer_holds_each_field_once_with_the_dates_that_saw_it(campaign,
 
 @pytest.mark.parametrize("tile", TILES)
 def test_season_layer_matches_at_least_the_fields_of_its_best_date(campaign, tile):
-    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, 0, cloud=False).field_ids_hr
-    transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
+    truth = demo_scene(tile, SIZE, 0, cloud=False).field_ids_hr
+    transform, _, _ = demo_window(tile, SIZE)
     hr = transform @ rasterio.Affine.scale(0.1)
     matched = {
         name: instance_scores(_labels(path, truth.shape, hr), truth, min_truth_px=2000)["matched"]
@@ -275,8 +275,8 @@ def test_classified_fields_carry_a_crop_that_matches_the_truth(campaign, tile, d
     assert len(crops) >= 5
     assert set(crops) <= {*CLASSES, "unknown"}
     assert ((probs >= 0) & (probs <= 1)).all()
-    truth = render_scene(tile_seed(tile, 0), SIZE, SIZE, 0, cloud=False)
-    transform, _, _ = tile_grid(tile).window(5000, 5000, SIZE, SIZE)
+    truth = demo_scene(tile, SIZE, 0, cloud=False)
+    transform, _, _ = demo_window(tile, SIZE)
     hr_transform = transform @ rasterio.Affine.scale(0.1)
     right = 0
     for geom, crop in zip(shapely.from_wkb(wkb), crops, strict=True):

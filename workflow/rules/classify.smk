@@ -22,7 +22,7 @@ rule embeddings:
         source=lambda wildcards, input: (
             str(Path(input[0]).parent) if input else config["embeddings"]["source"]
         ),
-        window=WINDOW,
+        window=tile_window,
         settings=settings("embeddings"),
     shell:
         "tilepipe embeddings --tile {wildcards.tile} --year {wildcards.year}"

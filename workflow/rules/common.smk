@@ -15,6 +15,7 @@ from tilepipe.campaign.config import (
     cluster_problems,
     download_bands,
     fields_dates,
+    tile_window_arg,
     window_arg,
 )
 from tilepipe.campaign.pairs import partners, unpaired_reason
@@ -104,6 +105,20 @@ MANIFEST = "manifests/scenes.csv"
 TILES = campaign_tiles(config)
 DEMO = config["demo"]
 WINDOW = window_arg(config["window"], config.get("aoi"))
+
+
+def tile_window(wildcards):
+    """The `--window` of a tile's steps: its `windows` entry, else `window` (or the AOI's)."""
+    return tile_window_arg(config, wildcards.tile)
+
+
+def window_overrides():
+    """`--tile-window TILE=ARG` for the tiles with a window of their own (`windows`)."""
+    if config.get("aoi"):
+        return ""
+    return " ".join(
+        f"--tile-window {t}={tile_window_arg(config, t)}" for t in sorted(config["windows"])
+    )
 # the source's connection budget: each network job holds its share of `<provider>_connections`
 # (profiles set the total with `resources:`, e.g. cdse_connections=4)
 CONNECTIONS = f"{config['source']['provider']}_connections"
@@ -250,20 +265,42 @@ def season_embeddings(wildcards):
     return f"results/{wildcards.tile}/{SEASONS[wildcards.season][1][:4]}/embeddings.tif"
 
 
-def season_outputs():
-    """The season field layer of every tile-season holding at least one scene."""
-    if not config["season"]["enabled"]:
-        return []
-    held = {
+def seasons_held():
+    """(tile, season) of every tile-season holding at least one scene."""
+    return {
         (t, name)
         for t, d in scenes()
         for name, (lo, hi) in SEASONS.items()
         if lo <= d <= hi
     }
+
+
+def season_tiles(wildcards):
+    """The tiles with at least one scene in the season, in order."""
+    return sorted(t for t, s in seasons_held() if s == wildcards.season)
+
+
+def season_layers(wildcards):
+    """Input function: the classified season layer of each of the season's tiles."""
     return [
-        f"results/{t}/season/{s}/{name}"
-        for t, s in sorted(held)
-        for name in ("fields.gpkg", "fields_classified.gpkg", "classification_qc.json")
+        f"results/{t}/season/{wildcards.season}/fields_classified.gpkg"
+        for t in season_tiles(wildcards)
+    ]
+
+
+def season_outputs():
+    """The season field layer of every tile-season holding at least one scene, and each
+    season's campaign layer."""
+    if not config["season"]["enabled"]:
+        return []
+    held = seasons_held()
+    return [
+        *(
+            f"results/{t}/season/{s}/{name}"
+            for t, s in sorted(held)
+            for name in ("fields.gpkg", "fields_classified.gpkg", "classification_qc.json")
+        ),
+        *(f"results/campaign/season/{s}/fields.gpkg" for s in sorted({s for _, s in held})),
     ]
 
 

@@ -46,13 +46,14 @@ checkpoint search_scenes:
         ),
         settings=settings("source"),
         window=WINDOW,
+        overrides=window_overrides(),
         tiles=" ".join(TILES),
         start=config["dates"]["start"],
         end=config["dates"]["end"],
     shell:
         "tilepipe search --catalog {params.catalog:q} --tiles {params.tiles}"
         " --start {params.start} --end {params.end} --window {params.window}"
-        " --settings {params.settings:q} --out {output.manifest} > {log} 2>&1"
+        " {params.overrides} --settings {params.settings:q} --out {output.manifest} > {log} 2>&1"
 
 
 rule download:
@@ -75,7 +76,7 @@ rule download:
         network=1,
     params:
         item=item_of,
-        window=WINDOW,
+        window=tile_window,
         settings=settings("source"),
         # the further bands the models reading s2.tif take: a new model's bands redownload
         bands=",".join(download_bands(config)) or "''",

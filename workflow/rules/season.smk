@@ -1,8 +1,14 @@
 # Season field layers: per tile and season window, the dates' kept fields probabilities and SCL
-# masks fused into one layer (each field once, with the dates it was seen clear on).
+# masks fused into one layer (each field once, with the dates it was seen clear on); per season,
+# the tiles' classified layers joined into the campaign's, each field once across tile overlaps.
 
 SEASON_DIR = "results/{tile}/season/{season}"
 SEASON_PARQUET = {"parquet": f"{SEASON_DIR}/fields.parquet"} if FD["geoparquet"] else {}
+# the campaign's season layer: every tile's season layer, each field once across tile overlaps
+CAMPAIGN_SEASON = "results/campaign/season/{season}"
+CAMPAIGN_SEASON_PARQUET = (
+    {"parquet": f"{CAMPAIGN_SEASON}/fields.parquet"} if FD["geoparquet"] else {}
+)
 
 
 rule season_fields:
@@ -74,3 +80,34 @@ rule season_qc_classification:
         "tilepipe qc-classification --tile {wildcards.tile} --date {wildcards.season}"
         " --classified {input.classified} --settings {params.settings:q}"
         " --out {output.qc} > {log} 2>&1"
+
+
+rule campaign_fields:
+    input:
+        layers=season_layers,
+    output:
+        **CAMPAIGN_SEASON_PARQUET,
+        fields=f"{CAMPAIGN_SEASON}/fields.gpkg",
+        stats=f"{CAMPAIGN_SEASON}/dedupe.json",
+    log:
+        "logs/campaign_fields/{season}.log",
+    benchmark:
+        "benchmarks/rules/campaign_fields/{season}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    container:
+        CONTAINERS["cpu"]
+    params:
+        layers=lambda wildcards, input: " ".join(
+            f"--layer {t}={path}" for t, path in zip(season_tiles(wildcards), input.layers)
+        ),
+        windows=lambda wildcards: " ".join(
+            f"--window {t}={tile_window_arg(config, t)}" for t in season_tiles(wildcards)
+        ),
+        parquet=lambda wildcards, output: (
+            f"--parquet {output.parquet}" if "parquet" in output.keys() else ""
+        ),
+    shell:
+        "tilepipe campaign-fields --season {wildcards.season} {params.layers}"
+        " {params.windows} --out {output.fields} {params.parquet} --stats {output.stats}"
+        " > {log} 2>&1"

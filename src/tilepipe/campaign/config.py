@@ -116,8 +116,10 @@ def _message(error: jsonschema.ValidationError) -> str:
         return f"config key '{key}': {value!r} is not an MGRS tile id like '33UXP'"
     if kind == "pattern" and r"\d{4}-\d{2}-\d{2}" in str(error.validator_value):
         return f"config key '{key}': {value!r} is not a date written YYYY-MM-DD"
-    if kind == "oneOf" and key == "window":
-        return "config key 'window': must be 'full' or {col_off, row_off, width, height} (integers)"
+    if kind == "oneOf" and (key == "window" or key.startswith("windows.")):
+        return (
+            f"config key '{key}': must be 'full' or {{col_off, row_off, width, height}} (integers)"
+        )
     return f"config key '{key}': {error.message}"
 
 
@@ -247,8 +249,10 @@ def beyond_schema_problems(config: dict[str, Any]) -> list[tuple[str, str]]:
     """The rules each step also runs on its settings (tilepipe.core.settings): dates in order,
     the window inside its tile, each section's cross-key rules."""
     problems = date_problems(config["dates"]["start"], config["dates"]["end"])
-    if isinstance(config.get("window"), dict) and not config.get("aoi"):
-        problems += window_problems(config["window"])
+    if not config.get("aoi"):
+        for window in (config.get("window"), *(config.get("windows") or {}).values()):
+            if isinstance(window, dict):
+                problems += window_problems(window)
     for name in SECTION_RULES:
         if isinstance(config.get(name), dict):
             problems += section_problems(name, section_settings(name, config[name], check=False))
@@ -256,28 +260,43 @@ def beyond_schema_problems(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _demo_window_problems(config: dict[str, Any]) -> list[str]:
-    """With a generated demo, the window must lie inside the demo's window of each tile."""
-    demo, window = config.get("demo") or {}, config.get("window", "full")
+    """With a generated demo, each tile's window must lie inside the demo's window of it."""
+    demo = config.get("demo") or {}
     if not demo.get("generate") or config.get("aoi"):  # an AOI outside the demo reads nodata
         return []
-    from tilepipe.demo.world import (
-        DEMO_OFFSET,  # only demo campaigns pay for importing the generator
+    from tilepipe.demo.world import (  # only demo campaigns pay for importing the generator
+        DEMO_NEIGHBOURS,
+        demo_pixel_window,
     )
 
-    size = demo.get("size", 160)
-    lo, hi = DEMO_OFFSET, DEMO_OFFSET + size
-    if window == "full" or not (
-        lo <= window["col_off"]
-        and window["col_off"] + window["width"] <= hi
-        and lo <= window["row_off"]
-        and window["row_off"] + window["height"] <= hi
-    ):
-        return [
-            f"config key 'window': the generated demo covers tile pixels {lo}..{hi} in rows and "
-            f"columns (demo.size {size}); set window inside it, e.g. "
-            f"{{col_off: {lo}, row_off: {lo}, width: {size}, height: {size}}}"
-        ]
-    return []
+    size, tiles = demo.get("size", 160), config.get("tiles") or []
+    problems = []
+    for tile in tiles:
+        source = DEMO_NEIGHBOURS.get(tile)
+        if source and source not in tiles:
+            problems.append(
+                f"config key 'tiles': the demo's {tile} sees {source}'s world; add {source}"
+            )
+        key = f"windows.{tile}" if tile in (config.get("windows") or {}) else "window"
+        window = tile_window(config, tile)
+        c0, r0, w, h = demo_pixel_window(tile, size)
+        if window == "full" or not (
+            c0 <= window["col_off"]
+            and window["col_off"] + window["width"] <= c0 + w
+            and r0 <= window["row_off"]
+            and window["row_off"] + window["height"] <= r0 + h
+        ):
+            problems.append(
+                f"config key '{key}': the generated demo covers {tile}'s pixels {c0}..{c0 + w} "
+                f"in columns and {r0}..{r0 + h} in rows (demo.size {size}); set its window "
+                f"inside it, e.g. {{col_off: {c0}, row_off: {r0}, width: {w}, height: {h}}}"
+            )
+    return problems
+
+
+def tile_window(config: dict[str, Any], tile: str) -> Any:
+    """The config window of ``tile``: its entry in ``windows``, else ``window``."""
+    return (config.get("windows") or {}).get(tile, config.get("window", "full"))
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any], *, base: str | Path = ".") -> None:
@@ -294,6 +313,11 @@ def window_arg(window: Any, aoi: dict[str, Any] | None = None) -> str:
     if window in (None, "full"):
         return "full"
     return ",".join(str(window[k]) for k in ("col_off", "row_off", "width", "height"))
+
+
+def tile_window_arg(config: dict[str, Any], tile: str) -> str:
+    """The ``--window`` argument of ``tile``'s steps (the AOI's, its own window, or ``window``)."""
+    return window_arg(tile_window(config, tile), config.get("aoi"))
 
 
 def aoi_spec(aoi: dict[str, Any]) -> str:

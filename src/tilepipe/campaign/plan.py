@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from tilepipe.campaign.seasons import season_windows
-from tilepipe.campaign.status import SCENE_STEPS, SEASON_STEPS
+from tilepipe.campaign.status import CAMPAIGN_SEASON_STEP, SCENE_STEPS, SEASON_STEPS
 from tilepipe.core.settings import section_defaults
 
 #: Rules per scope: how many jobs each makes.
@@ -59,6 +59,7 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
     "season_fields": {"base_s": 20, "per_mpx_s": 0.0},
     "season_classify": {"base_s": 10, "per_mpx_s": 0.0},
     "season_qc_classification": {"base_s": 5, "per_mpx_s": 0.0},
+    "campaign_fields": {"base_s": 10, "per_mpx_s": 0.0},
     "demo_campaign": {"base_s": 20, "per_mpx_s": 0.0},
     "stac_item": {"base_s": 3, "per_mpx_s": 0.0},
     "fields_partition": {"base_s": 3, "per_mpx_s": 0.0},
@@ -259,6 +260,7 @@ def count_jobs(
         held = {(t, n) for t, d in scenes for n, (lo, hi) in seasons.items() if lo <= d <= hi}
         for rule, _ in SEASON_STEPS:
             counts[rule] = len(held)
+        counts[CAMPAIGN_SEASON_STEP[0]] = len({n for _, n in held})
     if demo:
         counts["demo_campaign"] = 1
     if catalog:

@@ -161,7 +161,12 @@ class SeasonStatus:
     step: str = ""
     dates: list[str] = field(default_factory=list)
     cause: str = ""
+    tiles: list[str] = field(default_factory=list)  # the campaign layer's: the tiles it joins
 
+
+#: The campaign layer of a season (tile ``campaign``): its step and the files it writes under
+#: results/campaign/season/{season}.
+CAMPAIGN_SEASON_STEP = ("campaign_fields", ("fields.gpkg", "dedupe.json"))
 
 #: Per tile-season steps in the order they run, with the files each writes under
 #: results/{tile}/season/{season}.
@@ -196,6 +201,26 @@ def season_status(
                 status.state, status.step = state, step
                 status.cause = cause if state == "failed" else ""
                 break
+        out.append(status)
+    return out + _campaign_layers(workdir, held, running)
+
+
+def _campaign_layers(
+    workdir: Path, held: dict[tuple[str, str], list[str]], running: bool
+) -> list[SeasonStatus]:
+    """The status of each season's campaign layer (tile ``campaign``), which joins the
+    season's tiles once each of theirs is done."""
+    step, files = CAMPAIGN_SEASON_STEP
+    out = []
+    for name in sorted({s for _, s in held}):
+        tiles = sorted(t for t, s in held if s == name)
+        days = sorted({d for (t, s), ds in held.items() if s == name for d in ds})
+        paths = [f"results/campaign/season/{name}/{f}" for f in files]
+        cause = log_error(workdir / "logs" / step / f"{name}.log")
+        state = step_state(workdir, paths, cause, running)
+        status = SeasonStatus("campaign", name, state, dates=days, tiles=tiles)
+        if state != "done":
+            status.step, status.cause = step, cause if state == "failed" else ""
         out.append(status)
     return out
 

@@ -20,6 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", required=True, help="first date YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last date YYYY-MM-DD (inclusive)")
     p.add_argument("--window", default=None, help="rank by cloud over this window (or aoi:...)")
+    p.add_argument(
+        "--tile-window",
+        action="append",
+        default=[],
+        metavar="TILE=WINDOW",
+        help="a tile's own window, replacing --window for it (repeatable)",
+    )
     p.add_argument("--out", required=True, help="the scene manifest (CSV)")
     add_settings(p, "source", KEYS, aliases={"max_dates_per_tile": ("--max-dates",)})
     p.set_defaults(func=run)
@@ -29,14 +36,26 @@ def _aoi_stats(args: argparse.Namespace, source, policy):
     """Per-item cloud and nodata over the window of each tile, or None without a window."""
     from tilepipe.acquire.download import aoi_scene_stats
 
-    if args.window in (None, "", "full"):
+    own = dict(_tile_window(text) for text in args.tile_window)
+    texts = {tile: own.get(tile, args.window) for tile in args.tiles}
+    if all(text in (None, "", "full") for text in texts.values()):
         return None
-    windows = {tile: window(args.window, tile) for tile in args.tiles}
+    windows = {tile: window(text, tile) for tile, text in texts.items()}
 
     def stats(item):
         return aoi_scene_stats(item, windows, source=source, policy=policy)
 
     return stats
+
+
+def _tile_window(text: str) -> tuple[str, str]:
+    """(tile, window) of a ``--tile-window TILE=WINDOW`` argument."""
+    from tilepipe.core.errors import ConfigError
+
+    tile, sep, value = text.partition("=")
+    if not sep or not value:
+        raise ConfigError(f"--tile-window {text!r}: expected TILE=WINDOW")
+    return tile, value
 
 
 def run(args: argparse.Namespace) -> None:

@@ -56,9 +56,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"{s.tile}  {s.date}  {s.state:<10}{qc} {detail}".rstrip() + held)
     for s in seasons:
         detail = f"{s.step}: {s.cause}" if s.cause else s.step
-        print(
-            f"{s.tile}  season {s.season} ({len(s.dates)} dates)  {s.state:<10} {detail}".rstrip()
-        )
+        held = f"{len(s.tiles)} tiles" if s.tiles else f"{len(s.dates)} dates"
+        print(f"{s.tile}  season {s.season} ({held})  {s.state:<10} {detail}".rstrip())
     counts = {state: sum(s.state == state for s in statuses) for state in STATES}
     line = ", ".join(f"{n} {state}" for state, n in counts.items()) + f" of {len(statuses)}"
     if found:

@@ -196,9 +196,21 @@ def _centre_in_zone(zone: int, easting: float, northing_ul: float, south: bool) 
 def aoi_window(tile: str, aoi, margin_m: float = 0.0) -> tuple[int, int, int, int] | None:
     """(col_off, row_off, width, height) of the tile's 10 m pixels covering ``aoi`` (lon/lat)
     plus ``margin_m`` on every side, clipped to the tile; None when they do not meet."""
+    from shapely import box as shapely_box
+
     grid = tile_grid(tile)
     to_utm = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(grid.epsg), always_xy=True)
-    x0, y0, x1, y1 = _project(aoi, to_utm).bounds
+    footprint = shapely_box(
+        grid.ulx - margin_m,
+        grid.uly - TILE_SIZE_M - margin_m,
+        grid.ulx + TILE_SIZE_M + margin_m,
+        grid.uly + margin_m,
+    )
+    # the AOI's part in this tile only: the parts of a multi-part AOI elsewhere do not widen it
+    inside = _project(aoi, to_utm).intersection(footprint)
+    if inside.is_empty:
+        return None
+    x0, y0, x1, y1 = inside.bounds
     col0 = int((x0 - margin_m - grid.ulx) // grid.res)
     col1 = -int(-(x1 + margin_m - grid.ulx) // grid.res)
     row0 = int((grid.uly - y1 - margin_m) // grid.res)

@@ -32,7 +32,16 @@ from tilepipe.demo.tessera import (
     write_store,
     write_tessera,
 )
-from tilepipe.demo.world import DEMO_DATES, DEMO_TILES, Scene, demo_window, render_scene, tile_seed
+from tilepipe.demo.world import (
+    DEMO_DATES,
+    DEMO_NEIGHBOURS,
+    DEMO_TILES,
+    Scene,
+    demo_window,
+    observe_neighbour,
+    render_scene,
+    tile_seed,
+)
 
 SCALE = 10  # 1 m truth pixels per 10 m pixel side
 LABEL_ID_STEP = 1000  # field ids of the n-th tile (from 0) are (n + 1) * 1000 + its field id
@@ -53,6 +62,28 @@ def _write_items(
         scene = render_scene(tseed, size, size, d_index)
         day_ = Date.fromisoformat(day)
         items.append(write_item(root, tile, day_, d_index, scene, transform, size, provider))
+    return items
+
+
+def _write_neighbour_items(
+    root: Path,
+    tile: str,
+    source: str,
+    dates: tuple[str, ...],
+    seed: int,
+    size: int,
+    provider: str = "demo",
+) -> list[pystac.Item]:
+    """Write a neighbour's items: each date of ``source``'s world seen on ``tile``'s grid."""
+    transform, width, _ = demo_window(tile, size)
+    items = []
+    for d_index, day in enumerate(dates):
+        world = render_scene(tile_seed(source, seed), size, size, d_index)
+        scene, valid = observe_neighbour(world, tile, source, size, tile_seed(tile, seed), d_index)
+        day_ = Date.fromisoformat(day)
+        items.append(
+            write_item(root, tile, day_, d_index, scene, transform, width, provider, valid=valid)
+        )
     return items
 
 
@@ -94,6 +125,10 @@ def generate_campaign(
 
     ``size`` is the side of each tile's window in 10 m pixels (160 → 1.6 km, 1,600 px at 1 m).
     ``provider`` shapes the STAC items as that service publishes them (demo.stac.FLAVOURS).
+    A neighbour (DEMO_NEIGHBOURS: 34UBU over 33UXP's window, across the UTM zone edge) gets
+    items of the same ground when its source is among ``tiles``: no embeddings, AEF or labels
+    of its own, since its source's already cover that ground (labels twice would put one field
+    in both the training and the test split).
     """
     out = Path(out_dir)
     stac_root, tessera_root, aef_root = out / "stac", out / "tessera", out / "aef"
@@ -103,6 +138,15 @@ def generate_campaign(
     registry: list[tuple[int, str]] = []
     labels: list[dict] = []
     for t_index, tile in enumerate(tiles):
+        if tile in DEMO_NEIGHBOURS:
+            if DEMO_NEIGHBOURS[tile] not in tiles:
+                raise ValueError(f"demo tile {tile} sees {DEMO_NEIGHBOURS[tile]}'s world: add it")
+            items = _write_neighbour_items(
+                stac_root, tile, DEMO_NEIGHBOURS[tile], dates, seed, size, provider
+            )
+            for item in items:
+                collection.add_item(item)
+            continue
         tseed = tile_seed(tile, seed)
         transform, width, height = demo_window(tile, size)
         for item in _write_items(stac_root, tile, dates, tseed, transform, width, provider):

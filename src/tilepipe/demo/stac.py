@@ -29,7 +29,7 @@ from shapely.geometry import box, mapping, shape
 from tilepipe.core.grid import tile_grid
 from tilepipe.core.inputs import L2A_BANDS
 from tilepipe.demo.cog import write_cog
-from tilepipe.demo.world import BANDS, Scene, scl_from_scene
+from tilepipe.demo.world import BANDS, Scene, scl_from_scene, valid_mask
 
 BASELINE_OFFSET_DATE = Date(2022, 1, 25)  # baseline 04.00: BOA_ADD_OFFSET = -1000 from this day
 COLLECTION = "sentinel-2-l2a"
@@ -117,14 +117,6 @@ def save_catalog(catalog: pystac.Catalog, collection: pystac.Collection, root: P
     catalog.normalize_hrefs(str(root))
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-
-
-def _valid_mask(idx: int, size: int) -> np.ndarray:
-    """Valid pixels of the idx-th date: every other date has a nodata corner, as at a swath edge."""
-    if idx % 2:
-        return np.ones((size, size), dtype=bool)
-    rr, cc = np.mgrid[0:size, 0:size]
-    return rr + cc > size // 6
 
 
 def _digital_numbers(lr: np.ndarray, offset_dn: int, valid: np.ndarray) -> np.ndarray:
@@ -306,16 +298,18 @@ def write_item(
     transform: Affine,
     size: int,
     provider: str = "demo",
+    valid: np.ndarray | None = None,
 ) -> pystac.Item:
     """Write one L2A-like item: a COG per band (uint16 DN, baseline offset) and SCL at 20 m,
-    shaped as ``provider`` publishes its items."""
+    shaped as ``provider`` publishes its items (``valid``: its pixels with data, by default
+    those of the idx-th date's swath edge)."""
     crs = tile_grid(tile).crs
     baseline = baseline_for(day)
     offset_dn = 1000 if baseline >= "04.00" else 0
     item_id = f"S2B_{tile}_{day:%Y%m%d}_0_L2A"
     item_dir = root / flavour_collection(provider) / item_id
     item_dir.mkdir(parents=True, exist_ok=True)
-    valid = _valid_mask(idx, size)
+    valid = valid_mask(idx, size) if valid is None else valid
     scl10 = scl_from_scene(scene)
     scl10[~valid] = 0
     dn = _digital_numbers(scene.lr, _pixel_offset(provider, baseline), valid)

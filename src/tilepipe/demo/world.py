@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
+from pyproj import Transformer
+from shapely import Point
+from shapely import box as shapely_box
 from skimage.filters import gaussian
 
 from tilepipe.core.grid import tile_grid
@@ -22,6 +25,10 @@ CLASSES = ("wheat", "maize", "rapeseed", "sugarbeet", "grassland")
 DEMO_TILES = ("33UXP", "31UFS")
 DEMO_DATES = ("2022-01-12", "2022-06-21")
 DEMO_OFFSET = 5000  # the demo's window starts at this row and column of each tile's 10 m grid
+#: tiles the demo observes over another tile's ground (tile -> the tile whose world it sees):
+#: 34UBU (UTM zone 34) overlaps 33UXP's demo window across the zone edge
+DEMO_NEIGHBOURS = {"34UBU": "33UXP"}
+NEIGHBOUR_SHARE = 0.6  # a neighbour's window side, as a share of its source's
 
 # Surface reflectance (B02, B03, B04, B08) per class for a winter (0) and a summer (1) date:
 # winter cereals and rapeseed are green in January while maize and beet fields are bare soil;
@@ -63,8 +70,45 @@ def tile_seed(tile: str, seed: int) -> int:
 
 
 def demo_window(tile: str, size: int) -> tuple[Affine, int, int]:
-    """The demo's pixel window of a tile: ``size`` x ``size`` 10 m pixels at DEMO_OFFSET."""
-    return tile_grid(tile).window(DEMO_OFFSET, DEMO_OFFSET, size, size)
+    """The demo's pixel window of a tile: ``size`` x ``size`` 10 m pixels at DEMO_OFFSET (a
+    neighbour's: the square of its grid that :func:`neighbour_window` places)."""
+    return tile_grid(tile).window(*demo_pixel_window(tile, size))
+
+
+def demo_pixel_window(tile: str, size: int) -> tuple[int, int, int, int]:
+    """(col_off, row_off, width, height) of the demo's window of ``tile``."""
+    if tile in DEMO_NEIGHBOURS:
+        return neighbour_window(tile, DEMO_NEIGHBOURS[tile], size)
+    return DEMO_OFFSET, DEMO_OFFSET, size, size
+
+
+def _to_source(tile: str, source: str) -> Transformer:
+    """Coordinates of ``tile``'s CRS -> those of ``source``'s."""
+    return Transformer.from_crs(tile_grid(tile).crs, tile_grid(source).crs, always_xy=True)
+
+
+def neighbour_window(tile: str, source: str, size: int) -> tuple[int, int, int, int]:
+    """The square of ``tile``'s 10 m grid inside ``source``'s demo window, against its east edge.
+
+    Its side is NEIGHBOUR_SHARE of ``size``; inside the source's window means every pixel sees
+    the source's rendered world, and its west edge cuts through the source's fields (a seam).
+    """
+    side = max(16, round(size * NEIGHBOUR_SHARE))
+    grid, src = tile_grid(tile), tile_grid(source)
+    s_left, s_top = src.ulx + DEMO_OFFSET * src.res, src.uly - DEMO_OFFSET * src.res
+    inside = shapely_box(s_left + 10, s_top - size * 10 + 10, s_left + size * 10 - 10, s_top - 10)
+    back = Transformer.from_crs(src.crs, grid.crs, always_xy=True)
+    xs, ys = back.transform(*inside.exterior.xy)
+    centre_row = round((grid.uly - (max(ys) + min(ys)) / 2) / grid.res - side / 2)
+    to_src = _to_source(tile, source)
+    for col in range(int((max(xs) - grid.ulx) // grid.res) - side, 0, -1):
+        x0, y0 = grid.ulx + col * grid.res, grid.uly - centre_row * grid.res
+        corners = to_src.transform(
+            [x0, x0 + side * 10, x0, x0 + side * 10], [y0, y0, y0 - side * 10, y0 - side * 10]
+        )
+        if all(inside.contains(Point(x, y)) for x, y in zip(*corners, strict=True)):
+            return col, centre_row, side, side
+    raise ValueError(f"demo: no window of {tile} lies inside {source}'s")  # pragma: no cover
 
 
 def _cuts(rng: np.random.Generator, length: int, lo: int, hi: int) -> list[int]:
@@ -180,6 +224,14 @@ def render_scene(
     return Scene(hr, lr.astype(np.float32), ids, classes, cloud_lr, shadow_lr)
 
 
+def valid_mask(idx: int, size: int) -> np.ndarray:
+    """Valid pixels of the idx-th date: every other date has a nodata corner, as at a swath edge."""
+    if idx % 2:
+        return np.ones((size, size), dtype=bool)
+    rr, cc = np.mgrid[0:size, 0:size]
+    return rr + cc > size // 6
+
+
 def scl_from_scene(scene: Scene) -> np.ndarray:
     """A 10 m scene classification: vegetation, bare (roads), cloud, shadow (Sen2Cor codes)."""
     ndvi = (scene.lr[3] - scene.lr[2]) / (scene.lr[3] + scene.lr[2] + 1e-6)
@@ -197,3 +249,55 @@ def pixel_classes(scene: Scene, size: int) -> np.ndarray:
     for fid, cls in scene.field_class.items():
         lut[fid] = cls
     return lut[ids10]
+
+
+def _sample(transform: Affine, grid: tuple[int, int], to_src: Transformer, src: Affine):
+    """(rows, cols) of ``src``'s pixels under the centres of a (height, width) grid."""
+    rr, cc = np.mgrid[0 : grid[0], 0 : grid[1]] + 0.5
+    xs, ys = transform * (cc, rr)
+    sx, sy = to_src.transform(xs, ys)
+    cols, rows = ~src * (sx, sy)
+    return np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+
+
+def observe_neighbour(
+    source: Scene, tile: str, source_tile: str, size: int, seed: int, date_index: int
+) -> tuple[Scene, np.ndarray]:
+    """``tile``'s demo scene of ``source``'s world: the same ground, fields, clouds and swath
+    edge, warped onto the neighbour's grid (nearest at 1 m), then observed at 10 m.
+
+    Returns the scene and the warped valid-pixel mask of the source date.
+    """
+    transform, width, height = demo_window(tile, size)
+    src_transform, _, _ = demo_window(source_tile, size)
+    scale = source.field_ids_hr.shape[0] // source.lr.shape[1]
+    to_src = _to_source(tile, source_tile)
+    fine = transform * Affine.scale(1 / scale)
+    rows, cols = _sample(
+        fine, (height * scale, width * scale), to_src, src_transform * Affine.scale(1 / scale)
+    )
+    hr = source.hr[:, rows, cols]
+    ids = source.field_ids_hr[rows, cols]
+    r10, c10 = _sample(transform, (height, width), to_src, src_transform)
+    cloud, shadow = source.cloud_lr[r10, c10], source.shadow_lr[r10, c10]
+    valid = valid_mask(date_index, source.lr.shape[1])[r10, c10]
+    rng = np.random.default_rng([seed, date_index])
+    lr = hr.reshape(4, height, scale, width, scale).mean(axis=(2, 4))
+    lr += rng.normal(0, 0.002, size=lr.shape).astype(np.float32)
+    lr[:, shadow] *= 0.55
+    lr[:, cloud] = CLOUD[:, None] * rng.normal(1, 0.05, size=(4, int(cloud.sum())))
+    np.clip(lr, 0.0001, 1.0, out=lr)
+    classes = {f: c for f, c in source.field_class.items() if f in set(np.unique(ids).tolist())}
+    return Scene(hr, lr.astype(np.float32), ids, classes, cloud, shadow), valid
+
+
+def demo_scene(
+    tile: str, size: int, date_index: int, *, seed: int = 0, cloud: bool = True
+) -> Scene:
+    """The scene the demo renders for ``tile``'s window on a date: its own world, or for a
+    neighbour (DEMO_NEIGHBOURS) its source's world seen on its grid."""
+    source = DEMO_NEIGHBOURS.get(tile)
+    if source is None:
+        return render_scene(tile_seed(tile, seed), size, size, date_index, cloud=cloud)
+    world = render_scene(tile_seed(source, seed), size, size, date_index, cloud=cloud)
+    return observe_neighbour(world, tile, source, size, tile_seed(tile, seed), date_index)[0]
