@@ -122,3 +122,11 @@ def test_an_aoi_is_read_from_a_bbox_or_a_geojson_file(tmp_path):
     assert load_aoi(str(path)).bounds == (16.5, 48.1, 16.6, 48.2)
     with pytest.raises(ConfigError, match="neither a bbox"):
         load_aoi(str(tmp_path / "missing.geojson"))
+
+
+def test_a_multi_part_aoi_gives_each_tile_the_window_of_its_own_part():
+    near = shapely.box(17.02, 48.27, 17.04, 48.28)  # in 33UXP
+    far = shapely.box(5.13, 50.96, 5.15, 50.98)  # in 31UFS, far west of zone 33
+    alone = aoi_window("33UXP", near, 0)
+    assert aoi_window("33UXP", shapely.MultiPolygon([near, far]), 0) == alone
+    assert alone[2] < 200 and alone[3] < 200
