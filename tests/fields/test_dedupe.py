@@ -128,9 +128,10 @@ def test_fields_outside_the_overlap_are_all_kept(tmp_path):
 
 def test_a_field_at_the_campaigns_outer_edge_is_not_cut(tmp_path):
     truth = [box(599_800, 600_300), box(809_500, 810_200)]  # 33UXP's west, 33UYP's east edge
+    truth.append(box(703_000, 703_400, y=5_399_800))  # both tiles' north edge, in the overlap
     layers = campaign(tmp_path, truth)
     tiles = [read_tile_fields(lay, SEASON) for lay in layers]
-    assert [len(t) for t in tiles] == [1, 1] and count_cut(tiles) == 0
+    assert [len(t) for t in tiles] == [2, 2] and count_cut(tiles) == 0
     at_seam = campaign(tmp_path / "seam", [box(709_500, 710_100)], tiles=("33UXP", "33UYP"))
     assert count_cut([read_tile_fields(lay, SEASON) for lay in at_seam]) == 1
 

@@ -26,7 +26,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -271,10 +270,20 @@ def _match_pair(a: TileFields, b: TileFields, min_overlap: float) -> _Pair | Non
     return _Pair(-1, -1, in_a[ia[ok]], in_b[ib[ok]], (len(in_a), len(in_b)))
 
 
+def neighbours(tiles: Sequence[TileFields | TileLayer]) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of the tiles whose extents' lon/lat boxes meet (STRtree): the only
+    pairs that can overlap, so a campaign of many tiles is not compared all against all."""
+    boxes = np.array([shapely.envelope(extent_in(t, DEFAULT_CRS)) for t in tiles], dtype=object)
+    if len(boxes) < 2:
+        return []
+    left, right = shapely.STRtree(boxes).query(boxes, predicate="intersects")
+    return sorted({(int(i), int(j)) for i, j in zip(left, right, strict=True) if i < j})
+
+
 def _pairs(tiles: Sequence[TileFields], min_overlap: float) -> list[_Pair]:
     """Matches of every pair of tiles whose extents overlap (tile order within a pair)."""
     found = []
-    for i, j in combinations(range(len(tiles)), 2):
+    for i, j in neighbours(tiles):
         pair = _match_pair(tiles[i], tiles[j], min_overlap)
         if pair is not None:
             pair.i, pair.j = i, j
@@ -345,16 +354,20 @@ def _pair_surplus(pair: _Pair) -> int:
 
 def seams(tiles: Sequence[TileFields | TileLayer]) -> list[shapely.Geometry]:
     """Per tile, the part of its extent's boundary inside another tile's extent (its CRS)."""
+    near: dict[int, list[int]] = {i: [] for i in range(len(tiles))}
+    for i, j in neighbours(tiles):
+        near[i].append(j)
+        near[j].append(i)
     out = []
     for i, t in enumerate(tiles):
         crs = tile_grid(t.tile).crs
-        others = [extent_in(o, crs) for k, o in enumerate(tiles) if k != i]
-        inside = shapely.union_all([shapely.intersection(t.extent, o) for o in others])
-        edges = shapely.union_all([o.boundary for o in others])
-        line = shapely.intersection(t.extent.boundary, inside)
-        # the part on another extent's own boundary is the campaign's edge there, not a seam
-        line = shapely.difference(line, shapely.buffer(edges, 1e-3))
-        parts = [p for p in shapely.get_parts(line) if shapely.get_dimensions(p) == 1]
+        parts = []
+        for k in near[i]:
+            other = extent_in(tiles[k], crs)
+            line = shapely.intersection(t.extent.boundary, other)
+            # where it runs on the other extent's own boundary it is the campaign's edge there
+            line = shapely.difference(line, shapely.buffer(other.boundary, 1e-3))
+            parts += [p for p in shapely.get_parts(line) if shapely.get_dimensions(p) == 1]
         out.append(shapely.union_all(parts) if parts else shapely.LineString())
     return out
 
@@ -391,6 +404,7 @@ def count_duplicates(tiles: Sequence[TileFields], min_overlap: float = MIN_OVERL
 # -- the keep rule -----------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def _centre_lonlat(tile: str) -> tuple[float, float]:
     """The tile's MGRS footprint centre (ulx + 54.9 km, uly - 54.9 km) in lon/lat."""
     grid = tile_grid(tile)
