@@ -26,6 +26,7 @@ from tilepipe.fields.dedupe import (
     read_tile_fields,
     split_by_tile,
     tile_extent,
+    write_campaign_layer,
 )
 from tilepipe.fields.delineate import write_fields
 
@@ -251,4 +252,32 @@ def test_campaign_fields_without_any_field_writes_an_empty_layer_with_the_full_s
     assert pyogrio.read_info(gpkg)["features"] == 0
     names = pq.read_schema(parquet).names
     assert "also_in" in names and "agreement" in names and "metrics:area" in names
+    assert_distributable(parquet)
+
+
+def classified(lay: TileLayer, crop: str) -> TileLayer:
+    """The tile's fields_classified.gpkg beside its layer, written by the classify step's writer."""
+    from tilepipe.classify.predict import _write_fields
+    from tilepipe.classify.samples import read_layer
+
+    meta, wkb, cols = read_layer(lay.path, "fields", (), "fields")
+    n = len(wkb)
+    dst = lay.path.with_name("fields_classified.gpkg")
+    _write_fields(dst, meta, wkb, cols, np.full(n, crop, dtype=object), np.full(n, 0.7))
+    return TileLayer(lay.tile, dst, lay.extent)
+
+
+def test_classified_layers_keep_their_crop_columns_declared_in_the_fiboa_metadata(tmp_path):
+    layers = campaign(tmp_path, [box(701_000, 701_400), box(760_000, 760_300)])
+    layers = [classified(lay, crop) for lay, crop in zip(layers, ("wheat", "maize"), strict=True)]
+    out, _ = campaign_fields(layers, SEASON)
+    assert sorted(zip(out.columns["id"], out.columns["crop"], strict=True)) == [
+        ("33UXP_2022_1", "wheat"),
+        ("33UYP_2022_2", "maize"),
+    ]
+    parquet = tmp_path / "c.parquet"
+    write_campaign_layer(out, tmp_path / "c.gpkg", parquet)
+    custom = json.loads(pq.read_schema(parquet).metadata[b"collection"])["schemas:custom"]
+    extra = {"crop", "crop_prob", "also_in", "dates", "n_dates", "agreement"}
+    assert extra <= set(custom["properties"]) and extra <= set(pq.read_schema(parquet).names)
     assert_distributable(parquet)
