@@ -177,14 +177,14 @@ def test_the_campaign_layer_is_in_epsg_4326_with_the_tiles_utm_area(tmp_path):
 def test_a_layer_in_another_crs_than_its_tiles_is_an_input_error_naming_the_file(tmp_path):
     good = layer(tmp_path, "33UXP", [box(701_000, 701_400)])
     wrong = layer(tmp_path, "33UYP", [box(701_000, 701_400)], crs="EPSG:32634")
-    named = re.escape(f"tile 33UYP, date {SEASON}, file {wrong.path}: layer CRS")
+    named = re.escape(f"tile 33UYP, season {SEASON}, file {wrong.path}: layer CRS")
     with pytest.raises(InputError, match=named):
         campaign_fields([good, wrong], SEASON)
 
 
 def test_a_missing_layer_is_an_input_error_naming_it(tmp_path):
     missing = TileLayer("33UYP", tmp_path / "none.gpkg", tile_extent("33UYP"))
-    with pytest.raises(InputError, match=r"tile 33UYP.*none\.gpkg"):
+    with pytest.raises(InputError, match=r"tile 33UYP, season 2022, file .*none\.gpkg"):
         campaign_fields([missing], SEASON)
 
 
@@ -281,3 +281,10 @@ def test_classified_layers_keep_their_crop_columns_declared_in_the_fiboa_metadat
     extra = {"crop", "crop_prob", "also_in", "dates", "n_dates", "agreement"}
     assert extra <= set(custom["properties"]) and extra <= set(pq.read_schema(parquet).names)
     assert_distributable(parquet)
+
+
+def test_a_layer_holding_another_tiles_fields_is_an_input_error_naming_both(tmp_path):
+    xp = layer(tmp_path, "33UXP", [box(701_000, 701_400)])
+    given_as_yp = TileLayer("33UYP", xp.path, tile_extent("33UYP"))  # same CRS, wrong tile
+    with pytest.raises(InputError, match=r"tile 33UYP, .*tile\(s\) \['33UXP'\]"):
+        campaign_fields([given_as_yp], SEASON)

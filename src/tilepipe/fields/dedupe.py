@@ -34,7 +34,7 @@ import shapely
 from pyproj import CRS, Geod, Transformer
 from shapely.geometry import Polygon
 
-from tilepipe.core.errors import ConfigError, InputError, context
+from tilepipe.core.errors import ConfigError, InputError
 from tilepipe.core.geoparquet import write_geoparquet
 from tilepipe.core.grid import TILE_SIZE_M, tile_grid
 from tilepipe.core.raster import atomic_outputs
@@ -200,25 +200,32 @@ def _valid(geoms: np.ndarray) -> np.ndarray:
 # -- reading -----------------------------------------------------------------------------------
 
 
+def where(tile: str | None, season: str, path: object = None) -> str:
+    """The prefix of an error message: tile, season and file."""
+    parts = [f"tile {tile}"] if tile else []
+    parts += [f"season {season}"] + ([f"file {path}"] if path is not None else [])
+    return ", ".join(parts) + ": "
+
+
 def read_tile_fields(layer: TileLayer, season: str) -> TileFields:
     """Read one tile's season layer; InputError unless it is readable, in the tile's UTM CRS and
     holds that tile's fields only."""
-    where = context(layer.tile, season, layer.path)
+    here = where(layer.tile, season, layer.path)
     try:
         meta, _, wkb, data = pyogrio.raw.read(layer.path, layer=LAYER)
     except Exception as exc:  # missing file, not a GeoPackage, no fields layer
-        raise InputError(f"{where}season field layer unreadable: {exc}") from exc
+        raise InputError(f"{here}season field layer unreadable: {exc}") from exc
     want = tile_grid(layer.tile).crs
     crs = meta.get("crs")
     if not crs or CRS.from_user_input(crs) != CRS.from_user_input(want):
-        raise InputError(f"{where}layer CRS is {crs}, not the tile's {want}")
+        raise InputError(f"{here}layer CRS is {crs}, not the tile's {want}")
     columns = dict(zip(meta["fields"], data, strict=True))
     missing = [c for c in NEEDED if c not in columns]
     if missing:
-        raise InputError(f"{where}layer lacks columns {missing}")
+        raise InputError(f"{here}layer lacks columns {missing}")
     others = sorted({str(t) for t in columns["tile"]} - {layer.tile})
     if others:
-        raise InputError(f"{where}layer holds fields of tile(s) {others}, not only {layer.tile}")
+        raise InputError(f"{here}layer holds fields of tile(s) {others}, not only {layer.tile}")
     geoms = shapely.from_wkb(wkb) if wkb is not None else np.zeros(0, dtype=object)
     return TileFields(
         layer.tile, layer.extent, np.asarray(geoms, dtype=object), columns, layer.path
@@ -231,7 +238,7 @@ def _check_columns(tiles: Sequence[TileFields], season: str) -> list[str]:
     for t in tiles[1:]:
         if list(t.columns) != names:
             raise InputError(
-                f"{context(t.tile, season, t.path)}columns {list(t.columns)} differ from "
+                f"{where(t.tile, season, t.path)}columns {list(t.columns)} differ from "
                 f"{tiles[0].tile}'s {names}: give layers of one kind (all fields.gpkg or all "
                 "fields_classified.gpkg)"
             )
