@@ -254,9 +254,10 @@ def _overlap(a: TileFields, b: TileFields) -> Polygon | None:
     return None if common.is_empty or common.area <= 0 else common
 
 
-def _match_pair(a: TileFields, b: TileFields, min_overlap: float) -> _Pair | None:
-    """Matches between two tiles' fields in their overlap (STRtree candidates, then the overlap
-    share of the smaller field); None when the extents do not overlap."""
+def _match_pair(tiles: Sequence[TileFields], i: int, j: int, min_overlap: float) -> _Pair | None:
+    """Matches between tiles i and j's fields in their overlap (STRtree candidates, then the
+    overlap share of the smaller field); None when the extents do not overlap."""
+    a, b = tiles[i], tiles[j]
     crs_a, crs_b = tile_grid(a.tile).crs, tile_grid(b.tile).crs
     common = _overlap(a, b)
     if common is None:
@@ -266,7 +267,7 @@ def _match_pair(a: TileFields, b: TileFields, min_overlap: float) -> _Pair | Non
     in_b = np.flatnonzero(shapely.intersects(b.geoms, common_b)) if len(b) else np.zeros(0, int)
     empty = np.zeros(0, dtype=np.int64)
     if not len(in_a) or not len(in_b):
-        return _Pair(-1, -1, empty, empty, (len(in_a), len(in_b)))
+        return _Pair(i, j, empty, empty, (len(in_a), len(in_b)))
     geoms_a = a.geoms[in_a]
     geoms_b = _valid(np.asarray(reproject(b.geoms[in_b], crs_b, crs_a), dtype=object))
     ia, ib = shapely.STRtree(geoms_b).query(geoms_a, predicate="intersects")
@@ -274,7 +275,7 @@ def _match_pair(a: TileFields, b: TileFields, min_overlap: float) -> _Pair | Non
     smaller = np.minimum(shapely.area(ga), shapely.area(gb))
     shared = shapely.area(shapely.intersection(ga, gb))
     ok = (smaller > 0) & (shared >= min_overlap * np.where(smaller > 0, smaller, 1.0))
-    return _Pair(-1, -1, in_a[ia[ok]], in_b[ib[ok]], (len(in_a), len(in_b)))
+    return _Pair(i, j, in_a[ia[ok]], in_b[ib[ok]], (len(in_a), len(in_b)))
 
 
 def neighbours(tiles: Sequence[TileFields | TileLayer]) -> list[tuple[int, int]]:
@@ -289,13 +290,8 @@ def neighbours(tiles: Sequence[TileFields | TileLayer]) -> list[tuple[int, int]]
 
 def _pairs(tiles: Sequence[TileFields], min_overlap: float) -> list[_Pair]:
     """Matches of every pair of tiles whose extents overlap (tile order within a pair)."""
-    found = []
-    for i, j in neighbours(tiles):
-        pair = _match_pair(tiles[i], tiles[j], min_overlap)
-        if pair is not None:
-            pair.i, pair.j = i, j
-            found.append(pair)
-    return found
+    found = (_match_pair(tiles, i, j, min_overlap) for i, j in neighbours(tiles))
+    return [pair for pair in found if pair is not None]
 
 
 def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
