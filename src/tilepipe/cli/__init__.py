@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from tilepipe import __version__
 from tilepipe.cli import (
+    campaign,
     catalog,
     classify,
     demo,
@@ -47,6 +48,7 @@ STEPS = (
     superres,
     fields,
     season,
+    campaign,
     qc,
     embeddings,
     train,

@@ -55,6 +55,9 @@ CUSTOM_SCHEMA = {
         "dates": {"type": "string"},
         "n_dates": {"type": "int64", "minimum": 0},
         "agreement": {"type": "double", "minimum": 0, "maximum": 1},
+        "crop": {"type": "string"},
+        "crop_prob": {"type": "double", "minimum": 0, "maximum": 1},
+        "also_in": {"type": "string"},
     },
 }
 #: Per-field values field_columns turns into fiboa's columns (the rest pass through).
