@@ -344,6 +344,45 @@ def test_a_changed_date_redoes_only_the_season_fusions_it_feeds(campaign):
     assert season and all(w.get("tile") == "33UXP" for w in season), jobs
     scene_rules = {"download", "superres", "fields", "qc", "classify", "embeddings"}
     assert not [rule for rule, _ in jobs if rule in scene_rules], jobs
+    # the season's campaign layer joins the tiles again, once
+    assert [w for rule, w in jobs if rule == "campaign_fields"] == [{"season": "2022"}], jobs
+
+
+CAMPAIGN_SEASON = "results/campaign/season/2022"
+
+
+def test_campaign_layer_holds_each_field_of_the_tile_overlap_once(campaign):
+    """issue 16: 34UBU sees 33UXP's ground; its copies are dropped, none cut at its edge."""
+    stats = json.loads((campaign / CAMPAIGN_SEASON / "dedupe.json").read_text())
+    assert stats["tiles"] == sorted(TILES)
+    (pair,) = stats["pairs"]
+    assert pair["tiles"] == ["33UXP", "34UBU"] and pair["duplicates_before"] >= 10
+    assert stats["duplicates_after"] == 0 and stats["cut_after"] == 0
+    assert stats["cut_before"] > 0  # 34UBU's window edges cut 33UXP's fields
+    duplicates = stats["duplicates_before"]
+    assert stats["fields_out"] == sum(stats["fields_in"].values()) - duplicates
+    meta, _, _, values = pyogrio.raw.read(
+        campaign / CAMPAIGN_SEASON / "fields.gpkg", columns=["tile", "also_in"]
+    )
+    cols = dict(zip(meta["fields"], values, strict=True))  # in the file's order
+    tiles, also_in = cols["tile"], cols["also_in"]
+    # every 34UBU field is a copy of a whole 33UXP field: the tile nearer its centre keeps it
+    assert set(tiles) == {"31UFS", "33UXP"} and duplicates == stats["fields_in"]["34UBU"]
+    assert sum(a == "34UBU" for a in also_in) >= duplicates  # a merged field has two copies
+
+
+def test_campaign_layer_is_in_wgs84_with_the_tiles_crop_classes(campaign):
+    info = pyogrio.read_info(campaign / CAMPAIGN_SEASON / "fields.gpkg")
+    assert info["crs"] == "EPSG:4326"
+    assert {"crop", "crop_prob", "tile", "also_in", "metrics:area"} <= set(info["fields"])
+
+
+def test_campaign_layer_parquet_passes_geoparquet_validator(campaign):
+    assert_distributable(campaign / CAMPAIGN_SEASON / "fields.parquet")
+
+
+def test_campaign_layer_parquet_passes_the_fiboa_validator(campaign):
+    fiboa_validate(campaign / CAMPAIGN_SEASON / "fields.parquet")
 
 
 def test_report_shows_qc_summary_and_quicklooks(campaign):

@@ -117,8 +117,11 @@ def window_overrides():
     if config.get("aoi"):
         return ""
     return " ".join(
-        f"--tile-window {t}={tile_window_arg(config, t)}" for t in sorted(config["windows"])
+        f"--tile-window {t}={tile_window_arg(config, t)}"
+        for t in sorted(config["windows"])
     )
+
+
 # the source's connection budget: each network job holds its share of `<provider>_connections`
 # (profiles set the total with `resources:`, e.g. cdse_connections=4)
 CONNECTIONS = f"{config['source']['provider']}_connections"
@@ -298,9 +301,16 @@ def season_outputs():
         *(
             f"results/{t}/season/{s}/{name}"
             for t, s in sorted(held)
-            for name in ("fields.gpkg", "fields_classified.gpkg", "classification_qc.json")
+            for name in (
+                "fields.gpkg",
+                "fields_classified.gpkg",
+                "classification_qc.json",
+            )
         ),
-        *(f"results/campaign/season/{s}/fields.gpkg" for s in sorted({s for _, s in held})),
+        *(
+            f"results/campaign/season/{s}/fields.gpkg"
+            for s in sorted({s for _, s in held})
+        ),
     ]
 
 

@@ -99,10 +99,12 @@ rule campaign_fields:
         CONTAINERS["cpu"]
     params:
         layers=lambda wildcards, input: " ".join(
-            f"--layer {t}={path}" for t, path in zip(season_tiles(wildcards), input.layers)
+            f"--layer {t}={path}"
+            for t, path in zip(season_tiles(wildcards), input.layers)
         ),
         windows=lambda wildcards: " ".join(
-            f"--window {t}={tile_window_arg(config, t)}" for t in season_tiles(wildcards)
+            f"--window {t}={tile_window_arg(config, t)}"
+            for t in season_tiles(wildcards)
         ),
         parquet=lambda wildcards, output: (
             f"--parquet {output.parquet}" if "parquet" in output.keys() else ""
