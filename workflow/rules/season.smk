@@ -109,7 +109,9 @@ rule campaign_fields:
         parquet=lambda wildcards, output: (
             f"--parquet {output.parquet}" if "parquet" in output.keys() else ""
         ),
+        min_overlap=config["season"]["min_overlap"],
     shell:
         "tilepipe campaign-fields --season {wildcards.season} {params.layers}"
-        " {params.windows} --out {output.fields} {params.parquet} --stats {output.stats}"
+        " {params.windows} --min-overlap {params.min_overlap} --out {output.fields}"
+        " {params.parquet} --stats {output.stats}"
         " > {log} 2>&1"
