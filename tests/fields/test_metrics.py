@@ -49,3 +49,17 @@ def test_small_true_fragments_can_be_left_out():
     truth = two_fields()
     truth[0, 0] = 3
     assert instance_scores(truth, truth, min_truth_px=10)["n_true"] == 2
+
+
+def test_field_ious_give_each_true_field_its_best_overlap_and_pairing_keeps_common_ones():
+    from tilepipe.fields.metrics import field_ious, paired_iou
+
+    truth = np.zeros((10, 20), dtype=np.int32)
+    truth[:, :10], truth[:, 10:] = 1, 2
+    a = truth.copy()  # both fields exactly
+    b = np.zeros_like(truth)
+    b[:, :5] = 7  # half of field 1, none of field 2
+    ious_a, ious_b = field_ious(a, truth), field_ious(b, truth)
+    assert ious_a == {1: 1.0, 2: 1.0} and ious_b == {1: 0.5, 2: 0.0}
+    assert paired_iou(ious_a, ious_b) == (1, 1.0, 0.5)
+    assert paired_iou(ious_a, ious_b, iou_min=0.6)[0] == 0

@@ -14,9 +14,9 @@ from tilepipe.core.geoparquet import read_geoparquet
 from tilepipe.core.settings import section_defaults
 from tilepipe.demo.world import render_scene, scl_from_scene
 from tilepipe.fields.delineate import run_fields
-from tilepipe.fields.metrics import instance_scores
+from tilepipe.fields.metrics import field_ious, instance_scores, paired_iou
 from tilepipe.fields.polygons import Params
-from tilepipe.fields.season import DateInput, fuse_block, run_season
+from tilepipe.fields.season import DateInput, clear_weights, fuse_block, run_season
 from tilepipe.superres import run_superres
 
 from ..conftest import REPO
@@ -38,6 +38,29 @@ def test_fusion_takes_the_mean_extent_and_max_boundary_of_clear_dates_only():
     np.testing.assert_allclose(extent[0, 0], 0.7, atol=1e-6)
     np.testing.assert_allclose(boundary[0, 0], 0.3, atol=1e-6)
     assert np.isnan(extent[0, 1]) and np.isnan(boundary[0, 1])
+
+
+def test_a_date_counts_less_next_to_its_cloud_than_a_date_clear_far_around():
+    clear = np.ones((2, 1, 41), dtype=bool)
+    clear[0, 0, :1] = False  # date 0: a cloud at the left edge
+    weights = clear_weights(clear, ramp_px=20)
+    assert weights[0, 0, 0] == 0 and weights[0, 0, 1] < 0.1 and weights[0, 0, 21] == 1
+    assert (weights[1] == 1).all()  # no mask edge: every pixel counts fully
+    ext = np.stack([np.full((1, 41), 0.2), np.full((1, 41), 0.9)]).astype(np.float32)
+    bnd = np.stack([np.full((1, 41), 0.8), np.full((1, 41), 0.1)]).astype(np.float32)
+    extent, boundary = fuse_block(ext, bnd, clear, weights)
+    assert extent[0, 1] > 0.85 and boundary[0, 1] < 0.15  # the clear date leads by the cloud
+    np.testing.assert_allclose(extent[0, 30], 0.55, atol=1e-6)  # far away: the plain mean
+    np.testing.assert_allclose(boundary[0, 30], 0.8, atol=1e-6)  # and the plain max
+
+
+def test_a_pixel_one_date_saw_clear_keeps_that_dates_values_however_near_its_cloud():
+    clear = np.array([[[False, True, True]], [[False, False, False]]])
+    ext = np.array([[[0.1, 0.7, 0.7]], [[0.9, 0.9, 0.9]]], dtype=np.float32)
+    bnd = np.array([[[0.1, 0.4, 0.4]], [[0.9, 0.9, 0.9]]], dtype=np.float32)
+    extent, boundary = fuse_block(ext, bnd, clear, clear_weights(clear, ramp_px=50))
+    np.testing.assert_allclose(extent[0, 1:], 0.7, atol=1e-6)
+    np.testing.assert_allclose(boundary[0, 1:], 0.4, atol=1e-6)
 
 
 def two_field_probs() -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +149,10 @@ def scores_of(path, shape, transform, truth: np.ndarray) -> dict[str, float]:
         transform=transform,
         dtype="int32",
     )
-    return instance_scores(pred, truth, min_truth_px=2000)
+    return {
+        **instance_scores(pred, truth, min_truth_px=2000),
+        "ious": field_ious(pred, truth, min_truth_px=2000),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +198,13 @@ def test_fused_layer_matches_at_least_as_many_fields_as_the_best_date(demo_seaso
 def test_fused_layer_matches_them_at_least_as_well_as_the_best_date(demo_season):
     best = max(demo_season[d]["mean_iou"] for d in ("january", "june"))
     assert demo_season["fused"]["mean_iou"] >= best
+
+
+@pytest.mark.parametrize("date", ["january", "june"])
+def test_fused_layer_fits_the_fields_both_match_at_least_as_well_as_each_date(demo_season, date):
+    n, fused, alone = paired_iou(demo_season["fused"]["ious"], demo_season[date]["ious"])
+    print(f"\n{date}: {n} fields both match, IoU fused {fused:.3f}, {date} {alone:.3f}")
+    assert n >= 10 and fused >= alone
 
 
 def test_fused_layer_splits_no_more_than_the_best_date(demo_season):

@@ -29,6 +29,7 @@ rule season_fields:
     params:
         settings=settings("fields"),
         min_clear=config["season"]["min_clear_share"],
+        edge_ramp=config["season"]["edge_ramp_m"],
         dates=lambda wildcards: " ".join(season_dates(wildcards)),
         parquet=lambda wildcards, output: (
             f"--parquet {output.parquet}" if "parquet" in output.keys() else ""
@@ -37,6 +38,7 @@ rule season_fields:
         "tilepipe season --tile {wildcards.tile} --season {wildcards.season}"
         " --dates {params.dates} --prob {input.prob} --scl {input.scl}"
         " --out {output.fields} {params.parquet} --min-clear-share {params.min_clear}"
+        " --edge-ramp-m {params.edge_ramp}"
         " --settings {params.settings:q} > {log} 2>&1"
 
 

@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a date counts for a field when it saw this share of it clear (default: schema)",
     )
+    p.add_argument(
+        "--edge-ramp-m",
+        type=float,
+        default=None,
+        help="a date's pixels count less within this distance of its mask (default: schema)",
+    )
     add_settings(p, "fields", KEYS)
     p.set_defaults(func=run)
 
@@ -62,9 +68,11 @@ def run(args: argparse.Namespace) -> None:
             f"season {args.tile} {args.season}: {len(args.dates)} dates, {len(args.prob)} "
             f"--prob and {len(scls)} --scl: give one of each per date"
         )
-    share = args.min_clear_share
-    if share is None:
-        share = section_defaults("season")["min_clear_share"]
+    season = section_defaults("season")
+    share = season["min_clear_share"] if args.min_clear_share is None else args.min_clear_share
+    ramp = season["edge_ramp_m"] if args.edge_ramp_m is None else args.edge_ramp_m
+    if not ramp >= 0:
+        raise ConfigError(f"season {args.tile} {args.season}: --edge-ramp-m {ramp} is below 0")
     dates = [
         DateInput(d, Path(p), Path(s) if s else None)
         for d, p, s in zip(args.dates, args.prob, scls, strict=True)
@@ -79,5 +87,6 @@ def run(args: argparse.Namespace) -> None:
         mask_buffer=settings["mask_buffer"],
         min_clear_share=share,
         parquet_path=args.parquet,
+        edge_ramp_m=ramp,
     )
     log.info("%d season fields -> %s", n, args.out)

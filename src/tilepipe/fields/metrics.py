@@ -68,3 +68,40 @@ def instance_scores(
         "split_rate": float(np.mean(covers >= 2)) if n_true else float("nan"),
         "merge_rate": float(sum(v >= 2 for v in merges.values()) / n_pred) if n_pred else 0.0,
     }
+
+
+def field_ious(pred: np.ndarray, truth: np.ndarray, *, min_truth_px: int = 0) -> dict[int, float]:
+    """Each true field's IoU with the predicted field that overlaps it most (0: none).
+
+    Comparing two layers on the true fields both match (:func:`paired_iou`) is fairer than
+    their mean matched IoUs: a layer that matches more fields also matches harder ones.
+    """
+    pred = np.asarray(pred, dtype=np.int64).ravel()
+    truth = np.asarray(truth, dtype=np.int64).ravel()
+    t_ids, t_area = np.unique(truth[truth > 0], return_counts=True)
+    p_ids, p_area = np.unique(pred[pred > 0], return_counts=True)
+    p_size = dict(zip(p_ids.tolist(), p_area.tolist(), strict=True))
+    t_size = dict(zip(t_ids.tolist(), t_area.tolist(), strict=True))
+    out = {t: 0.0 for t, n in t_size.items() if n >= min_truth_px}
+    best: dict[int, int] = {}
+    both = (truth > 0) & (pred > 0)
+    pairs, inter = np.unique(np.stack([truth[both], pred[both]]), axis=1, return_counts=True)
+    for (t, p), n in zip(pairs.T.tolist(), inter.tolist(), strict=True):
+        if t in out and n > best.get(t, 0):
+            best[t] = n
+            out[t] = n / (t_size[t] + p_size[p] - n)
+    return out
+
+
+def paired_iou(
+    a: dict[int, float], b: dict[int, float], *, iou_min: float = 0.5
+) -> tuple[int, float, float]:
+    """(n, mean IoU of ``a``, of ``b``) over the true fields both match (IoU >= ``iou_min``)."""
+    common = [t for t in a if a[t] >= iou_min and b.get(t, 0.0) >= iou_min]
+    if not common:
+        return 0, float("nan"), float("nan")
+    return (
+        len(common),
+        float(np.mean([a[t] for t in common])),
+        float(np.mean([b[t] for t in common])),
+    )

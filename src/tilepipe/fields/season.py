@@ -3,9 +3,11 @@
 Each date's fields step keeps its probability raster (``fields_prob.tif``: uint8 extent and
 boundary on the fields grid). The fusion reads them with each date's SCL mask, block by block:
 per pixel, the extent is the mean and the boundary the maximum over the dates that saw it clear
-(a hedge lost in one date's super-resolution is kept by another's boundary), and a pixel that no
-date saw clear is masked. The fused raster then goes through the same instance and polygon step
-as one date (:func:`tilepipe.fields.polygons.delineate`), so every field comes out once, whole.
+(a hedge lost in one date's super-resolution is kept by another's boundary), each date weighted
+down near its mask's edge (``edge_ramp_m``: a cloud's edge reads as a field boundary to the
+model), and a pixel that no date saw clear is masked. The fused raster then goes through the
+same instance and polygon step as one date (:func:`tilepipe.fields.polygons.delineate`), so
+every field comes out once, whole.
 
 Provenance per field: ``dates`` (the dates that saw at least ``min_clear_share`` of it clear),
 ``n_dates``, and ``agreement``: over those dates, the mean share of the field's clear pixels
@@ -105,21 +107,52 @@ def _open(path: Path, tile: str, date: str):
         raise InputError(f"{context(tile, date, path)}cannot open the probabilities") from exc
 
 
+#: Weight of a clear pixel right at its date's mask edge (the ramp's floor): above 0, so a pixel
+#: only that date saw clear keeps that date's values.
+EDGE_FLOOR = 0.02
+
+
+def clear_weights(clear: np.ndarray, ramp_px: float) -> np.ndarray:
+    """Per date (axis 0), how much each clear pixel counts: rising from EDGE_FLOOR at the date's
+    mask edge to 1 at ``ramp_px`` from it (0: every clear pixel counts 1), 0 where masked.
+
+    Next to a cloud or its shadow a model's output is least trustworthy (haze, and the cloud's
+    edge inside the model's context reads as a field boundary), so there the other dates lead.
+    """
+    if ramp_px <= 0:
+        return clear.astype(np.float32)
+    from scipy.ndimage import distance_transform_edt
+
+    weights = np.zeros(clear.shape, dtype=np.float32)
+    for i, seen in enumerate(clear):
+        if seen.all():  # no mask edge in reach: every pixel counts fully
+            weights[i] = 1.0
+        elif seen.any():
+            ramp = distance_transform_edt(seen) / ramp_px
+            weights[i] = np.where(seen, np.clip(ramp, EDGE_FLOOR, 1.0), 0.0)
+    return weights
+
+
 def fuse_block(
-    ext: np.ndarray, bnd: np.ndarray, clear: np.ndarray
+    ext: np.ndarray, bnd: np.ndarray, clear: np.ndarray, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel over dates (axis 0): mean extent and max boundary of the clear ones (NaN: none)."""
+    """Per pixel over dates (axis 0): the weighted mean extent and the weighted max boundary of
+    the clear ones (NaN: none); without ``weights`` the plain mean and max."""
+    w = clear.astype(np.float32) if weights is None else np.where(clear, weights, 0.0)
     n = clear.sum(axis=0)
-    e = np.where(clear, np.nan_to_num(ext, nan=0.0), 0.0).sum(axis=0)
-    b = np.where(clear, np.nan_to_num(bnd, nan=0.0), -1.0).max(axis=0)
+    total = w.sum(axis=0)
+    e = (w * np.nan_to_num(ext, nan=0.0)).sum(axis=0)
+    b = np.where(clear, w * np.nan_to_num(bnd, nan=0.0), -1.0).max(axis=0)
+    top = w.max(axis=0)  # a pixel one date saw clear keeps that date's boundary
     with np.errstate(invalid="ignore", divide="ignore"):
-        extent = np.where(n > 0, e / np.maximum(n, 1), np.nan).astype(np.float32)
-    boundary = np.where(n > 0, b, np.nan).astype(np.float32)
+        extent = np.where(n > 0, e / np.where(total > 0, total, 1.0), np.nan).astype(np.float32)
+        boundary = np.where(n > 0, b / np.where(top > 0, top, 1.0), np.nan).astype(np.float32)
     return extent, boundary
 
 
-def _write_fused(dates: _Dates, path: Path, block: int) -> None:
-    """The fused extent/boundary raster, block by block, on the dates' grid."""
+def _write_fused(dates: _Dates, path: Path, block: int, ramp_px: float = 0.0) -> None:
+    """The fused extent/boundary raster, block by block, on the dates' grid (each block read
+    with a halo of the ramp, so a mask edge just outside it weighs as it should)."""
     ref = dates.srcs[0]
     profile = gtiff_profile(
         width=ref.width,
@@ -134,11 +167,23 @@ def _write_fused(dates: _Dates, path: Path, block: int) -> None:
         for r0, cols in blocks(ref.height, ref.width, block):
             for c0 in cols:
                 win = Window(c0, r0, min(block, ref.width - c0), min(block, ref.height - r0))
-                extent, boundary = fuse_block(*dates.read(win))
-                dst.write(encode_prob(extent), 1, window=win)
-                dst.write(encode_prob(boundary), 2, window=win)
+                outer, inner = _with_halo(win, math.ceil(ramp_px) + 1, ref.height, ref.width)
+                ext, bnd, clear = dates.read(outer)
+                extent, boundary = fuse_block(ext, bnd, clear, clear_weights(clear, ramp_px))
+                dst.write(encode_prob(extent[inner]), 1, window=win)
+                dst.write(encode_prob(boundary[inner]), 2, window=win)
         dst.set_band_description(1, "extent")
         dst.set_band_description(2, "boundary")
+
+
+def _with_halo(win: Window, halo: int, height: int, width: int) -> tuple[Window, tuple]:
+    """``win`` grown by ``halo`` px (clipped to the raster), and the slices of ``win`` in it."""
+    r0, c0 = max(0, win.row_off - halo), max(0, win.col_off - halo)
+    r1 = min(height, win.row_off + win.height + halo)
+    c1 = min(width, win.col_off + win.width + halo)
+    dr, dc = win.row_off - r0, win.col_off - c0
+    inner = (slice(dr, dr + win.height), slice(dc, dc + win.width))
+    return Window(c0, r0, c1 - c0, r1 - r0), inner
 
 
 class _NeverClear:
@@ -207,8 +252,13 @@ def run_season(
     min_clear_share: float = 0.5,
     parquet_path: str | os.PathLike | None = None,
     block: int = FUSE_BLOCK,
+    edge_ramp_m: float = 20.0,
 ) -> int:
-    """Fuse a tile-season's dates into one field layer at ``dst_path``; return how many."""
+    """Fuse a tile-season's dates into one field layer at ``dst_path``; return how many.
+
+    ``edge_ramp_m``: a date's pixels count less within this distance of its mask's edge (the
+    schema's default, ``season.edge_ramp_m``).
+    """
     params = params or Params()
     check_params(params)
     if not dates:
@@ -220,7 +270,8 @@ def run_season(
     with ExitStack() as stack, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         opened = _Dates(stack, dates, tuple(mask_classes), tile, mask_buffer)
         fused = stack.enter_context(_scratch(dst_path))
-        _write_fused(opened, fused, block)
+        pixel_m = abs(opened.srcs[0].transform.a)
+        _write_fused(opened, fused, block, edge_ramp_m / pixel_m)
         table = delineate(
             fused,
             params,
@@ -250,7 +301,8 @@ def run_season(
             "MASK_BUFFER": str(mask_buffer),
             "MAX_MASKED_SHARE": str(params.max_masked_share),
             "MIN_CLEAR_SHARE": str(min_clear_share),
-            "FUSION": "extent mean, boundary max over clear dates",
+            "FUSION": "extent mean, boundary max over clear dates, weighted by the distance to "
+            f"each date's mask edge (ramp {edge_ramp_m:g} m)",
         },
         parquet_path=parquet_path,
     )
