@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tilepipe.campaign.plan import (
     assumptions,
@@ -109,9 +110,12 @@ def test_plan_job_counts_match_a_snakemake_dry_run(tmp_path):
     for name in ("Snakefile", "workflow", "config", "profiles", "models", "envs"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    config_path = tmp_path / "config" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["tiles"] = ["33UXP", "31UFS"]  # `tilepipe plan` reads the tiles from the file
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     demo = [
         "demo={generate: true, out: demo_data, size: 64, seed: 0}",
-        "tiles=[33UXP, 31UFS]",
         "window={col_off: 5000, row_off: 5000, width: 64, height: 64}",
     ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

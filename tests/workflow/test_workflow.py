@@ -124,7 +124,9 @@ def test_rasters_a_user_opens_are_valid_cogs(campaign, tile, date):
     for name in ("s2.tif", "scl.tif", "dr.tif"):
         assert_valid_cog(scene / name)
     with rasterio.open(scene / "dr.tif") as dr:
-        assert dr.overviews(1) == [2, 4, 8]  # 1600 px: the 1/8 overview fits one block
+        # halved down to one 256 px block: 1600 px gives 2, 4, 8; 34UBU's 960 px 2, 4
+        levels = [2**k for k in range(1, 8) if dr.width / 2 ** (k - 1) > 256]
+        assert dr.overviews(1) == levels and len(levels) >= 2
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -189,7 +191,9 @@ def test_qc_passes_or_warns_every_demo_scene_with_consistent_dr(campaign, tile, 
     for name in ("crs_matches_tile", "north_up", "grid_consistent", "dr_consistency"):
         assert checks[name]["status"] == "pass", checks[name]
     assert checks["sr_opensr"]["status"] == "pass", checks["sr_opensr"]  # opensr-test's view
-    assert checks["cloud_fraction"]["value"] > 0  # the demo puts clouds in every scene
+    # the demo puts clouds in every scene of its own; 34UBU's part of 33UXP may be clear
+    cloudy = demo_scene(tile, SIZE, DATES.index(date)).cloud_lr.any()
+    assert (checks["cloud_fraction"]["value"] > 0) == cloudy
 
 
 def _labels(path: Path, shape, transform) -> np.ndarray:
@@ -215,7 +219,11 @@ def test_demo_scl_marks_the_clouds_and_shadows_of_the_scene(campaign, tile, date
     # the SCL asset is 20 m (nearest from 10 m, like L2A's): a few cloud-edge pixels differ,
     # and clouds on the scene's edge may be no data (0): all masked
     classes = section_defaults("fields")["mask_classes"]
-    assert np.isin(scl[truth.cloud_lr | truth.shadow_lr], classes).mean() > 0.95
+    cloudy = truth.cloud_lr | truth.shadow_lr
+    if cloudy.any():
+        assert np.isin(scl[cloudy], classes).mean() > 0.95
+    else:  # a clear scene (34UBU's part of 33UXP in January): no cloud or shadow class at all
+        assert not np.isin(scl, (3, 8, 9, 10)).any()
 
 
 @pytest.mark.parametrize(("tile", "date"), SCENES)
