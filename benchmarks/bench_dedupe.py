@@ -2,10 +2,11 @@
 
 Two tiles across the UTM zone 33/34 edge (33UXP and 34UBU, as in the demo) each hold an
 N × N grid of 200 × 150 m fields over the same ground, 34UBU's shifted by 3 m and cut at its
-window's west edge (pieces under the fields step's 2000 m² dropped, as it drops them). Both layers are written with the fields step's own writer, then
-``campaign-fields`` joins them in its own process. Prints seconds, peak RSS, fields in and out
-and the duplicates before and after, then the time and memory ratios from the smallest to the
-largest run (a real tile holds 10⁴–10⁵ fields).
+window's west edge (pieces under the fields step's 2000 m² dropped, as it drops them). Both
+layers are written with the fields step's own writer, then ``campaign-fields`` joins them in
+its own process. Prints seconds, peak RSS, fields in and out and the duplicates before and
+after, then the time and memory ratios from the smallest to the largest run (a real tile holds
+10⁴–10⁵ fields).
 
     .venv/bin/python benchmarks/bench_dedupe.py --sides 20 60 180
 """

@@ -71,7 +71,10 @@ def main() -> None:
     scenes = [line.split(",")[:2] for line in (work / "manifests/scenes.csv").read_text().split()]
     header = scenes.pop(0)
     col_t, col_d = header.index("tile"), header.index("date")
-    print("| tile | layer | matched | matched IoU | both match: n, date → fused IoU | split | merge |")
+    print(
+        "| tile | layer | matched | matched IoU | both match: n, date → fused IoU | split |", end=""
+    )
+    print(" merge |")
     print("|---|---|---|---|---|---|---|")
     for tile in config["tiles"]:
         dates = sorted(row[col_d] for row in scenes if row[col_t] == tile)
