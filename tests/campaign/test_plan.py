@@ -230,3 +230,15 @@ def yaml_config(tmp_path: Path, extra: dict) -> Path:
     path = tmp_path / "campaign.yaml"
     path.write_text(yaml.safe_dump({**config, **extra}))
     return path
+
+
+def test_a_tiles_own_window_sizes_its_scenes_in_the_plan():
+    from tilepipe.campaign.plan import scenes_mpx
+
+    config = {
+        "window": {"col_off": 0, "row_off": 0, "width": 200, "height": 200},
+        "windows": {"34UBU": {"col_off": 0, "row_off": 0, "width": 100, "height": 100}},
+    }
+    scenes = [("33UXP", "2022-01-12"), ("34UBU", "2022-01-12")]
+    assert scenes_mpx(config, scenes) == pytest.approx((0.04 + 0.01) / 2)
+    assert scenes_mpx({**config, "windows": {}}, scenes) == pytest.approx(0.04)

@@ -285,6 +285,15 @@ def window_mpx(window: Mapping | str | None) -> float:
     return window["width"] * window["height"] / 1e6
 
 
+def scenes_mpx(config: Mapping, scenes: list[tuple[str, str]]) -> float:
+    """Mean megapixels of the scenes' windows: a tile's own (``windows``), else ``window``."""
+    own = config.get("windows") or {}
+    if not scenes or not own or config.get("aoi"):
+        return window_mpx(config.get("window"))
+    sizes = [window_mpx(own.get(tile, config.get("window"))) for tile, _ in scenes]
+    return sum(sizes) / len(sizes)
+
+
 def plan(
     config: Mapping,
     profile: Mapping,
@@ -304,7 +313,7 @@ def plan(
     arrayed_rules = set(str(profile.get("slurm-array-jobs", "") or "").split(",")) - {""}
     array_limit = int(profile.get("slurm-array-limit", 1000))
     queue_cap = int(profile.get("jobs", 1))
-    mpx = window_mpx(config.get("window"))
+    mpx = scenes_mpx(config, scenes)  # per job, on average: the hours are summed over jobs
     fields_on_dr = (config.get("fields", {}) or {}).get("input", "dr") == "dr"
     counts = count_jobs(
         scenes,
