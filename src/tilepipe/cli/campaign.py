@@ -44,23 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def pairs_arg(items: list[str], what: str) -> dict[str, str]:
-    """``TILE=VALUE`` arguments as {tile: value}; ConfigError for a malformed or repeated one."""
-    from tilepipe.core.errors import ConfigError
-    from tilepipe.core.grid import validate_tile
-
-    out: dict[str, str] = {}
-    for item in items:
-        tile, sep, value = item.partition("=")
-        if not sep or not value:
-            raise ConfigError(f"--{what} {item!r}: expected TILE=VALUE")
-        validate_tile(tile)
-        if tile in out:
-            raise ConfigError(f"--{what}: tile {tile} given more than once")
-        out[tile] = value
-    return out
-
-
 def run(args: argparse.Namespace) -> None:
     """Read the tiles' layers, keep one copy of each field, write layer, parquet and stats."""
     from pathlib import Path
@@ -68,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
     from pyproj import CRS
     from pyproj.exceptions import CRSError
 
-    from tilepipe.cli.options import window
+    from tilepipe.cli.options import pairs_arg, window
     from tilepipe.core.errors import ConfigError
     from tilepipe.fields.dedupe import (
         TileLayer,

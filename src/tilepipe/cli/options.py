@@ -42,6 +42,22 @@ def window(text: str | None, tile: str | None = None) -> tuple[int, int, int, in
     return values  # type: ignore[return-value]
 
 
+def pairs_arg(items: list[str], what: str) -> dict[str, str]:
+    """``TILE=VALUE`` arguments as {tile: value}; ConfigError for a malformed or repeated one."""
+    from tilepipe.core.grid import validate_tile
+
+    out: dict[str, str] = {}
+    for item in items:
+        tile, sep, value = item.partition("=")
+        if not sep or not value:
+            raise ConfigError(f"--{what} {item!r}: expected TILE=VALUE")
+        validate_tile(tile)
+        if tile in out:
+            raise ConfigError(f"--{what}: tile {tile} given more than once")
+        out[tile] = value
+    return out
+
+
 def refuse(problems: list[tuple[str, str]]) -> None:
     """Raise one ConfigError naming every (key, problem) of the rules beyond the schema."""
     if problems:

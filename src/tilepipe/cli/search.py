@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tilepipe.cli.options import add_settings, check_dates, step_settings, window
+from tilepipe.cli.options import add_settings, check_dates, pairs_arg, step_settings, window
 
 log = logging.getLogger("tilepipe")
 
@@ -36,7 +36,7 @@ def _aoi_stats(args: argparse.Namespace, source, policy):
     """Per-item cloud and nodata over the window of each tile, or None without a window."""
     from tilepipe.acquire.download import aoi_scene_stats
 
-    own = dict(_tile_window(text) for text in args.tile_window)
+    own = pairs_arg(args.tile_window, "tile-window")
     texts = {tile: own.get(tile, args.window) for tile in args.tiles}
     if all(text in (None, "", "full") for text in texts.values()):
         return None
@@ -46,16 +46,6 @@ def _aoi_stats(args: argparse.Namespace, source, policy):
         return aoi_scene_stats(item, windows, source=source, policy=policy)
 
     return stats
-
-
-def _tile_window(text: str) -> tuple[str, str]:
-    """(tile, window) of a ``--tile-window TILE=WINDOW`` argument."""
-    from tilepipe.core.errors import ConfigError
-
-    tile, sep, value = text.partition("=")
-    if not sep or not value:
-        raise ConfigError(f"--tile-window {text!r}: expected TILE=WINDOW")
-    return tile, value
 
 
 def run(args: argparse.Namespace) -> None:

@@ -204,10 +204,15 @@ def _observe(
     lr = hr.reshape(4, height, scale, width, scale).mean(axis=(2, 4))
     lr += rng.normal(0, 0.002, size=lr.shape).astype(np.float32)
     cloud_lr, shadow_lr = _cloud_masks(rng, height, width, cover)
-    lr[:, shadow_lr] *= 0.55
-    lr[:, cloud_lr] = CLOUD[:, None] * rng.normal(1, 0.05, size=(4, int(cloud_lr.sum())))
-    np.clip(lr, 0.0001, 1.0, out=lr)
+    _sky(lr, cloud_lr, shadow_lr, rng)
     return lr, cloud_lr, shadow_lr
+
+
+def _sky(lr: np.ndarray, cloud: np.ndarray, shadow: np.ndarray, rng: np.random.Generator) -> None:
+    """Darken ``lr`` under the shadows and whiten it under the clouds, in place."""
+    lr[:, shadow] *= 0.55
+    lr[:, cloud] = CLOUD[:, None] * rng.normal(1, 0.05, size=(4, int(cloud.sum())))
+    np.clip(lr, 0.0001, 1.0, out=lr)
 
 
 def render_scene(
@@ -284,9 +289,7 @@ def observe_neighbour(
     rng = np.random.default_rng([seed, date_index])
     lr = hr.reshape(4, height, scale, width, scale).mean(axis=(2, 4))
     lr += rng.normal(0, 0.002, size=lr.shape).astype(np.float32)
-    lr[:, shadow] *= 0.55
-    lr[:, cloud] = CLOUD[:, None] * rng.normal(1, 0.05, size=(4, int(cloud.sum())))
-    np.clip(lr, 0.0001, 1.0, out=lr)
+    _sky(lr, cloud, shadow, rng)
     classes = {f: c for f, c in source.field_class.items() if f in set(np.unique(ids).tolist())}
     return Scene(hr, lr.astype(np.float32), ids, classes, cloud, shadow), valid
 
