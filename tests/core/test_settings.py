@@ -16,6 +16,7 @@ from tilepipe.core.settings import (
     config_schema,
     schema_path,
     section_defaults,
+    section_schema,
     section_settings,
 )
 from tilepipe.fields.polygons import Params
@@ -98,3 +99,19 @@ def test_every_step_flag_default_is_left_to_the_schema():
             if action.dest.startswith("setting_"):
                 assert action.default is None, (name, action.dest)
     assert config_schema()["properties"]["qc"]["default"] == {}
+
+
+def test_a_section_schema_is_a_fresh_copy_each_time():
+    first = section_schema("fields")
+    first["properties"]["threshold"]["default"] = -1
+    first["definitions"].clear()
+    again = section_schema("fields")
+    assert again["properties"]["threshold"]["default"] != -1
+    assert again["definitions"] == config_schema()["definitions"]
+
+
+def test_the_parser_is_built_once_and_each_parse_starts_afresh():
+    # a warm GPU worker parses one scene's command line after another with the same parser
+    assert build_parser() is build_parser()
+    assert _settings(*FIELDS, "--block", "256")["block"] == 256
+    assert _settings(*FIELDS)["block"] == section_defaults("fields")["block"]
