@@ -16,12 +16,17 @@ Two layouts of the superres step (issue 17), each on the same demo scenes, one a
   start, the scenes and its ``--idle`` tail included.
 
 Per layout and input size it prints the billed and engine seconds and their ratio as measured;
-``steady``, the ratio over the scenes after the first (the worker up, the machine warm); ``job``,
+``steady``, the ratio over the scenes after the first (the worker up, the machine warm);
+``beyond``, the median billed seconds of those scenes beyond their engine seconds; ``job``,
 what a job pays once (start-up, the idle tail); and ``@N/job``, the ratio of a job serving
 ``--batch`` scenes (what a campaign of 10,000 scenes over a few workers gets). Before that, the
 fixed cost of one ``old`` process, step by step (median of ``--repeats`` fresh processes).
-Inputs are demo scenes (``bench_engine.make_input``), the model ``models/dr_demo.pt``, on the
-CPU; all under a temporary directory, removed afterwards.
+``--clients`` scene clients run at a time (default 2, as the workflow runs several scene jobs
+at once, so the worker never waits for the next scene); here they share the machine's cores with
+a local worker, or a Slurm worker on this single node, which they do not on a cluster (clients on
+the login node, the worker on a GPU node): ``--clients 1`` measures the worker alone. Inputs are
+demo scenes (``bench_engine.make_input``), the model ``models/dr_demo.pt`` (or
+``--model``), on the CPU (or ``--device``); all under a temporary directory, removed afterwards.
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ from tilepipe.worker import spool as pool
 from tilepipe.worker.starter import Starter
 
 TILEPIPE = Path(sys.executable).parent / "tilepipe"
+#: the `tilepipe` command: the installed entry point, or this interpreter running its module
+#: (a GPU machine with the package on PYTHONPATH, not installed: benchmarks/gpu/run.sh)
+MODULE = [sys.executable, "-m", "tilepipe.worker.client"]
+TILEPIPE_CMD = [str(TILEPIPE)] if TILEPIPE.exists() else MODULE
+#: the model and device every scene's command runs with (set once from the command line)
+SCENE: dict = {"model": str(MODEL), "device": "cpu", "clients": 2}
 IDLE_S = 5.0  # the pool worker's idle tail in this benchmark (the workflow's default is 60)
 #: each fixed-cost step as a program, cumulative: interpreter, + imports, + model on the device
 STEPS = {
@@ -51,7 +62,7 @@ STEPS = {
     "imports": "import torch, tilepipe.superres",
     "model load": (
         "from tilepipe.superres import load_dr; "
-        "load_dr('model', {model!r}, 'cpu', 'auto', False, 64, 16, '33UXP', '2022-06-21')"
+        "load_dr('model', {model!r}, {device!r}, 'auto', False, 64, 16, '33UXP', '2022-06-21')"
     ),
 }
 
@@ -67,7 +78,8 @@ def fixed_costs(repeats: int) -> dict[str, float]:
     """Median wall seconds of each fixed-cost step alone (not cumulative)."""
     totals = {}
     for name, code in STEPS.items():
-        runs = [wall([sys.executable, "-c", code.format(model=str(MODEL))]) for _ in range(repeats)]
+        program = code.format(model=SCENE["model"], device=SCENE["device"])
+        runs = [wall([sys.executable, "-c", program]) for _ in range(repeats)]
         totals[name] = statistics.median(runs)
     steps, previous = {}, 0.0
     for name, total in totals.items():
@@ -76,9 +88,10 @@ def fixed_costs(repeats: int) -> dict[str, float]:
 
 
 def superres_args(s2: Path, dr: Path) -> list[str]:
-    """The command the workflow's superres rule runs on one scene (the demo model, CPU)."""
+    """The command the workflow's superres rule runs on one scene (``--model``, ``--device``)."""
     args = ["superres", "--tile", "33UXP", "--date", "2022-06-21", "--s2", str(s2)]
-    return [str(TILEPIPE), *args, "--out", str(dr), "--model", str(MODEL), "--device", "cpu"]
+    args += ["--out", str(dr), "--model", str(SCENE["model"]), "--device", SCENE["device"]]
+    return [*TILEPIPE_CMD, *args]
 
 
 def engine_seconds(stderr: str) -> float:
@@ -93,13 +106,14 @@ def plain_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run_one(s2: Path, dr: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(wall s, engine s) of one scene's command."""
+def run_one(s2: Path, dr: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall s, engine s, when it ended) of one scene's command."""
     started = time.perf_counter()
     run = subprocess.run(superres_args(s2, dr), capture_output=True, text=True, env=env)
     if run.returncode:
         raise SystemExit(f"scene {dr.name} failed:\n{run.stderr[-3000:]}")
-    return time.perf_counter() - started, engine_seconds(run.stderr)
+    ended = time.perf_counter()
+    return ended - started, engine_seconds(run.stderr), ended
 
 
 def run_scenes(
@@ -107,9 +121,11 @@ def run_scenes(
 ) -> list[tuple[float, float]]:
     """(wall s, engine s) of each scene's command, ``clients`` at a time (the workflow runs
     several scene jobs at once: with a pool, the next scene waits at the worker while the
-    current one runs, so the worker never idles between scenes)."""
+    current one runs, so the worker never idles between scenes), in the order they ended: a
+    worker serves one scene at a time, so that is the order of its log."""
     with ThreadPoolExecutor(max_workers=clients) as run:
-        return list(run.map(lambda scene: run_one(*scene, env), scenes))
+        done = list(run.map(lambda scene: run_one(*scene, env), scenes))
+    return [(wall_s, engine_s) for wall_s, engine_s, _ in sorted(done, key=lambda r: r[2])]
 
 
 def sbatch(wrap: str, partition: str, account: str, out_dir: Path) -> str:
@@ -179,7 +195,8 @@ def run_pool(scenes: list[tuple[Path, Path]], executor: str, partition: str, acc
     starter.start()
     began = time.perf_counter()
     try:
-        results = run_scenes(scenes, plain_env(TILEPIPE_WORKER=f"spool:{spool}"), clients=2)
+        env = plain_env(TILEPIPE_WORKER=f"spool:{spool}")
+        results = run_scenes(scenes, env, clients=SCENE["clients"])
     finally:
         starter.stopped.set()
     deadline = time.monotonic() + 120
@@ -205,16 +222,17 @@ def summarise(results: list[tuple[float, float]], job_s: float, batch: int) -> d
     billed = sum(b for b, _ in results) + job_s
     engine = sum(e for _, e in results)
     rest = results[1:] or results
-    per_scene = statistics.median(b for b, _ in rest)
+    per_scene = sum(b for b, _ in rest) / len(rest)
     once = job_s + max(results[0][0] - per_scene, 0.0)
-    mean_engine = engine / len(results)
+    rest_engine = sum(e for _, e in rest) / len(rest)
     return {
+        "beyond": statistics.median(b - e for b, e in rest),
         "billed": billed,
         "engine": engine,
         "ratio": engine / billed,
         "steady": sum(e for _, e in rest) / sum(b for b, _ in rest),
         "job": once,
-        "at_batch": mean_engine / (per_scene + once / batch) if job_s else engine / billed,
+        "at_batch": rest_engine / (per_scene + once / batch) if job_s else engine / billed,
     }
 
 
@@ -228,7 +246,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2500, help="scenes per worker, projected")
     parser.add_argument("--partition", default="a100")
     parser.add_argument("--account", default="tilepipe-ci")
+    parser.add_argument("--model", default=str(MODEL), help="the DR model (default: the demo's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (superres --device)")
+    parser.add_argument(
+        "--clients", type=int, default=2,
+        help="pool: scene clients at a time (they share this machine's cores with a local worker)",
+    )  # fmt: skip
     args = parser.parse_args()
+    SCENE.update(model=args.model, device=args.device, clients=args.clients)
     # a worker job runs `tilepipe` from PATH (sbatch passes this environment), as the workflow's
     os.environ["PATH"] = f"{TILEPIPE.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
@@ -237,10 +262,10 @@ def main() -> None:
     for name, seconds in steps.items():
         print(f"  {name:<12} {seconds:6.2f}")
     print(f"  {'total':<12} {sum(steps.values()):6.2f}")
-    print(f"== superres per scene, executor {args.executor}, model {MODEL.name}, CPU")
+    print(f"== superres per scene, executor {args.executor}, model {args.model}, {args.device}")
     print(
         f"{'layout':>6} {'input':>7} {'scenes':>6} {'billed s':>9} {'engine s':>9} {'ratio':>6}"
-        f" {'steady':>7} {'job s':>6} {f'@{args.batch}/job':>10}"
+        f" {'steady':>7} {'beyond':>7} {'job s':>6} {f'@{args.batch}/job':>10}"
     )
     ratios: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_campaign_", dir="/tmp") as tmp:
@@ -257,7 +282,7 @@ def main() -> None:
                 print(
                     f"{layout:>6} {size:>6}² {len(results):>6} {row['billed']:>9.1f}"
                     f" {row['engine']:>9.1f} {row['ratio']:>6.2f} {row['steady']:>7.2f}"
-                    f" {row['job']:>6.1f} {row['at_batch']:>10.2f}"
+                    f" {row['beyond']:>7.3f} {row['job']:>6.1f} {row['at_batch']:>10.2f}"
                 )
     if {"old", "pool"} <= set(args.layout):
         for size in args.sizes:
