@@ -327,6 +327,18 @@ def test_rerun_finds_nothing_to_do(campaign):
     assert "Nothing to be done" in run.stdout + run.stderr
 
 
+def test_a_run_aimed_at_a_finished_scenes_files_plans_nothing(campaign):
+    """What `tilepipe status --targets failed` hands to Snakemake: files of one scene. Before
+    the search checkpoint was resolved, download's `item` param read '<TBD>' to Snakemake, which
+    planned download and, through it, that finished scene's superres and fields again."""
+    tile, date = SCENES[0]
+    scene = _scene(campaign, tile, date).relative_to(campaign)
+    targets = [str(scene / name) for name in ("fields.gpkg", "qc.json", "item.json")]
+    run = _snakemake(campaign, "--dry-run", *targets)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Nothing to be done" in run.stdout + run.stderr, _dry_run_jobs(run.stdout + run.stderr)
+
+
 def _dry_run_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of each job a dry-run lists (a block: its time, then `rule NAME:`)."""
     jobs = []

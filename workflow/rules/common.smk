@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from snakemake.exceptions import IncompleteCheckpointException
 from snakemake.logging import logger
 
 from tilepipe.campaign.config import (
@@ -216,8 +217,20 @@ def _items(path, mtime):
 
 
 def item_of(wildcards):
-    """The STAC item chosen for a tile-date (a param: a new item reruns that scene only)."""
-    path = checkpoints.search_scenes.get().output.manifest
+    """The STAC item chosen for a tile-date (a param: a new item reruns that scene only).
+
+    Before the search checkpoint is resolved (the first pass of a run aimed at one scene's
+    files), the item is read from the manifest on disk, if there is one. A param that raises
+    there reads '<TBD>' to Snakemake, a changed param: download would be planned, and through
+    it superres and fields of a finished scene, which stay planned once the checkpoint is
+    resolved and download is dropped (snakemake#3879). The job is evaluated again then.
+    """
+    try:
+        path = checkpoints.search_scenes.get().output.manifest
+    except IncompleteCheckpointException:
+        if not Path(MANIFEST).exists():
+            raise
+        path = MANIFEST
     items = _items(path, Path(path).stat().st_mtime)
     return items.get((wildcards.tile, wildcards.date), "")
 
