@@ -69,9 +69,11 @@ DEFAULT_RUNTIME: dict[str, dict[str, float]] = {
 
 #: A pool of GPU workers (config ``workers``): what a worker pays once (its job's start,
 #: interpreter, imports; its idle tail is ``workers.idle_s``) and what each scene pays beyond
-#: the engine (handing its command line over, the step's checks, writing); measured like
-#: base_s above (benchmarks/bench_campaign.py --executor slurm, docs/benchmarks.md).
-POOL_COSTS = {"start_s": 4.0, "per_scene_s": 0.07}
+#: the engine (handing its command line over, parsing it, the step's checks, writing);
+#: measured on the CI's Slurm with the worker alone on its cores, as on a cluster where the
+#: clients run on the login node: ``benchmarks/bench_campaign.py --executor slurm --clients 1``
+#: (docs/benchmarks.md, 0.034 to 0.041 s per scene at 100² to 500²).
+POOL_COSTS = {"start_s": 4.0, "per_scene_s": 0.04}
 #: Workers the plan compares with when the config has none (workers.count 0).
 PLAN_WORKERS = 4
 GPU_RULES = ("superres", "fields")
