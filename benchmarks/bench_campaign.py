@@ -74,17 +74,29 @@ def wall(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def fixed_costs(repeats: int) -> dict[str, float]:
-    """Median wall seconds of each fixed-cost step alone (not cumulative)."""
-    totals = {}
-    for name, code in STEPS.items():
-        program = code.format(model=SCENE["model"], device=SCENE["device"])
-        runs = [wall([sys.executable, "-c", program]) for _ in range(repeats)]
-        totals[name] = statistics.median(runs)
+def medians(programs: dict[str, str], repeats: int) -> dict[str, float]:
+    """Median wall seconds of each Python program, each run in a fresh interpreter."""
+    return {
+        name: statistics.median(wall([sys.executable, "-c", code]) for _ in range(repeats))
+        for name, code in programs.items()
+    }
+
+
+def step_costs(totals: dict[str, float]) -> dict[str, float]:
+    """Each step alone, from the medians of cumulative programs (each does all before it)."""
     steps, previous = {}, 0.0
     for name, total in totals.items():
         steps[name], previous = max(total - previous, 0.0), total
     return steps
+
+
+def fixed_costs(repeats: int) -> dict[str, float]:
+    """Median wall seconds of each fixed-cost step alone (not cumulative)."""
+    programs = {
+        name: code.format(model=SCENE["model"], device=SCENE["device"])
+        for name, code in STEPS.items()
+    }
+    return step_costs(medians(programs, repeats))
 
 
 def superres_args(s2: Path, dr: Path) -> list[str]:

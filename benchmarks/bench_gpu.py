@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_campaign import medians, step_costs, wall
 from bench_engine import forward_batches, gflop_per_mpx, make_input, model_file
 
 from tilepipe.engine.windows import blend_weights, window_origins
@@ -120,32 +120,21 @@ def fixed_program(upto: int, device: str, model: str, precision: str, compile: b
     return (PRELUDE if upto >= 2 else "") + body
 
 
-def wall(program: str) -> float:
-    """Wall seconds of one fresh interpreter running ``program`` (which must succeed)."""
-    started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
-    if run.returncode:
-        raise SystemExit(f"fixed-cost program failed:\n{program}\n{run.stderr[-2000:]}")
-    return time.perf_counter() - started
-
-
 def bench_fixed(args: argparse.Namespace, model: Path) -> dict[str, float]:
     """Median wall seconds of each fixed-cost step alone, and the compile's first batch."""
-    totals = []
-    for k in range(len(FIXED_STEPS)):
-        program = fixed_program(k, args.device, str(model), "auto", False)
-        totals.append(statistics.median(wall(program) for _ in range(args.repeats)))
-    steps = {FIXED_STEPS[0][0]: totals[0]}
-    for k in range(1, len(totals)):
-        steps[FIXED_STEPS[k][0]] = max(totals[k] - totals[k - 1], 0.0)
-    steps["total"] = totals[-1]
+    programs = {
+        name: fixed_program(k, args.device, str(model), "auto", False)
+        for k, (name, _) in enumerate(FIXED_STEPS)
+    }
+    totals = medians(programs, args.repeats)
+    steps = {**step_costs(totals), "total": totals[FIXED_STEPS[-1][0]]}
     compiled = fixed_program(len(FIXED_STEPS) - 1, args.device, str(model), "auto", True)
     try:  # once (a compile takes long); a compiler toolchain that fails keeps the rest
-        with_compile = wall(compiled)
-    except SystemExit as exc:
-        print(f"  torch.compile's first batch failed: {str(exc)[-500:]}")
+        with_compile = wall([sys.executable, "-c", compiled])
+    except subprocess.CalledProcessError as exc:
+        print(f"  torch.compile's first batch failed: {exc.stderr[-500:]}")
     else:
-        steps["first batch, compiled (instead)"] = max(with_compile - totals[-2], 0.0)
+        steps["first batch, compiled (instead)"] = max(with_compile - totals["model load"], 0.0)
     print(f"== fixed cost of one GPU job's process on {args.device} (median wall s, each step)")
     for name, seconds in steps.items():
         print(f"  {name:<32} {seconds:7.2f}")
@@ -180,11 +169,12 @@ def gflop(path: Path) -> float:
     return round(gflop_per_mpx(net, PATCH), 1)
 
 
-def engine_row(args, work: Path, spec: str, precision: str, compiled: bool) -> dict:
-    """One model, precision and compile setting: forward and engine seconds and their ratio."""
+def engine_row(args, work: Path, batches: list[np.ndarray], spec: str, precision: str,
+               compiled: bool) -> dict:  # fmt: skip
+    """One model, precision and compile setting on the engine's input batches (read once):
+    forward and engine seconds and their ratio."""
     device = resolve_device(args.device)
     s2 = work / "s2.tif"
-    batches = forward_batches(s2, PATCH, OVERLAP, args.batch)
     path = model_path(work, spec)
     dr = load_dr("model", path, args.device, precision, compiled, PATCH, OVERLAP, "33UXP", "D")
     if device.type == "cuda":
@@ -227,7 +217,8 @@ def engine_row(args, work: Path, spec: str, precision: str, compiled: bool) -> d
 
 def bench_engine(args: argparse.Namespace, work: Path, out: Path) -> list[dict]:
     """The engine table: every model, precision and compile setting asked for."""
-    make_input(work / "s2.tif", args.size)
+    s2 = make_input(work / "s2.tif", args.size)
+    batches = forward_batches(s2, PATCH, OVERLAP, args.batch)
     print(
         f"== engine against pure forward on {args.device}: input {args.size}² -> output "
         f"{args.size * SCALE}², patch {PATCH} overlap {OVERLAP} batch {args.batch}, "
@@ -241,7 +232,7 @@ def bench_engine(args: argparse.Namespace, work: Path, out: Path) -> list[dict]:
         for spec in args.models:
             for precision, compiled in settings:
                 try:
-                    row = engine_row(args, work, spec, precision, compiled)
+                    row = engine_row(args, work, batches, spec, precision, compiled)
                 except Exception as exc:  # one setting failing (compile) keeps the others
                     row = {"model": spec, "precision": precision, "compile": compiled,
                            "error": f"{type(exc).__name__}: {str(exc)[:300]}"}  # fmt: skip
